@@ -1,0 +1,18 @@
+# Start a throwaway PostgreSQL on loopback for the test suite and export EQC_ENRICH_TEST_PG_URL.
+# Installs Debian's server package when it is missing. Sourced by .ci/run.
+start_postgres() {
+  local bindir
+  bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  local data port=55432
+  data=$(mktemp -d /tmp/eqc-enrich-pg.XXXXXX)
+  chown postgres "$data"
+  su postgres -s /bin/sh -c "$bindir/initdb -D $data -A trust -U postgres >/dev/null"
+  su postgres -s /bin/sh -c "$bindir/pg_ctl -D $data -l $data/log -o '-k /tmp -h 127.0.0.1 -p $port' -w start >/dev/null"
+  export EQC_ENRICH_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+  trap "su postgres -s /bin/sh -c '$bindir/pg_ctl -D $data -m immediate stop' >/dev/null 2>&1 || true" EXIT
+}

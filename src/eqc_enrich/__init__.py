@@ -1,0 +1,56 @@
+"""eqc-enrich: give every row a stable company_id, asking EQC only what the index cannot answer.
+
+    import eqc_enrich
+    result = eqc_enrich.enrich("202501.xlsx", db="index.db", rate_limit=eqc_enrich.parse_rate_limit("10/60s"))
+    result.frame            # the input, plus company_id and company_id_source
+    result.summary.as_dict()
+
+The command line (`eqc-enrich run ...`) is a thin layer over these functions.
+"""
+
+from eqc_enrich._durations import RateLimit, parse_duration, parse_rate_limit
+from eqc_enrich._errors import ConfigError, EqcEnrichError, IndexStoreError, InputError
+from eqc_enrich._stats import EqcStats, RunProgress
+from eqc_enrich.enrich import EnrichResult, PlanReport, RunControl, RunOptions, enrich, enrich_async, plan
+from eqc_enrich.eqc import EqcError
+from eqc_enrich.index import IndexStore
+from eqc_enrich.keys import LookupType, normalize_name, temp_company_id
+from eqc_enrich.model import Latency, Workload, lower_bound
+from eqc_enrich.resolve import Columns, Overrides
+from eqc_enrich.settings import Settings, load_settings
+from eqc_enrich.summary import RunSummary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Columns",
+    "ConfigError",
+    "EnrichResult",
+    "EqcEnrichError",
+    "EqcError",
+    "EqcStats",
+    "IndexStore",
+    "IndexStoreError",
+    "InputError",
+    "Latency",
+    "LookupType",
+    "Overrides",
+    "PlanReport",
+    "RateLimit",
+    "RunControl",
+    "RunOptions",
+    "RunProgress",
+    "RunSummary",
+    "Settings",
+    "Workload",
+    "__version__",
+    "enrich",
+    "enrich_async",
+    "load_settings",
+    "lower_bound",
+    "normalize_name",
+    "parse_duration",
+    "parse_rate_limit",
+    "plan",
+    "temp_company_id",
+]

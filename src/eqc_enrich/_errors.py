@@ -1,0 +1,19 @@
+"""The error hierarchy: one base so callers can catch everything of ours, subclasses they can act on."""
+
+from __future__ import annotations
+
+
+class EqcEnrichError(Exception):
+    """Base of every error eqc-enrich raises on purpose; its message is one line fit for a user."""
+
+
+class ConfigError(EqcEnrichError):
+    """A setting or option is malformed or contradicts another one."""
+
+
+class InputError(EqcEnrichError):
+    """The input file cannot be read as the table the run needs (missing, unreadable, wrong columns)."""
+
+
+class IndexStoreError(EqcEnrichError):
+    """The enrichment index cannot be opened, read or written."""

@@ -1,0 +1,51 @@
+"""The EQC company-information API: an async client and its typed answers and errors."""
+
+from eqc_enrich.eqc._client import FIND_DEPART, FIND_LABELS, SEARCH, SEARCH_ALL, CallObserver, CallRecord, EqcClient
+from eqc_enrich.eqc._errors import (
+    BadResponseError,
+    EqcError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    TokenExpiredError,
+    TransientError,
+)
+from eqc_enrich.eqc._models import (
+    EXACT_MATCH,
+    FUZZY_MATCH,
+    PINYIN_MATCH,
+    BusinessInfo,
+    Label,
+    LabelSet,
+    SearchHit,
+    SearchResult,
+    match_confidence,
+)
+from eqc_enrich.eqc._retry_after import parse_retry_after
+
+__all__ = [
+    "EXACT_MATCH",
+    "FIND_DEPART",
+    "FIND_LABELS",
+    "FUZZY_MATCH",
+    "PINYIN_MATCH",
+    "SEARCH",
+    "SEARCH_ALL",
+    "BadResponseError",
+    "BusinessInfo",
+    "CallObserver",
+    "CallRecord",
+    "EqcClient",
+    "EqcError",
+    "ForbiddenError",
+    "Label",
+    "LabelSet",
+    "NotFoundError",
+    "RateLimitedError",
+    "SearchHit",
+    "SearchResult",
+    "TokenExpiredError",
+    "TransientError",
+    "match_confidence",
+    "parse_retry_after",
+]

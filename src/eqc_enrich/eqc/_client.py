@@ -1,0 +1,203 @@
+"""An async client for the four EQC endpoints. It neither paces nor retries: the run owns both."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import httpx
+
+from eqc_enrich.eqc._errors import (
+    BadResponseError,
+    EqcError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    TokenExpiredError,
+    TransientError,
+)
+from eqc_enrich.eqc._models import (
+    BusinessInfo,
+    LabelSet,
+    SearchResult,
+    parse_business_info,
+    parse_labels,
+    parse_search,
+)
+from eqc_enrich.eqc._retry_after import parse_retry_after
+from eqc_enrich.settings import DEFAULT_BASE_URL, Settings, load_settings
+
+SEARCH: Final = "search"
+FIND_DEPART: Final = "findDepart"
+FIND_LABELS: Final = "findLabels"
+SEARCH_ALL: Final = "searchAll"
+
+_PATHS: Final = {
+    SEARCH: "/kg-api-hfd/api/search/",
+    FIND_DEPART: "/kg-api-hfd/api/search/findDepart",
+    FIND_LABELS: "/kg-api-hfd/api/search/findLabels",
+    SEARCH_ALL: "/kg-api-hfd/api/search/searchAll",
+}
+_USER_AGENT: Final = "eqc-enrich/0.1 (+company-id enrichment)"
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One finished attempt, for whoever keeps statistics: where the time went and how it ended."""
+
+    endpoint: str
+    status: int | None
+    network_s: float
+    parse_s: float
+    outcome: str  # "ok" or the name of the error class
+
+
+CallObserver = Callable[[CallRecord], None]
+
+
+class EqcClient:
+    """Speaks EQC: `token` header, GET with query parameters, typed answers, typed errors.
+
+    Usable as `async with EqcClient(token) as eqc: await eqc.search("...")`. Missing arguments come from
+    `WDH_EQC_*` settings. `set_token` swaps the token for requests not yet sent, so a refresh needs no new
+    client (and no new connection pool).
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        settings: Settings | None = None,
+        max_connections: int = 64,
+        verify: bool = True,
+        observer: CallObserver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if settings is None and (token is None or base_url is None or timeout is None):
+            settings = load_settings()
+        self._token = token if token is not None else (settings.token_value() if settings else None)
+        url = base_url or (settings.eqc_base_url if settings else DEFAULT_BASE_URL)
+        seconds = timeout if timeout is not None else (settings.eqc_timeout if settings else 30.0)
+        self._observer = observer
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            timeout=httpx.Timeout(seconds),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={
+                "Referer": "https://eqc.pingan.com/",
+                "Accept": "application/json",
+                "User-Agent": _USER_AGENT,
+            },
+            verify=verify,
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY from the environment, as users configure them today
+            transport=transport,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token)
+
+    def set_token(self, token: str) -> None:
+        self._token = token
+
+    async def search(self, name: str) -> SearchResult:
+        body = await self._get(SEARCH, {"key": name})
+        return self._parsed(SEARCH, lambda: parse_search(name, body))
+
+    async def find_depart(self, company_id: str) -> BusinessInfo | None:
+        body = await self._get(FIND_DEPART, {"targetId": company_id})
+        return self._parsed(FIND_DEPART, lambda: parse_business_info(body))
+
+    async def find_labels(self, company_id: str) -> LabelSet:
+        body = await self._get(FIND_LABELS, {"targetId": company_id})
+        return self._parsed(FIND_LABELS, lambda: parse_labels(company_id, body))
+
+    async def check_token(self) -> bool:
+        """True when the token works, False when EQC calls it expired or invalid; other failures raise."""
+        params = {"keyword": "test", "currentPage": "1", "pageSize": "1"}
+        try:
+            await self._get(SEARCH_ALL, params)
+        except TokenExpiredError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _get(self, endpoint: str, params: dict[str, str]) -> Any:
+        if not self._token:
+            raise TokenExpiredError("no EQC token: set WDH_EQC_TOKEN", endpoint=endpoint)
+        started = time.perf_counter()
+        try:
+            response = await self._http.get(_PATHS[endpoint], params=params, headers={"token": self._token})
+        except httpx.TimeoutException:
+            self._record(endpoint, None, started, 0.0, "TransientError")
+            raise TransientError(f"EQC {endpoint} timed out", endpoint=endpoint) from None
+        except httpx.TransportError as exc:
+            self._record(endpoint, None, started, 0.0, "TransientError")
+            raise TransientError(f"EQC {endpoint} connection failed: {type(exc).__name__}", endpoint=endpoint) from None
+        network_done = time.perf_counter()
+        outcome = "ok"
+        try:
+            return _decode(endpoint, response)
+        except EqcError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self._record(endpoint, response.status_code, started, time.perf_counter() - network_done, outcome)
+
+    def _parsed(self, endpoint: str, parse: Callable[[], _T]) -> _T:
+        try:
+            return parse()
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise BadResponseError(f"EQC {endpoint} answer has an unexpected shape: {exc}", endpoint=endpoint) from None
+
+    def _record(self, endpoint: str, status: int | None, started: float, parse_s: float, outcome: str) -> None:
+        if self._observer is not None:
+            network_s = time.perf_counter() - started - parse_s
+            self._observer(CallRecord(endpoint, status, network_s, parse_s, outcome))
+
+
+def _decode(endpoint: str, response: httpx.Response) -> Any:
+    """Status code and body to a JSON value, or the error that says what the caller should do."""
+    status = response.status_code
+    if status == 401:
+        raise TokenExpiredError(f"EQC {endpoint}: token invalid or expired (HTTP 401)", endpoint=endpoint)
+    if status == 403:
+        raise ForbiddenError(f"EQC {endpoint}: forbidden (HTTP 403)", endpoint=endpoint)
+    if status == 404:
+        raise NotFoundError(f"EQC {endpoint}: not found (HTTP 404)", endpoint=endpoint)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise RateLimitedError(f"EQC {endpoint}: rate limited (HTTP 429)", endpoint=endpoint, retry_after_s=retry_after)
+    if status >= 500:
+        raise TransientError(f"EQC {endpoint}: server error (HTTP {status})", endpoint=endpoint)
+    if status != 200:
+        raise BadResponseError(f"EQC {endpoint}: unexpected HTTP {status}", endpoint=endpoint)
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise BadResponseError(f"EQC {endpoint}: answer is not JSON", endpoint=endpoint) from None
+    if isinstance(body, dict) and body.get("error") == "TokenExpired":
+        raise TokenExpiredError(f"EQC {endpoint}: token expired", endpoint=endpoint)
+    return body
