@@ -1,0 +1,327 @@
+"""A synthetic annuity_performance month whose customers come from the simulator's universe.
+
+Names are written the messy ways real files write them (status markers, half-width brackets, full-width
+letters, stray spaces, stems, former names) and a ground truth says which company every row belongs to, so
+a run against the simulator can be scored row by row.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from eqc_enrich._errors import ConfigError
+from eqc_enrich.simulator._universe import Universe, build_universe, invent_absent_names
+
+SHEET = "规模明细"
+COLLECTIVE_SHARE = 0.08
+_ZIPF_EXPONENT = 1.05
+_ZIPF_OFFSET = 10  # Zipf-Mandelbrot: heavy reuse without one customer owning a tenth of the month
+_PLACEHOLDER_SHARE = 0.02
+_PLACEHOLDERS = ("N", "NULL", "")
+
+SCHEMA: dict[str, pl.DataType] = {
+    "月度": pl.Datetime("ns"),
+    **{
+        name: pl.String()
+        for name in (
+            "业务类型", "计划类型", "计划代码", "计划名称", "组合类型", "组合代码", "组合名称", "客户名称",
+            "期初资产规模", "期末资产规模", "供款", "流失_含待遇支付", "流失", "待遇支付", "投资收益", "当期收益率",
+            "机构代码", "机构名称", "产品线代码", "年金账户名", "公司代码",
+        )
+    },
+}  # fmt: skip
+TRUTH_SCHEMA: dict[str, pl.DataType] = {"row": pl.Int64(), "company_id": pl.String(), "name": pl.String()}
+
+_BRANCHES = (
+    ("G00", "湖北"), ("G01", "北京"), ("G02", "上海"), ("G03", "广东"), ("G04", "深圳"), ("G05", "江苏"),
+    ("G06", "浙江"), ("G07", "山东"), ("G08", "四川"), ("G09", "河南"), ("G10", "福建"), ("G11", "湖南"),
+    ("G12", "天津"), ("G13", "重庆"), ("G14", "辽宁"), ("G15", "广西"), ("G16", "安徽"), ("G17", "陕西"),
+    ("G18", "河北"), ("G19", "江西"), ("G20", "云南"), ("G21", "山西"), ("G22", "黑龙江"), ("G23", "新疆"),
+)  # fmt: skip
+_PORTFOLIO_TYPES = (None, None, None, "固定收益型", "含权益型")
+_COLLECTIVE_PLANS = tuple(
+    (f"AN{i:03d}", f"平安{name}集合企业年金计划")
+    for i, name in enumerate(("盛世", "富盈", "鑫享", "如意", "福满", "长青", "安康", "金色人生", "稳健", "聚财",
+                              "瑞祥", "丰泰", "恒升", "优选", "卓越", "同心", "和谐", "智远", "汇利", "安心"), 1)
+)  # fmt: skip
+
+
+# --- customer names and how files write them -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Customer:
+    """One customer company of the month (known to the universe or not) and the raw names it appears under."""
+
+    name: str
+    company_id: str | None
+    stem: str | None = None
+    former_names: tuple[str, ...] = ()
+    forms: list[str] = field(default_factory=list)
+    plan_code: str = ""
+    branch: tuple[str, str] = ("G00", "湖北")
+
+
+_MARKERS = ("-已转出", "（已转出）", "(终止)", "-待转出", "(团托)", "及下属子企业", "-养老", "-福利")
+_SPACES = (" ", "\u3000", "  ")
+_TO_FULLWIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}
+
+
+def _with_space(rng: random.Random, name: str) -> str:
+    """A space (ASCII or U+3000) inside the name, sometimes around it too."""
+    cut = rng.randint(1, len(name) - 1)
+    inner = name[:cut] + rng.choice(_SPACES) + name[cut:]
+    return rng.choice((inner, inner, f" {inner}", f"{name}\u3000", f"  {name} "))
+
+
+_Variant = Callable[[random.Random, _Customer], str | None]
+_VARIANTS: tuple[tuple[int, _Variant], ...] = (
+    (24, lambda rng, c: c.name + rng.choice(_MARKERS)),
+    (14, lambda rng, c: _with_space(rng, c.name)),
+    (10, lambda rng, c: c.name.replace("（", "(").replace("）", ")") if "（" in c.name else None),
+    (10, lambda rng, c: c.name.translate(_TO_FULLWIDTH) if any(ch.isascii() for ch in c.name) else None),
+    (5, lambda rng, c: c.stem),
+    (5, lambda rng, c: rng.choice(c.former_names) if c.former_names else None),
+)
+_VARIANT_CUM_WEIGHTS = tuple(accumulate(weight for weight, _ in _VARIANTS))
+
+
+def _variant(rng: random.Random, customer: _Customer) -> str:
+    """A non-plain way to write the customer's name (one that applies to this name)."""
+    while True:
+        make = rng.choices(_VARIANTS, cum_weights=_VARIANT_CUM_WEIGHTS)[0][1]
+        form = make(rng, customer)
+        if form is not None:
+            return form
+
+
+def _forms(rng: random.Random, customer: _Customer) -> list[str]:
+    """Main raw name first (plain for most customers), then 0-2 other spellings seen on some rows."""
+    main = customer.name if rng.random() < 0.72 else _variant(rng, customer)
+    extra = 0 if rng.random() < 0.55 else (1 if rng.random() < 0.75 else 2)
+    forms = [main]
+    for _ in range(extra):
+        form = _variant(rng, customer)
+        if form not in forms:
+            forms.append(form)
+    return forms
+
+
+def _customers(rng: random.Random, universe: Universe, count: int, unknown_share: float) -> list[_Customer]:
+    """`count` distinct customers, `unknown_share` of them absent from the universe, in Zipf rank order."""
+    unknown = round(count * unknown_share)
+    known = [
+        _Customer(c.name, c.company_id, c.stem, c.former_names) for c in rng.sample(universe.companies, count - unknown)
+    ]
+    absent = [_Customer(name, None) for name in invent_absent_names(universe, rng, unknown)]
+    customers = known + absent
+    rng.shuffle(customers)
+    codes = _plan_codes(rng, len(customers))
+    for customer, code in zip(customers, codes, strict=True):
+        customer.forms = _forms(rng, customer)
+        customer.plan_code = code
+        customer.branch = rng.choice(_BRANCHES)
+    return customers
+
+
+def _plan_codes(rng: random.Random, count: int) -> list[str]:
+    """Unique single-plan codes like P0123 / S1234."""
+    span = max(10_000, count)
+    width = len(str(span - 1))
+    return [f"{'PS'[v // span]}{v % span:0{width}d}" for v in rng.sample(range(2 * span), count)]
+
+
+def _rows_per_customer(rng: random.Random, customers: int, rows: int) -> list[int]:
+    """Every customer gets a row; the rest follow a Zipf-like law, so a few customers own many rows."""
+    counts = [1] * customers
+    weights = accumulate(1.0 / (rank + _ZIPF_OFFSET) ** _ZIPF_EXPONENT for rank in range(customers))
+    for index in rng.choices(range(customers), cum_weights=list(weights), k=rows - customers):
+        counts[index] += 1
+    return counts
+
+
+# --- rows ------------------------------------------------------------------------------------------------
+
+
+def _amounts(rng: random.Random) -> dict[str, str]:
+    """Money columns as strings, the way the source sheet stores them."""
+    begin = round(rng.lognormvariate(16.0, 1.8), 2)
+    contribution = round(begin * rng.uniform(0.0, 0.2), 2)
+    benefits = 0.0 if rng.random() < 0.7 else round(begin * rng.uniform(0.0, 0.05), 2)
+    loss = 0.0 if rng.random() < 0.9 else round(begin * rng.uniform(0.0, 0.1), 2)
+    income = round(begin * rng.uniform(-0.02, 0.08), 6)
+    end = round(begin + contribution - benefits - loss + income, 2)
+    return {
+        "期初资产规模": _num(begin), "期末资产规模": _num(end), "供款": _num(contribution),
+        "流失_含待遇支付": _num(benefits + loss), "流失": _num(loss), "待遇支付": _num(benefits),
+        "投资收益": _num(income), "当期收益率": _num(income / begin if begin else 0.0),
+    }  # fmt: skip
+
+
+def _num(value: float) -> str:
+    return "0" if value == 0 else repr(value)
+
+
+def _company_code(rng: random.Random, company_id: str | None, existing_id_share: float) -> str | None:
+    roll = rng.random()
+    if company_id is not None and roll < existing_id_share:
+        return company_id
+    if roll > 1 - _PLACEHOLDER_SHARE:
+        return rng.choice(_PLACEHOLDERS)
+    return None
+
+
+@dataclass(slots=True)
+class _Table:
+    """Rows under construction, column by column, plus the truth of each row."""
+
+    columns: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in SCHEMA})
+    truth_ids: list[str | None] = field(default_factory=list)
+    truth_names: list[str | None] = field(default_factory=list)
+
+    def add(self, values: dict[str, Any], company_id: str | None, name: str | None) -> None:
+        for column, cells in self.columns.items():
+            cells.append(values.get(column))
+        self.truth_ids.append(company_id)
+        self.truth_names.append(name)
+
+
+def _single_row(rng: random.Random, customer: _Customer, index: int, existing_id_share: float) -> dict[str, Any]:
+    raw = customer.forms[0] if rng.random() < 0.8 else rng.choice(customer.forms)
+    business = rng.choice(("企年受托", "企年投资"))
+    plan_name = f"{customer.name}企业年金计划"
+    return {
+        "业务类型": business, "计划类型": "单一计划", "计划代码": customer.plan_code, "计划名称": plan_name,
+        "组合类型": rng.choice(_PORTFOLIO_TYPES), "组合代码": f"{customer.plan_code}P{index % 100:02d}",
+        "组合名称": f"{plan_name}投资组合{index % 100:02d}", "客户名称": raw,
+        "机构代码": customer.branch[0], "机构名称": customer.branch[1],
+        "产品线代码": "BUSINESS_001" if business == "企年受托" else "BUSINESS_002",
+        "年金账户名": raw if rng.random() < 0.8 else customer.forms[0],
+        "公司代码": _company_code(rng, customer.company_id, existing_id_share),
+        **_amounts(rng),
+    }  # fmt: skip
+
+
+def _collective_row(rng: random.Random) -> dict[str, Any]:
+    code, plan_name = rng.choice(_COLLECTIVE_PLANS)
+    branch = rng.choice(_BRANCHES)
+    return {
+        "业务类型": rng.choice(("企年受托", "企年投资")), "计划类型": "集合计划", "计划代码": code,
+        "计划名称": plan_name, "组合类型": rng.choice(_PORTFOLIO_TYPES), "组合代码": f"{code}P",
+        "组合名称": f"{plan_name}投资组合", "客户名称": None, "机构代码": branch[0], "机构名称": branch[1],
+        "产品线代码": "BUSINESS_003", "年金账户名": None, "公司代码": None, **_amounts(rng),
+    }  # fmt: skip
+
+
+def _check(rows: int, companies: int, unknown_share: float, existing_id_share: float) -> None:
+    if rows < 0 or companies < 1:
+        raise ConfigError(f"need rows >= 0 and companies >= 1, got rows={rows}, companies={companies}")
+    if not 0 <= unknown_share <= 1 or not 0 <= existing_id_share <= 1:
+        raise ConfigError("unknown_share and existing_id_share must lie in [0, 1]")
+
+
+def make_month(
+    seed: int,
+    rows: int = 30_986,
+    companies: int = 2_500,
+    unknown_share: float = 0.05,
+    universe_size: int = 60_000,
+    existing_id_share: float = 0.15,
+    month: date = date(2025, 1, 1),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(data, truth) for one month; the same arguments always give the same frames."""
+    _check(rows, companies, unknown_share, existing_id_share)
+    rng = random.Random(f"eqc-enrich-datagen:{seed}")
+    single = rows - round(rows * COLLECTIVE_SHARE)
+    customers = _customers(rng, build_universe(seed, universe_size), min(companies, single), unknown_share)
+    plan: list[_Customer | None] = [None] * (rows - single)
+    for owner, count in zip(customers, _rows_per_customer(rng, len(customers), single), strict=True):
+        plan.extend([owner] * count)
+    rng.shuffle(plan)
+    table, seen = _Table(), dict.fromkeys((c.plan_code for c in customers), 0)
+    for customer in plan:
+        if customer is None:
+            table.add(_collective_row(rng), None, None)
+            continue
+        seen[customer.plan_code] += 1
+        table.add(_single_row(rng, customer, seen[customer.plan_code], existing_id_share), customer.company_id,
+                  customer.name)  # fmt: skip
+    return _frames(table, rows, month)
+
+
+def _frames(table: _Table, rows: int, month: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    table.columns["月度"] = [datetime(month.year, month.month, 1)] * rows
+    data = pl.DataFrame(table.columns, schema=SCHEMA)
+    truth = pl.DataFrame(
+        {"row": list(range(rows)), "company_id": table.truth_ids, "name": table.truth_names}, schema=TRUTH_SCHEMA
+    )
+    return data, truth
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+
+def truth_path(path: Path) -> Path:
+    """Where the ground truth of a generated file lives: `<stem>.truth.parquet` beside it."""
+    return path.with_name(f"{path.stem}.truth.parquet")
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_frames(path: Path, data: pl.DataFrame, truth: pl.DataFrame) -> Path:
+    """Write the data as .xlsx (sheet 规模明细), .csv or .parquet by extension, and its truth beside it."""
+    writers: dict[str, Callable[[Path], object]] = {
+        ".xlsx": lambda p: data.write_excel(p, worksheet=SHEET, autofit=False),
+        ".csv": data.write_csv,
+        ".parquet": data.write_parquet,
+    }
+    write = writers.get(path.suffix.lower())
+    if write is None:
+        raise ConfigError(f"cannot write {path.name}: use .xlsx, .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, write)
+    _write_atomic(truth_path(path), truth.write_parquet)
+    return path
+
+
+def write_month(
+    path: Path,
+    seed: int = 7,
+    rows: int = 30_986,
+    companies: int = 2_500,
+    unknown_share: float = 0.05,
+    universe_size: int = 60_000,
+    existing_id_share: float = 0.15,
+) -> Path:
+    """`make_month` written to `path` (format by extension) with `<stem>.truth.parquet` beside it."""
+    data, truth = make_month(seed, rows, companies, unknown_share, universe_size, existing_id_share)
+    return write_frames(path, data, truth)
+
+
+def summarize(data: pl.DataFrame, truth: pl.DataFrame) -> dict[str, int]:
+    """What a generated month holds, for the command line to report."""
+    named = truth.filter(pl.col("name").is_not_null())
+    return {
+        "rows": data.height,
+        "companies": named["name"].n_unique(),
+        "raw_names": data["客户名称"].drop_nulls().n_unique(),
+        "unknown_names": named.filter(pl.col("company_id").is_null())["name"].n_unique(),
+        "collective_rows": data.filter(pl.col("计划类型") == "集合计划").height,
+    }
