@@ -1,0 +1,263 @@
+"""Tests of the lookup keys: the domain doc's table, idempotence under adversarial input, temporary ids."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eqc_enrich import keys
+from eqc_enrich.keys import (
+    ENTERPRISE_TYPES,
+    INDEX_PRIORITY,
+    STATUS_MARKERS,
+    LookupType,
+    clean_company_id,
+    clean_plan_code,
+    is_real_company_id,
+    normalize_name,
+    plan_customer_key,
+    temp_company_id,
+)
+
+# --- the table of enrichment-domain.md, one case per input -------------------------------------------
+
+DOC_TABLE = [
+    ("中国平安-已转出", "中国平安"),
+    ("中国平安-待转出", "中国平安"),
+    ("中国平安-清算", "中国平安"),
+    ("中国平安（已转出）", "中国平安"),
+    ("中国平安(终止)", "中国平安"),
+    ("已转出-中国平安", "中国平安"),
+    ("（已转出）中国平安", "中国平安"),
+    ("  ABC  公司  ", "ABC公司"),
+    ("China Life", "CHINALIFE"),
+    ("abc（集团）公司", "ABC（集团）公司"),
+    ("中国\t平安\n公司", "中国平安公司"),
+    ("中国\u3000平安公司", "中国平安公司"),
+    ("中国平安及下属子企业", "中国平安"),
+    ("中国平安-养老", "中国平安"),
+    ("中国平安-福利", "中国平安"),
+    ("中国平安(团托)", "中国平安"),
+    ("重庆机场集团有限公司(集团)", "重庆机场集团有限公司"),
+    ("深圳市燃气集团股份有限公司（原单一，已转出）", "深圳市燃气集团股份有限公司"),
+    ("沈阳市铁西区鑫奇天然食品经销处（普通合伙）", "沈阳市铁西区鑫奇天然食品经销处（普通合伙）"),
+    ("中国（北京）科技", "中国（北京）科技"),
+    ("中国平安（）", "中国平安"),
+    ("中国平安-", "中国平安"),
+    ("中国平安--", "中国平安"),
+    ("中国平安Ａ", "中国平安A"),
+    ("第１公司", "第1公司"),
+    ("「测试公司」", "测试公司"),
+    ("『测试公司』", "测试公司"),
+    ("null", ""),
+    ("N/A", ""),
+    ("空白", ""),
+]
+
+
+@pytest.mark.parametrize(("raw", "key"), DOC_TABLE)
+def test_doc_table(raw: str, key: str) -> None:
+    assert normalize_name(raw) == key
+
+
+# --- further rules and real names that must survive --------------------------------------------------
+
+MORE_CASES = [
+    ("华润（北京）医药有限公司", "华润（北京）医药有限公司"),
+    ("华润(北京)医药有限公司", "华润（北京）医药有限公司"),
+    ("TCL科技有限公司-已转出", "TCL科技有限公司"),
+    ("ＴＣＬ科技有限公司", "TCL科技有限公司"),
+    ("某某有限公司（有限公司）", "某某有限公司（有限公司）"),
+    ("某某律师事务所（特殊普通合伙）", "某某律师事务所（特殊普通合伙）"),
+    ("原平市煤炭公司", "原平市煤炭公司"),
+    ("集合资产管理公司", "集合资产管理公司"),
+    ("北京市（贰号）职业年金计划", "北京市（贰号）职业年金计划"),
+    ("中国平安-A1", "中国平安"),
+    ("中国平安-A1-B2", "中国平安"),
+    ("中国平安（团托）", "中国平安"),
+    ("中国平安——已转出", "中国平安"),
+    ("中国平安_保留账户", "中国平安"),
+    ("中国平安~已转移终止", "中国平安"),
+    ("中国平安-已转出（集团）", "中国平安"),
+    ("中国平安（北京）（已转出）", "中国平安"),
+    ("（原单一，已转出）中国平安", "中国平安"),
+    ("（已转出）-中国平安", "中国平安"),
+    ("集合-中国平安", "中国平安"),
+    ("原-原平市煤炭公司", "原平市煤炭公司"),
+    ("中国平安终止", "中国平安终止"),
+    ("COCA-COLA", "COCA-COLA"),
+    ("中国平安.", "中国平安"),
+    ("中国平安（（））", "中国平安"),
+    ("中\u200b国平安", "中国平安"),
+    ("＂中国平安＂", "中国平安"),
+    ("ｃｈｉｎａ　ｌｉｆｅ", "CHINALIFE"),
+    ("NULL-已转出", ""),
+    ("n/a", ""),
+    ("无", ""),
+    ("——", ""),
+    ("-", ""),
+    ("", ""),
+    ("   ", ""),
+]
+
+
+@pytest.mark.parametrize(("raw", "key"), MORE_CASES)
+def test_more_cases(raw: str, key: str) -> None:
+    assert normalize_name(raw) == key
+
+
+def test_none_is_empty() -> None:
+    assert normalize_name(None) == ""
+
+
+# --- idempotence and other properties under adversarial strings -------------------------------------
+
+_TOKENS = [
+    *STATUS_MARKERS,
+    *ENTERPRISE_TYPES,
+    *"-_~—–―‐−〜（）()﹙﹚「」『』\"，,、;；/.。…·",
+    *" \t\n\r\u3000\xa0\u200b\ufeff",
+    *"ａｚＡＺ０９－～＿．（）ｎ",
+    *"aAzZ019",
+    "及下属子企业", "团托", "养老", "福利", "NULL", "null", "N/A", "n/a", "空白", "无", "--", "——",
+    "中国", "平安", "原平市", "公司", "北京", "集团", "单一", "有限公司",
+]
+
+
+def _adversarial() -> st.SearchStrategy[str]:
+    """Names glued from the very pieces the rules react to, so rules can feed each other."""
+    piece = st.one_of(
+        st.sampled_from(_TOKENS),
+        st.text(alphabet="".join(t for t in _TOKENS if len(t) == 1), max_size=3),
+        st.text(max_size=2),
+    )
+    return st.lists(piece, max_size=14).map("".join)
+
+
+_NAMES = st.one_of(_adversarial(), st.text(max_size=30))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_NAMES)
+def test_idempotent(text: str) -> None:
+    key = normalize_name(text)
+    assert normalize_name(key) == key
+
+
+@settings(max_examples=500, deadline=None)
+@given(_NAMES)
+def test_key_is_canonical(text: str) -> None:
+    key = normalize_name(text)
+    assert len(key) <= len(text)
+    assert not any(char.isspace() for char in key)
+    assert not any(code in keys._CHAR_MAP for code in map(ord, key))
+    assert not re.search("[「」『』\"]|（）|及下属子企业", key)
+    assert not key.endswith(tuple("-_~—.。"))
+    assert key not in keys.NAME_PLACEHOLDERS
+
+
+def _ascii_swapcase(text: str) -> str:
+    return "".join(char.swapcase() if char.isascii() else char for char in text)
+
+
+def _to_full_width(text: str) -> str:
+    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_adversarial(), _adversarial(), st.sampled_from([" ", "\t", "\u3000", "\n", "\xa0"]))
+def test_spelling_variants_meet(left: str, right: str, space: str) -> None:
+    key = normalize_name(left + right)
+    assert normalize_name(left + space + right) == key
+    assert normalize_name(_ascii_swapcase(left + right)) == key
+    assert normalize_name(_to_full_width(left + right)) == key
+
+
+def test_mapping_fast_path_sees_every_mapped_char() -> None:
+    for code in range(0x10000):
+        assert (keys._NEEDS_MAPPING.match(chr(code)) is not None) == (code in keys._CHAR_MAP), hex(code)
+
+
+# --- temporary ids ------------------------------------------------------------------------------------
+
+
+def test_temp_id_doc_example() -> None:
+    assert temp_company_id("中国平安", "test_salt") == "IN4MDGRBC4XLPPGTUE"
+
+
+@pytest.mark.parametrize("variant", ["中国平安-已转出", " 中国 平安 ", "（已转出）中国平安", "中国平安(团托)"])
+def test_temp_id_same_for_variants(variant: str) -> None:
+    assert temp_company_id(variant, "test_salt") == "IN4MDGRBC4XLPPGTUE"
+
+
+def test_temp_id_depends_on_salt_and_name() -> None:
+    assert temp_company_id("中国平安", "other") != temp_company_id("中国平安", "test_salt")
+    assert temp_company_id("中国人寿", "test_salt") != temp_company_id("中国平安", "test_salt")
+
+
+@pytest.mark.parametrize("name", [None, "", "   ", "0", " 0 ", "空白", "\u3000空白\u3000"])
+def test_no_temp_id_for_blank_names(name: str | None) -> None:
+    assert temp_company_id(name, "test_salt") is None
+
+
+def test_temp_id_for_empty_key_uses_empty_marker() -> None:
+    assert temp_company_id("null", "s") == temp_company_id("N/A", "s")
+    assert temp_company_id("null", "s") is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(_NAMES, st.text(max_size=8))
+def test_temp_id_shape_and_stability(name: str, salt: str) -> None:
+    first = temp_company_id(name, salt)
+    assert first == temp_company_id(name, salt)
+    assert first is None or re.fullmatch("IN[A-Z2-7]{16}", first)
+
+
+# --- ids and plan codes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "  ", "N", "na", " N/A ", "None", "NULL", "nan", float("nan"), float("inf"), True]
+)
+def test_placeholder_ids_are_not_real(value: object) -> None:
+    assert not is_real_company_id(value)
+    assert clean_company_id(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "cleaned"),
+    [
+        (" 600000001 ", "600000001"),
+        (600000001, "600000001"),
+        (600000001.0, "600000001"),
+        (Decimal("600000001.00"), "600000001"),
+        ("IN4MDGRBC4XLPPGTUE", "IN4MDGRBC4XLPPGTUE"),
+        ("NAB", "NAB"),
+    ],
+)
+def test_real_ids_are_cleaned(value: object, cleaned: str) -> None:
+    assert is_real_company_id(value)
+    assert clean_company_id(value) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("value", "cleaned"),
+    [(" P0190 ", "P0190"), ("z0001", "z0001"), (None, ""), ("", ""), ("N/A", ""), ("空白", ""), (1001.0, "1001")],
+)
+def test_clean_plan_code(value: object, cleaned: str) -> None:
+    assert clean_plan_code(value) == cleaned
+
+
+def test_plan_customer_key() -> None:
+    assert plan_customer_key("P0190", normalize_name("中国平安-已转出")) == "P0190|中国平安"
+
+
+def test_lookup_types() -> None:
+    assert [str(kind) for kind in LookupType] == [
+        "plan_code", "customer_name", "plan_customer", "former_name", "account_name", "account_number",
+    ]
+    assert INDEX_PRIORITY == ("plan_code", "customer_name", "plan_customer", "former_name")
