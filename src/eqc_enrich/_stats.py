@@ -1,0 +1,100 @@
+"""Live counters of a run: what progress displays, what the summary and the timing breakdown report."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from eqc_enrich.eqc import CallRecord
+
+
+@dataclass
+class EqcStats:
+    """Everything the EQC stage counts; read (never written) by progress displays while the run works."""
+
+    names_total: int = 0
+    found: int = 0
+    not_found: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    token_refreshes: int = 0
+    in_flight: int = 0
+    concurrency_target: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    calls: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    latencies: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    network_s: float = 0.0
+    parse_s: float = 0.0
+    limiter_wait_s: float = 0.0
+    call_times: list[float] = field(default_factory=list)
+
+    @property
+    def names_done(self) -> int:
+        return self.found + self.not_found + self.failed + self.skipped
+
+    @property
+    def api_calls(self) -> int:
+        return sum(self.calls.values())
+
+    def record_call(self, call: CallRecord) -> None:
+        """The client's observer: one finished attempt."""
+        self.calls[call.endpoint] += 1
+        self.outcomes[call.outcome] += 1
+        self.network_s += call.network_s
+        self.parse_s += call.parse_s
+        self.call_times.append(time.monotonic())
+        if call.outcome == "ok":
+            self.latencies[call.endpoint].append(call.network_s)
+
+    def recent_rate(self, window_s: float, now: float | None = None) -> float:
+        """Requests per second over the last `window_s` seconds (the rate the quota sees)."""
+        now = time.monotonic() if now is None else now
+        recent = 0
+        for stamp in reversed(self.call_times):
+            if stamp < now - window_s:
+                break
+            recent += 1
+        return recent / window_s if window_s > 0 else 0.0
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        return {endpoint: summarize(values) for endpoint, values in self.latencies.items() if values}
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """mean, p50, p95, p99, max of a sample (seconds)."""
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+    return {
+        "count": float(len(ordered)),
+        "mean": statistics.fmean(ordered),
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "max": ordered[-1],
+    }
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands, for a live display to poll; the run writes it, nothing else does."""
+
+    phase: str = "starting"
+    rows: int = 0
+    rows_resolved: int = 0
+    distinct_names: int = 0
+    answered_before_eqc: int = 0
+    names_for_eqc: int = 0
+    calls_per_name: int = 1
+    effective_rate: float = 0.0  # requests per second the limiter admits when saturated
+    latency_hint_s: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    eqc: EqcStats = field(default_factory=EqcStats)

@@ -1,0 +1,60 @@
+"""The performance model: the lower bound on an enrichment run's wall time that every report measures against.
+
+    T_min = max(M W / R, M L_mean / C) + k L_max + local,   M = k N / (1 - p) + A
+
+N names need EQC, k calls each, p the share of attempts failing transiently, A extra calls, R requests per
+window W, C requests in flight (None: at least C* = R L_mean / W, so the quota term binds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eqc_enrich._durations import RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    names: int
+    calls_per_name: int = 1
+    failure_share: float = 0.0
+    extra_calls: int = 0
+
+    @property
+    def requests(self) -> float:
+        """M: every request the server will see, retries included."""
+        return self.calls_per_name * self.names / (1.0 - self.failure_share) + self.extra_calls
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    mean_s: float
+    max_s: float
+
+
+def lower_bound(
+    work: Workload,
+    limit: RateLimit,
+    latency: Latency,
+    *,
+    concurrency: int | None = None,
+    local_s: float = 0.0,
+) -> float:
+    """T_min in seconds; zero names cost only the local time."""
+    if work.names == 0 and work.extra_calls == 0:
+        return local_s
+    m = work.requests
+    quota = m * limit.window_s / limit.requests
+    overlap = m * latency.mean_s / concurrency if concurrency else 0.0
+    return max(quota, overlap) + work.calls_per_name * latency.max_s + local_s
+
+
+def optimal_concurrency(limit: RateLimit, latency: Latency) -> float:
+    """C*: requests in flight needed to keep the quota busy; more only queues."""
+    return limit.per_second * latency.mean_s
+
+
+def sequential_time(work: Workload, limit: RateLimit, latency: Latency) -> float:
+    """The old flow: one call after another, never faster than the limiter, never overlapping."""
+    per_call = max(latency.mean_s, limit.window_s / limit.requests)
+    return work.requests * per_call

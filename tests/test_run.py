@@ -1,0 +1,236 @@
+"""The enrichment run end to end against the simulated EQC over loopback, time-scaled 1000x."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from eqc_enrich import RateLimit, RunControl, RunOptions, RunProgress, enrich, enrich_async, temp_company_id
+from eqc_enrich.index import IndexStore
+from eqc_enrich.keys import normalize_name
+from eqc_enrich.model import Latency
+from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
+
+SCALE = 1000.0
+STORY_LIMIT = RateLimit(10, 60.0)
+TOKEN = "run-test-token"
+SALT = "test_salt"
+
+
+@pytest.fixture(scope="module")
+def month() -> tuple[pl.DataFrame, pl.DataFrame]:
+    return make_month(seed=11, rows=4_000, companies=400)
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(
+        seed=11,
+        latency=(20.0, 60.0),
+        time_scale=SCALE,
+        rate_limit=STORY_LIMIT,
+        tokens=(TOKEN,),
+        token_ttl=10 * 86_400.0,
+    )
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+def options(sim: Simulator, db: Path, **changes: object) -> RunOptions:
+    base = RunOptions(
+        db=db,
+        eqc_url=sim.url,
+        token=TOKEN,
+        rate_limit=STORY_LIMIT.scaled(SCALE),
+        timeout_s=2.0,
+        salt=SALT,
+        latency_hint=Latency(0.04, 0.06),
+    )
+    return RunOptions(**{**base.__dict__, **changes})
+
+
+def test_every_known_row_gets_its_true_id_and_unknown_names_stable_temp_ids(
+    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, tmp_path: Path
+) -> None:
+    data, truth = month
+    result = enrich(data, options=options(sim, tmp_path / "index.db"))
+    frame = result.frame.with_row_index("row").join(truth.rename({"company_id": "expected"}), on="row")
+
+    known = frame.filter(pl.col("expected").is_not_null())
+    wrong = known.filter(pl.col("company_id") != pl.col("expected"))
+    assert wrong.height == 0, wrong.select("客户名称", "company_id", "company_id_source", "expected").head()
+
+    unknown = frame.filter(pl.col("expected").is_null() & pl.col("客户名称").is_not_null())
+    assert unknown.height > 0
+    assert set(unknown["company_id_source"].unique()) == {"temp"}
+    for raw, company_id in unknown.select("客户名称", "company_id").unique().iter_rows():
+        assert company_id == temp_company_id(raw, SALT)
+    # the same unknown name always gets the same id, however it was written
+    per_key = unknown.with_columns(pl.col("客户名称").map_elements(normalize_name, return_dtype=pl.String).alias("k"))
+    assert per_key.group_by("k").agg(pl.col("company_id").n_unique().alias("n"))["n"].max() == 1
+
+    collective = frame.filter(pl.col("客户名称").is_null())
+    assert collective["company_id"].null_count() == collective.height
+
+    assert result.frame.columns == [*data.columns, "company_id", "company_id_source"]
+    assert result.frame.height == data.height
+
+
+def test_each_name_is_searched_once_within_quota_then_never_again(
+    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, tmp_path: Path
+) -> None:
+    data, _ = month
+    db = tmp_path / "index.db"
+    cold = enrich(data, options=options(sim, db))
+    stats = sim.stats()
+    asked = cold.summary.eqc.names_asked
+    assert asked > 100
+    assert stats["search_keys_repeated"] == 0
+    assert stats["accepted"] == asked
+    assert stats["max_in_window"] <= STORY_LIMIT.requests
+    # the limiter paces by sends and the server counts arrivals: a few 429s from arrival jitter, no more
+    assert stats["rate_limited"] <= max(3, 0.05 * asked)
+    assert cold.summary.eqc.failed == 0
+    assert cold.summary.api_calls == {"search": stats["requests"]["search"], "total": stats["requests"]["search"]}
+
+    warm = enrich(data, options=options(sim, db))
+    assert warm.summary.api_calls == {"total": 0}
+    assert sim.stats()["requests"]["search"] == stats["requests"]["search"]
+    assert warm.frame.equals(cold.frame.with_columns(warm.frame["company_id_source"]))
+    assert warm.summary.index_hit_rate == 1.0
+
+
+def test_cancel_midway_then_rerun_asks_no_name_twice(
+    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, tmp_path: Path
+) -> None:
+    data, _ = month
+    db = tmp_path / "index.db"
+    progress = RunProgress()
+    control = RunControl()
+
+    async def cancel_after_a_third() -> int:
+        run = asyncio.create_task(
+            enrich_async(data, options=options(sim, db, grace_s=1.0), progress=progress, control=control)
+        )
+        in_flight_at_cancel = 0
+        for _ in range(10_000):  # bounded: the run ends long before
+            await asyncio.sleep(0.005)
+            needed = progress.names_for_eqc
+            if needed and progress.eqc.names_done >= needed // 3:
+                in_flight_at_cancel = progress.eqc.in_flight
+                control.stop()
+                break
+        first = await run
+        assert first.summary.status == "interrupted"
+        assert first.exit_code == 130
+        return in_flight_at_cancel
+
+    asyncio.run(cancel_after_a_third())
+    first_searches = sim.stats()["requests"]["search"]
+    assert first_searches > 0
+
+    second = enrich(data, options=options(sim, db))
+    assert second.summary.status == "completed"
+    stats = sim.stats()
+    # answers in flight at the stop were allowed to land and were committed: nothing is asked twice
+    assert stats["search_keys_repeated"] == 0
+    assert second.summary.eqc.names_asked < progress.names_for_eqc
+
+
+def test_budget_asks_the_most_frequent_names_only(
+    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, tmp_path: Path
+) -> None:
+    data, _ = month
+    result = enrich(data, options=options(sim, tmp_path / "index.db", budget=25))
+    assert result.summary.eqc.names_asked == 25
+    assert result.summary.eqc.over_budget > 0
+    assert sim.stats()["accepted"] == 25
+    pending = (
+        result.frame.filter(pl.col("company_id_source").is_in(["eqc", "temp"]))
+        .with_columns(pl.col("客户名称").map_elements(normalize_name, return_dtype=pl.String).alias("k"))
+        .group_by("k")
+        .agg(pl.len().alias("rows"), (pl.col("company_id_source") == "eqc").any().alias("found"))
+    )
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        not_found = store.known_negatives(pending["k"].to_list(), asked_since=store_epoch())
+    finally:
+        store.close()
+    pending = pending.with_columns((pl.col("found") | pl.col("k").is_in(list(not_found))).alias("asked"))
+    assert pending["asked"].sum() == 25
+    asked_rows = pending.filter(pl.col("asked"))["rows"].min()
+    skipped_rows = pending.filter(~pl.col("asked"))["rows"].max()
+    assert isinstance(asked_rows, int)
+    assert isinstance(skipped_rows, int)
+    assert asked_rows >= skipped_rows  # most frequent first: no skipped name outnumbers an asked one
+
+
+def test_no_enrichment_makes_no_call_and_still_gives_every_named_row_an_id(
+    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, tmp_path: Path
+) -> None:
+    data, _ = month
+    result = enrich(data, options=options(sim, tmp_path / "index.db", enrichment=False))
+    assert sim.stats()["requests"]["search"] == 0
+    named = result.frame.filter(pl.col("客户名称").is_not_null())
+    assert named["company_id"].null_count() == 0
+    assert set(named["company_id_source"].unique()) <= {"existing", "index:customer_name", "temp"}
+
+
+def test_not_found_is_cached_and_only_re_asked_on_request(sim: Simulator, tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {
+            "客户名称": ["全然不存在的某某公司", "全然不存在的某某公司", "另一家不存在公司"],
+            "计划代码": ["P1", "P1", "P2"],
+        }
+    )
+    db = tmp_path / "index.db"
+    first = enrich(frame, options=options(sim, db))
+    assert first.summary.eqc.not_found == 2
+    again = enrich(frame, options=options(sim, db))
+    assert again.summary.api_calls == {"total": 0}
+    assert again.summary.eqc.negative_cache_hits == 2
+    forced = enrich(frame, options=options(sim, db, retry_not_found=True))
+    assert forced.summary.eqc.names_asked == 2
+    expired = enrich(frame, options=options(sim, db, negative_ttl_s=0.0))
+    assert expired.summary.eqc.names_asked == 2
+
+
+def test_failures_are_retried_and_exhausted_lookups_are_reported_not_cached(tmp_path: Path) -> None:
+    names = [f"重试测试公司{i}" for i in range(6)]
+    frame = pl.DataFrame({"客户名称": names})
+    config = SimulatorConfig(latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,), fail_rate=1.0)
+    with Simulator(config) as broken:
+        db = tmp_path / "index.db"
+        result = enrich(frame, options=options(broken, db, retries=2, rate_limit=RateLimit(1000, 1.0)))
+        assert result.summary.eqc.failed == 6
+        assert result.summary.retries == 12
+        assert broken.stats()["requests"]["search"] == 18
+    store = IndexStore(db)
+    try:
+        assert store.known_negatives([normalize_name(n) for n in names], asked_since=store_epoch()) == set()
+        assert store.count_entries() == 0
+    finally:
+        store.close()
+    assert set(result.frame["company_id_source"].to_list()) == {"temp"}
+
+
+def test_transient_faults_cost_retries_not_answers(sim: Simulator, tmp_path: Path) -> None:
+    data, truth = make_month(seed=11, rows=600, companies=80)
+    config = SimulatorConfig(
+        seed=11, latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,), fail_rate=0.2, malformed_rate=0.1
+    )
+    with Simulator(config) as flaky:
+        result = enrich(data, options=options(flaky, tmp_path / "index.db", retries=8, rate_limit=RateLimit(1000, 1.0)))
+    assert result.summary.eqc.failed == 0
+    assert result.summary.retries > 0
+    joined = result.frame.with_row_index("row").join(truth.rename({"company_id": "expected"}), on="row")
+    assert joined.filter(pl.col("expected").is_not_null() & (pl.col("company_id") != pl.col("expected"))).height == 0
+
+
+def store_epoch() -> datetime:
+    return datetime(2000, 1, 1, tzinfo=UTC)
