@@ -23,6 +23,7 @@ from eqc_enrich._errors import EqcEnrichError, InputError
 from eqc_enrich._stats import RunProgress
 from eqc_enrich._tokens import TokenKeeper, run_token_command
 from eqc_enrich.eqc import SEARCH, EqcClient
+from eqc_enrich.events import EventSink
 from eqc_enrich.index import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
 from eqc_enrich.keys import LookupType
 from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult
@@ -145,16 +146,27 @@ async def enrich_async(
     settings: Settings | None = None,
     progress: RunProgress | None = None,
     control: RunControl | None = None,
+    events: EventSink | None = None,
 ) -> EnrichResult:
-    run = _Run(options or RunOptions(), settings or load_settings(), progress or RunProgress(), control)
+    """`progress` is updated as the run goes (for a display), `control` can stop it, `events` hears retries
+    and token refreshes."""
+    run = _Run(options or RunOptions(), settings or load_settings(), progress or RunProgress(), control, events)
     return await run.execute(source, output, unresolved_output)
 
 
 class _Run:
     """One execution; holds the per-run state the stages share, nothing more."""
 
-    def __init__(self, options: RunOptions, settings: Settings, progress: RunProgress, control: RunControl | None):
+    def __init__(
+        self,
+        options: RunOptions,
+        settings: Settings,
+        progress: RunProgress,
+        control: RunControl | None,
+        events: EventSink | None = None,
+    ) -> None:
         self.options = options
+        self.events = events
         self.settings = settings
         self.progress = progress
         self.control = control or RunControl()
@@ -183,6 +195,7 @@ class _Run:
             with self.timer.phase("write"):
                 self._write_outputs(result, table, output, unresolved)
             self._finish_summary(started)
+            self.progress.phase = "done"
             await asyncio.to_thread(
                 store.journal_finish, self.summary.run_id, self.summary.status, self.summary.as_dict()
             )
@@ -318,7 +331,7 @@ class _Run:
             timeout_s=self._timeout(),
             grace_s=self.options.grace_s,
         )
-        lookup = EqcLookup(client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome)
+        lookup = EqcLookup(client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=self.events)
         self.progress.effective_rate = lookup.limiter.effective_rate
         self.control._attach(lookup)
         writer.start()

@@ -92,6 +92,7 @@ class EqcLookup:
         stats: EqcStats,
         tokens: TokenKeeper,
         on_outcome: Callable[[LookupOutcome], None],
+        events: Callable[[str, dict[str, Any]], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._client = client
@@ -99,6 +100,7 @@ class EqcLookup:
         self._stats = stats
         self._tokens = tokens
         self._on_outcome = on_outcome
+        self._events = events or (lambda kind, fields: None)
         self._rng = rng or random.Random()
         self.limiter = SlidingWindowLimiter(settings.rate_limit, margin_s=settings.margin_s)
         self.gate = ConcurrencyGate(
@@ -210,16 +212,23 @@ class EqcLookup:
                 return None
             except TokenExpiredError:
                 replays += 1
+                refreshes_before = self._tokens.refreshes
                 if replays > _MAX_REPLAYS_PER_CALL or not await self._tokens.refresh(generation):
+                    self._events("token_unavailable", {"endpoint": endpoint})
                     raise _TokenUnavailable from None
                 self._stats.token_refreshes = self._tokens.refreshes
+                if self._tokens.refreshes > refreshes_before:
+                    self._events("token_refresh", {"refreshes": self._tokens.refreshes})
                 continue
             except (RateLimitedError, TransientError, BadResponseError) as exc:
                 failures += 1
                 if failures > self._settings.retries:
                     raise _Exhausted(f"{endpoint}: {exc} (after {failures} attempts)") from None
                 self._stats.retries += 1
-                await self._sleep_or_stop(self._backoff(failures, exc))
+                delay = self._backoff(failures, exc)
+                self._events("retry", {"endpoint": endpoint, "attempt": failures, "error": type(exc).__name__,
+                                       "delay_s": round(delay, 4)})  # fmt: skip
+                await self._sleep_or_stop(delay)
             except EqcError as exc:  # 403 and the like: the same request will not fare better
                 raise _Exhausted(f"{endpoint}: {exc}") from None
 

@@ -41,6 +41,8 @@ def read_table(path: Path | str, *, sheet: str | None = None) -> Table:
     fmt = table_format(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    if sheet is not None and fmt != "xlsx":
+        raise InputError(f"{path}: --sheet applies to Excel input only")
     try:
         if fmt == "csv":
             return _read_csv(path)

@@ -1,0 +1,293 @@
+"""The command line: a thin layer over the Python API (parse options, show progress, map outcomes to exit codes).
+
+Exit codes: 0 done; 1 unexpected failure; 2 bad input, options or configuration; 3 EQC token unusable (the
+output is still complete, with temporary ids); 130 interrupted (every answer received is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from eqc_enrich import _cli_sandbox
+from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
+from eqc_enrich._errors import EqcEnrichError
+from eqc_enrich._stats import RunProgress
+from eqc_enrich.enrich import EnrichResult, RunControl, RunOptions, enrich_async, plan
+from eqc_enrich.events import EventLog
+from eqc_enrich.model import Latency
+from eqc_enrich.output import default_output_path, unresolved_path
+from eqc_enrich.progress import ProgressDisplay
+from eqc_enrich.resolve import Columns
+from eqc_enrich.settings import load_settings
+
+app = typer.Typer(
+    name="eqc-enrich",
+    help="Give every row a stable company_id: enrichment index first, EQC only for what it cannot answer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_cli_sandbox.register(app)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _optional_duration(text: str | None) -> float | None:
+    return parse_duration(text) if text is not None else None
+
+
+def _optional_rate(text: str | None) -> RateLimit | None:
+    return parse_rate_limit(text) if text is not None else None
+
+
+InputArg = Annotated[Path, typer.Argument(help="CSV, XLSX/XLS or Parquet file of one month.", show_default=False)]
+SheetOpt = Annotated[str | None, typer.Option(help="Excel sheet (default 规模明细, or the only sheet).")]
+NameColOpt = Annotated[str, typer.Option(help="Column with the customer name.")]
+PlanColOpt = Annotated[str | None, typer.Option(help="Column with the plan code (default 计划代码, if present).")]
+IdColOpt = Annotated[str | None, typer.Option(help="Column with an existing id (default 公司代码, if present).")]
+DbOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
+]
+RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
+DetailsOpt = Annotated[bool, typer.Option(help="Also fetch findDepart and findLabels (3 calls a name).")]
+OverridesOpt = Annotated[Path | None, typer.Option(help="YAML with plan_code: and customer_name: maps.")]
+
+
+def _columns(name_column: str, plan_column: str | None, id_column: str | None) -> Columns:
+    return Columns(
+        name=name_column,
+        plan=plan_column or "计划代码",
+        existing_id=id_column or "公司代码",
+        plan_required=plan_column is not None,
+        existing_id_required=id_column is not None,
+    )
+
+
+@app.command()
+def run(
+    input_path: InputArg,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default <stem>.enriched.<ext>.")] = None,
+    sheet: SheetOpt = None,
+    name_column: NameColOpt = "客户名称",
+    plan_column: PlanColOpt = None,
+    id_column: IdColOpt = None,
+    db: DbOpt = None,
+    eqc_url: Annotated[str | None, typer.Option(help="EQC base URL [WDH_EQC_BASE_URL].")] = None,
+    rate_limit: RateOpt = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
+    timeout: Annotated[str | None, typer.Option(help="Per-request timeout [WDH_EQC_TIMEOUT].")] = None,
+    retries: Annotated[int | None, typer.Option(min=0, help="Retries per request [WDH_EQC_RETRY_MAX].")] = None,
+    budget: Annotated[int | None, typer.Option(min=0, help="At most this many names to EQC (0: no cap).")] = None,
+    no_enrichment: Annotated[bool, typer.Option("--no-enrichment", help="Do not call EQC.")] = False,
+    details: DetailsOpt = False,
+    overrides: OverridesOpt = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
+    unresolved: Annotated[Path | None, typer.Option(help="Default <stem>.unresolved.csv.")] = None,
+    negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
+    retry_not_found: Annotated[bool, typer.Option(help="Ask EQC again about names it did not find.")] = False,
+    refresh: Annotated[str | None, typer.Option(help="Ignore index entries older than this (e.g. 90d).")] = None,
+    token_command: Annotated[
+        str | None, typer.Option(envvar="WDH_EQC_TOKEN_COMMAND", help="Command that prints a fresh EQC token.")
+    ] = None,
+    check_token: Annotated[bool, typer.Option(help="One token check call before the run starts.")] = False,
+    progress_interval: Annotated[str, typer.Option(help="Interval of plain progress lines off a terminal.")] = "30s",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the timing breakdown at the end.")] = False,
+    log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
+) -> None:
+    """Give every row of INPUT a company_id (and company_id_source)."""
+    options = RunOptions(
+        columns=_columns(name_column, plan_column, id_column),
+        sheet=sheet,
+        db=db,
+        eqc_url=eqc_url,
+        token_command=token_command,
+        rate_limit=_optional_rate(rate_limit),
+        concurrency=concurrency,
+        timeout_s=_optional_duration(timeout),
+        retries=retries,
+        budget=budget or None,
+        enrichment=not no_enrichment,
+        details=details,
+        overrides=overrides,
+        negative_ttl_s=parse_duration(negative_ttl),
+        retry_not_found=retry_not_found,
+        refresh_s=_optional_duration(refresh),
+        check_token=check_token,
+    )
+    out = output or default_output_path(input_path)
+    unresolved_out = unresolved or unresolved_path(input_path)
+    mode = ProgressDisplay.choose_mode(quiet=quiet)
+    interval = parse_duration(progress_interval)
+    result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)
+    if summary is not None:
+        result.summary.write(summary)
+    _report(result, verbose=verbose)
+    raise typer.Exit(result.exit_code)
+
+
+def _run_with_signals(
+    input_path: Path,
+    options: RunOptions,
+    output: Path,
+    unresolved: Path,
+    mode: str,
+    interval_s: float,
+    log_json: Path | None,
+) -> EnrichResult:
+    """First Ctrl-C/SIGTERM: stop starting requests, let in-flight ones finish, keep everything. Second: stop now."""
+    control = RunControl()
+    progress = RunProgress()
+    settings = load_settings()
+
+    async def main() -> EnrichResult:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        display = ProgressDisplay(progress, mode=mode, interval_s=interval_s)
+
+        def on_signal() -> None:
+            if control.stopped and task is not None:
+                task.cancel()
+                return
+            typer.echo("stopping: letting requests in flight finish (press Ctrl-C again to stop at once)", err=True)
+            control.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        events = EventLog(log_json, progress, interval_s=interval_s) if log_json else None
+        display.start()
+        if events is not None:
+            events.start(input=str(input_path), output=str(output), options=options.public())
+        result: EnrichResult | None = None
+        try:
+            result = await enrich_async(
+                input_path,
+                options=options,
+                output=output,
+                unresolved_output=unresolved,
+                settings=settings,
+                progress=progress,
+                control=control,
+                events=events,
+            )
+            return result
+        finally:
+            await display.stop(final_line=result is not None)
+            if events is not None:
+                await events.finish(**(result.summary.as_dict() if result else {"status": "failed"}))
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise _fail(
+            "stopped at once: answers received so far are in the index; rerun to resume", EXIT_INTERRUPTED
+        ) from None
+
+
+def _report(result: EnrichResult, *, verbose: bool) -> None:
+    s = result.summary
+    eqc = s.eqc
+    lines = [
+        f"rows {s.rows:,}  distinct names {s.distinct_names:,}  index hit rate {s.index_hit_rate:.1%}",
+        "resolved by: " + ", ".join(f"{k} {v:,}" for k, v in s.resolved_by.items()),
+        f"EQC: asked {eqc.names_asked:,}, found {eqc.found:,}, not found {eqc.not_found:,}, failed {eqc.failed:,}, "
+        f"skipped {eqc.skipped:,}; calls {s.api_calls.get('total', 0):,}, retries {s.retries}, 429s {s.rate_limited}",
+        f"elapsed {format_duration(s.elapsed_s)}" + (f"  (efficiency {s.efficiency:.2f})" if s.efficiency else ""),
+    ]
+    if s.output:
+        lines.append(f"output: {s.output}")
+    for line in lines:
+        typer.echo(line, err=True)
+    for warning in s.warnings:
+        typer.echo(f"note: {warning}", err=True)
+    if s.message:
+        typer.echo(s.message, err=True)
+    if verbose:
+        typer.echo(json.dumps({"timing": s.timing, "index_hits_by_type": s.index_hits_by_type}, indent=2), err=True)
+
+
+@app.command("plan")
+def plan_command(
+    input_path: InputArg,
+    sheet: SheetOpt = None,
+    name_column: NameColOpt = "客户名称",
+    plan_column: PlanColOpt = None,
+    id_column: IdColOpt = None,
+    db: DbOpt = None,
+    rate_limit: RateOpt = None,
+    details: DetailsOpt = False,
+    overrides: OverridesOpt = None,
+    latency: Annotated[str, typer.Option(help="Assumed EQC latency range for the bound.")] = "20-60s",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What a run would cost, from the index alone (no EQC call)."""
+    low, high = parse_range(latency)
+    report = plan(
+        input_path,
+        options=RunOptions(
+            columns=_columns(name_column, plan_column, id_column),
+            sheet=sheet,
+            db=db,
+            rate_limit=_optional_rate(rate_limit),
+            details=details,
+            overrides=overrides,
+        ),
+        latency=Latency(mean_s=(low + high) / 2, max_s=high),
+    )
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        return
+    typer.echo(
+        f"rows {report.rows:,}; distinct names {report.distinct_names:,}; "
+        f"answered by the index {report.answered_before_eqc:,} ({report.index_hit_rate:.1%}, "
+        f"{report.negative_cache_hits:,} known not-found)\n"
+        f"names for EQC {report.names_for_eqc:,}; calls needed {report.calls_needed:,} "
+        f"({report.calls_per_name} a name) at {report.rate_limit}\n"
+        f"lower bound {format_duration(report.lower_bound_s)} "
+        f"(latency {format_duration(report.latency_mean_s)} mean, {format_duration(report.latency_max_s)} max); "
+        f"the old sequential flow: {format_duration(report.old_flow_s)}"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the generated month, index and outputs.")] = Path("demo-output"),
+    rows: Annotated[int, typer.Option(min=1)] = 30_986,
+    time_scale: Annotated[float, typer.Option(min=1.0, help="Speed-up of the simulated EQC.")] = 1000.0,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Simulated EQC (time-scaled), a generated month, a cold run and a warm run, both summaries."""
+    from eqc_enrich.demo import run_demo
+
+    run_demo(out, rows=rows, time_scale=time_scale, seed=seed)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: our errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        return app(args=argv, standalone_mode=True)
+    except EqcEnrichError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()
