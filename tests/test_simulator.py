@@ -67,11 +67,8 @@ def search(http: httpx.Client, key: str) -> list[dict[str, object]]:
 # --- the universe -----------------------------------------------------------------------------------------
 
 
-def test_universe_is_unique_deterministic_and_fast() -> None:
-    started = time.perf_counter()
+def test_universe_is_unique_and_deterministic() -> None:
     first = generate_universe(11, 60_000)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0  # about 0.7 s on a slow machine; the bound leaves room for a loaded one
     again = generate_universe(11, 60_000)
     assert [c.name for c in first.companies] == [c.name for c in again.companies]
     assert [c.company_id for c in first.companies] == [c.company_id for c in again.companies]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -14,8 +15,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$")
 def parse_duration(text: str | float | int) -> float:
     """Seconds from `250ms`, `30s`, `2m`, `1h`, `30d` or a bare number of seconds."""
     if isinstance(text, int | float):
-        if text < 0:
-            raise ConfigError(f"duration must not be negative: {text}")
+        if not math.isfinite(text) or text < 0:
+            raise ConfigError(f"duration must be a finite, non-negative number of seconds: {text}")
         return float(text)
     match = _DURATION.match(text)
     if not match:
@@ -42,13 +43,15 @@ class RateLimit:
         return RateLimit(self.requests, self.window_s / time_scale)
 
     def __str__(self) -> str:
-        return f"{self.requests}/{format_duration(self.window_s)}"
+        """The form `parse_rate_limit` reads back: `10/60s`, `10/60ms`."""
+        window = f"{self.window_s * 1000:g}ms" if self.window_s < 1 else f"{self.window_s:g}s"
+        return f"{self.requests}/{window}"
 
 
 def parse_rate_limit(text: str) -> RateLimit:
     """`10/60s` -> 10 requests per 60 s; the window defaults to seconds."""
     count, sep, window = text.partition("/")
-    if not sep or not count.strip().isdigit():
+    if not sep or not re.fullmatch(r"[0-9]+", count.strip()):
         raise ConfigError(f"not a rate limit: {text!r} (use e.g. 10/60s)")
     return RateLimit(int(count), parse_duration(window))
 

@@ -61,6 +61,9 @@ IdColOpt = Annotated[str | None, typer.Option(help="Column with an existing id (
 DbOpt = Annotated[
     str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
 ]
+SchemaOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
+]
 RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
 DetailsOpt = Annotated[bool, typer.Option(help="Also fetch findDepart and findLabels (3 calls a name).")]
 OverridesOpt = Annotated[Path | None, typer.Option(help="YAML with plan_code: and customer_name: maps.")]
@@ -85,6 +88,7 @@ def run(
     plan_column: PlanColOpt = None,
     id_column: IdColOpt = None,
     db: DbOpt = None,
+    db_schema: SchemaOpt = None,
     eqc_url: Annotated[str | None, typer.Option(help="EQC base URL [WDH_EQC_BASE_URL].")] = None,
     rate_limit: RateOpt = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
@@ -113,6 +117,7 @@ def run(
         columns=_columns(name_column, plan_column, id_column),
         sheet=sheet,
         db=db,
+        db_schema=db_schema,
         eqc_url=eqc_url,
         token_command=token_command,
         rate_limit=_optional_rate(rate_limit),
@@ -229,6 +234,7 @@ def plan_command(
     plan_column: PlanColOpt = None,
     id_column: IdColOpt = None,
     db: DbOpt = None,
+    db_schema: SchemaOpt = None,
     rate_limit: RateOpt = None,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
@@ -243,6 +249,7 @@ def plan_command(
             columns=_columns(name_column, plan_column, id_column),
             sheet=sheet,
             db=db,
+            db_schema=db_schema,
             rate_limit=_optional_rate(rate_limit),
             details=details,
             overrides=overrides,

@@ -62,6 +62,7 @@ class RunOptions:
     columns: Columns = field(default_factory=Columns)
     sheet: str | None = None
     db: str | Path | None = None
+    db_schema: str | None = None
     eqc_url: str | None = None
     token: str | None = field(default=None, repr=False)
     token_command: str | None = field(default=None, repr=False)
@@ -189,7 +190,7 @@ class _Run:
             table = _as_table(source, self.options.sheet)
         self.use_columns(table.frame)
         overrides = Overrides.load(self.options.overrides)
-        store = await asyncio.to_thread(IndexStore, self.options.db)
+        store = await asyncio.to_thread(IndexStore, self.options.db, schema=self.options.db_schema)
         try:
             result = await self._with_store(store, table, overrides)
             with self.timer.phase("write"):
@@ -252,7 +253,8 @@ class _Run:
         return keyed, answers, pending, eqc_names, counts
 
     def _index_answers(self, store: IndexStore, keyed: pl.DataFrame, overrides: Overrides) -> tuple[Answers, set[str]]:
-        since = utcnow() - timedelta(seconds=self.options.refresh_s) if self.options.refresh_s else None
+        refresh = self.options.refresh_s
+        since = utcnow() - timedelta(seconds=refresh) if refresh is not None else None
         wanted = wanted_index_keys(keyed)
         entries = store.lookup(wanted, updated_since=since)
         self._record_index_hits(wanted, entries)
@@ -547,7 +549,7 @@ async def _plan_async(source: pl.DataFrame | Any | str | Path, options: RunOptio
     run = _Run(options, load_settings(), RunProgress(), None)
     table = _as_table(source, options.sheet)
     run.use_columns(table.frame)
-    store = await asyncio.to_thread(IndexStore, options.db)
+    store = await asyncio.to_thread(IndexStore, options.db, schema=options.db_schema)
     try:
         keyed, _, pending, names, counts = await run.prepare(store, table, Overrides.load(options.overrides))
     finally:

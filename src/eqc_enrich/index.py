@@ -24,6 +24,7 @@ from eqc_enrich._errors import IndexStoreError
 
 DEFAULT_DB = "./eqc_enrich.db"
 DB_ENV = "EQC_ENRICH_DB"
+SCHEMA_ENV = "EQC_ENRICH_DB_SCHEMA"
 _CHUNK = 5_000
 _T = TypeVar("_T")
 
@@ -104,9 +105,10 @@ def _tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table, sa.Tab
         metadata,
         sa.Column("company_id", sa.String(100), primary_key=True),
         sa.Column("search_key", sa.String(255)),
-        sa.Column("search_json", sa.JSON),
-        sa.Column("depart_json", sa.JSON),
-        sa.Column("labels_json", sa.JSON),
+        # none_as_null: "not fetched" must be SQL NULL, so that the upsert's COALESCE keeps what was stored
+        sa.Column("search_json", sa.JSON(none_as_null=True)),
+        sa.Column("depart_json", sa.JSON(none_as_null=True)),
+        sa.Column("labels_json", sa.JSON(none_as_null=True)),
         sa.Column("fetched_at", ts, nullable=False),
     )
     journal = sa.Table(
@@ -144,11 +146,16 @@ class IndexStore:
     """Reads and writes the index tables; safe to call from one worker thread at a time."""
 
     def __init__(self, db: str | Path | None = None, *, schema: str | None = None) -> None:
+        """`schema` places the tables in a PostgreSQL schema, e.g. `enterprise` for the production index."""
         self.url = database_url(db)
         self._engine = _create_engine(self.url)
+        schema = schema or os.environ.get(SCHEMA_ENV) or None
         metadata = sa.MetaData(schema=schema)
         self.index, self.negative, self.payload, self.journal_table = _tables(metadata)
         try:
+            if schema is not None and self.dialect == "postgresql":
+                with self._engine.begin() as conn:
+                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
             metadata.create_all(self._engine)
         except SQLAlchemyError as exc:
             self._engine.dispose()

@@ -113,22 +113,23 @@ class EqcClient:
         self._token = token
 
     async def search(self, name: str) -> SearchResult:
-        body = await self._get(SEARCH, {"key": name})
-        return self._parsed(SEARCH, lambda: parse_search(name, body))
+        return await self._call(SEARCH, {"key": name}, lambda body: parse_search(name, body))
 
     async def find_depart(self, company_id: str) -> BusinessInfo | None:
-        body = await self._get(FIND_DEPART, {"targetId": company_id})
-        return self._parsed(FIND_DEPART, lambda: parse_business_info(body))
+        return await self._call(FIND_DEPART, {"targetId": company_id}, parse_business_info)
 
     async def find_labels(self, company_id: str) -> LabelSet:
-        body = await self._get(FIND_LABELS, {"targetId": company_id})
-        return self._parsed(FIND_LABELS, lambda: parse_labels(company_id, body))
+        return await self._call(FIND_LABELS, {"targetId": company_id}, lambda body: parse_labels(company_id, body))
 
     async def check_token(self) -> bool:
-        """True when the token works, False when EQC calls it expired or invalid; other failures raise."""
+        """True when the token works, False when EQC calls it expired or invalid; other failures raise.
+
+        Only the status (and an expired-token body) matters here, so an answer that is not JSON still
+        says the token works.
+        """
         params = {"keyword": "test", "currentPage": "1", "pageSize": "1"}
         try:
-            await self._get(SEARCH_ALL, params)
+            await self._call(SEARCH_ALL, params, lambda body: None, json_required=False)
         except TokenExpiredError:
             return False
         return True
@@ -144,41 +145,49 @@ class EqcClient:
     ) -> None:
         await self.aclose()
 
-    async def _get(self, endpoint: str, params: dict[str, str]) -> Any:
+    async def _call(
+        self,
+        endpoint: str,
+        params: dict[str, str],
+        parse: Callable[[Any], _T],
+        *,
+        json_required: bool = True,
+    ) -> _T:
+        """One attempt: send, check the status, decode, parse; the observer hears how it ended, once."""
         if not self._token:
             raise TokenExpiredError("no EQC token: set WDH_EQC_TOKEN", endpoint=endpoint)
         started = time.perf_counter()
         try:
             response = await self._http.get(_PATHS[endpoint], params=params, headers={"token": self._token})
         except httpx.TimeoutException:
-            self._record(endpoint, None, started, 0.0, "TransientError")
+            self._record(endpoint, None, started, time.perf_counter(), "TransientError")
             raise TransientError(f"EQC {endpoint} timed out", endpoint=endpoint) from None
         except httpx.TransportError as exc:
-            self._record(endpoint, None, started, 0.0, "TransientError")
-            raise TransientError(f"EQC {endpoint} connection failed: {type(exc).__name__}", endpoint=endpoint) from None
-        network_done = time.perf_counter()
+            self._record(endpoint, None, started, time.perf_counter(), "TransientError")
+            message = f"EQC {endpoint} connection failed: {type(exc).__name__}"
+            raise TransientError(message, endpoint=endpoint) from None
+        received = time.perf_counter()
         outcome = "ok"
         try:
-            return _decode(endpoint, response)
+            body = _decode(endpoint, response, json_required=json_required)
+            try:
+                return parse(body)
+            except (ValueError, TypeError, AttributeError) as exc:
+                message = f"EQC {endpoint} answer has an unexpected shape: {exc}"
+                raise BadResponseError(message, endpoint=endpoint) from None
         except EqcError as exc:
             outcome = type(exc).__name__
             raise
         finally:
-            self._record(endpoint, response.status_code, started, time.perf_counter() - network_done, outcome)
+            self._record(endpoint, response.status_code, started, received, outcome)
 
-    def _parsed(self, endpoint: str, parse: Callable[[], _T]) -> _T:
-        try:
-            return parse()
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise BadResponseError(f"EQC {endpoint} answer has an unexpected shape: {exc}", endpoint=endpoint) from None
-
-    def _record(self, endpoint: str, status: int | None, started: float, parse_s: float, outcome: str) -> None:
+    def _record(self, endpoint: str, status: int | None, started: float, received: float, outcome: str) -> None:
         if self._observer is not None:
-            network_s = time.perf_counter() - started - parse_s
-            self._observer(CallRecord(endpoint, status, network_s, parse_s, outcome))
+            parse_s = time.perf_counter() - received if status is not None else 0.0
+            self._observer(CallRecord(endpoint, status, received - started, parse_s, outcome))
 
 
-def _decode(endpoint: str, response: httpx.Response) -> Any:
+def _decode(endpoint: str, response: httpx.Response, *, json_required: bool = True) -> Any:
     """Status code and body to a JSON value, or the error that says what the caller should do."""
     status = response.status_code
     if status == 401:
@@ -197,6 +206,8 @@ def _decode(endpoint: str, response: httpx.Response) -> Any:
     try:
         body = json.loads(response.content)
     except ValueError:
+        if not json_required:
+            return None
         raise BadResponseError(f"EQC {endpoint}: answer is not JSON", endpoint=endpoint) from None
     if isinstance(body, dict) and body.get("error") == "TokenExpired":
         raise TokenExpiredError(f"EQC {endpoint}: token expired", endpoint=endpoint)

@@ -135,7 +135,9 @@ def parse_business_info(body: Any) -> BusinessInfo | None:
 
 
 def parse_labels(company_id: str, body: Any) -> LabelSet:
-    groups = body.get("labels") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise ValueError("findLabels answer is not an object")
+    groups = body.get("labels")
     if groups is None:
         groups = []
     if not isinstance(groups, list):

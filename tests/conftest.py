@@ -1,0 +1,161 @@
+"""Shared fixtures: real servers on loopback for tests that talk HTTP.
+
+- `sim_factory`: start EQC simulators (`Simulator`) with test-friendly defaults; stopped at teardown.
+- `scripted_server`: a tiny stdlib HTTP server answering whatever the test scripts (status, headers, body),
+  for answers the simulator cannot produce (403, 404, HTTP-date `Retry-After`, wrong-shape bodies, ...).
+
+Both are real sockets on 127.0.0.1; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from eqc_enrich._durations import RateLimit
+from eqc_enrich.simulator import Simulator, SimulatorConfig
+
+SIM_DEFAULTS: Mapping[str, Any] = {
+    "latency": (0.0, 0.0),
+    "time_scale": 1.0,
+    "rate_limit": RateLimit(1000, 1.0),
+    "tokens": ("test-token",),
+}
+"""What `sim_factory` passes to `SimulatorConfig` unless a test overrides it."""
+
+SimFactory = Callable[..., Simulator]
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[SimFactory]:
+    """A function `(**config_overrides) -> Simulator` that starts a simulator on loopback and returns it.
+
+    Keyword arguments are `SimulatorConfig` fields and override the defaults in `SIM_DEFAULTS`:
+    `latency=(0.0, 0.0)` (answers at once), `time_scale=1.0`, `rate_limit=RateLimit(1000, 1.0)` (never in
+    the way unless a test wants it) and `tokens=("test-token",)`. Every other field keeps the
+    `SimulatorConfig` default (seed 7, 60 000 companies, 30 % of company ids sent as JSON numbers, ...).
+
+    The simulator is already serving when the function returns (talk to `sim.url`); every simulator the
+    test started is stopped at teardown, hanging requests included. Example::
+
+        def test_x(sim_factory: SimFactory) -> None:
+            sim = sim_factory(fail_rate=1.0)
+    """
+    with contextlib.ExitStack() as stack:
+
+        def start(**config_overrides: Any) -> Simulator:
+            config = SimulatorConfig(**{**SIM_DEFAULTS, **config_overrides})
+            return stack.enter_context(Simulator(config))
+
+        yield start
+
+
+# --- a scripted HTTP server ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    """One request the scripted server received; header names are lower case."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+
+
+class ScriptedServer:
+    """A loopback HTTP server that answers every request with the scripted response.
+
+    `respond(status, body, headers)` sets the answer for all following requests (default: 200 with `{}`).
+    A `body` that is `str` or `bytes` is sent as it is; anything else is sent as JSON. `requests` lists what
+    arrived, in order.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status = 200
+        self._headers: dict[str, str] = {"Content-Type": "application/json"}
+        self._body = b"{}"
+        self.requests: list[SeenRequest] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._serve, name="scripted-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def respond(self, status: int = 200, body: object = None, headers: Mapping[str, str] | None = None) -> None:
+        if isinstance(body, bytes):
+            raw = body
+        elif isinstance(body, str):
+            raw = body.encode()
+        else:
+            raw = json.dumps({} if body is None else body, ensure_ascii=False).encode()
+        with self._lock:
+            self._status = status
+            self._headers = {"Content-Type": "application/json", **(headers or {})}
+            self._body = raw
+
+    def _serve(self) -> None:
+        self._server.serve_forever(poll_interval=0.02)  # a short poll keeps `stop` quick
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(handler.path)
+        seen = SeenRequest(
+            method=handler.command,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers={name.lower(): value for name, value in handler.headers.items()},
+        )
+        with self._lock:
+            self.requests.append(seen)
+            status, headers, body = self._status, dict(self._headers), self._body
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
+
+            def do_GET(self) -> None:
+                server._answer(self)
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log in test output
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[ScriptedServer]:
+    """A started `ScriptedServer` on 127.0.0.1 (answers 200 `{}` until the test calls `respond`)."""
+    server = ScriptedServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
