@@ -33,6 +33,24 @@ SIM_DEFAULTS: Mapping[str, Any] = {
 
 SimFactory = Callable[..., Simulator]
 
+_OUTSIDE_SETTINGS = (
+    "WDH_EQC_TOKEN", "WDH_EQC_TOKEN_COMMAND", "WDH_EQC_RATE_LIMIT", "WDH_EQC_RATE_LIMIT_WINDOW", "WDH_EQC_TIMEOUT",
+    "WDH_EQC_RETRY_MAX", "WDH_ALIAS_SALT", "EQC_ENRICH_DB", "EQC_ENRICH_DB_SCHEMA",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test may reach the real EQC or read the developer's own settings.
+
+    The default base URL points at a closed loopback port, and the `.wdh_env` lookup at a file that does not
+    exist; tests that want a setting set it themselves (subprocesses inherit this environment).
+    """
+    for name in _OUTSIDE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WDH_EQC_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WDH_ENV_FILE", str(tmp_path_factory.getbasetemp() / "no-such.wdh_env"))
+
 
 @pytest.fixture
 def sim_factory() -> Iterator[SimFactory]:

@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from eqc_enrich._cli_sandbox import register
-from eqc_enrich._errors import ConfigError
+from eqc_enrich._errors import ConfigError, InputError
 from eqc_enrich.simulator import build_universe, make_month, write_month
 from eqc_enrich.simulator._datagen import SHEET, truth_path
 
@@ -141,7 +141,7 @@ def test_written_and_readable(tmp_path: Path, suffix: str) -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(InputError, match="unsupported file type"):
         write_month(Path("month.txt"), rows=10, companies=5)
     with pytest.raises(ConfigError):
         make_month(1, rows=10, companies=5, unknown_share=1.5)
@@ -167,4 +167,4 @@ def test_make_data_command_bad_option_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli(), ["make-data", str(tmp_path / "m.txt"), "--rows", "10"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-    assert "error: cannot write m.txt" in result.output
+    assert "unsupported file type '.txt'" in result.output

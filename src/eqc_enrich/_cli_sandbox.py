@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from eqc_enrich._durations import format_duration, parse_duration, parse_range, parse_rate_limit
-from eqc_enrich._errors import ConfigError
+from eqc_enrich._errors import EqcEnrichError
 
 if TYPE_CHECKING:  # the simulator (starlette, uvicorn, polars) loads only when a command needs it
     from eqc_enrich.simulator import SimulatorConfig
@@ -51,7 +51,7 @@ def simulate(
             fail_rate=fail_rate, timeout_rate=timeout_rate, malformed_rate=malformed_rate,
         )  # fmt: skip
         sim = Simulator(config, host=host, port=port).start()
-    except (ConfigError, OSError) as exc:
+    except (EqcEnrichError, OSError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(_describe(sim.url, config))
     try:
@@ -84,12 +84,14 @@ def make_data(
     unknown_share: Annotated[float, typer.Option(help="Share of customers EQC does not know.")] = 0.05,
 ) -> None:
     """Write a synthetic annuity_performance month and its ground truth (<stem>.truth.parquet)."""
+    from eqc_enrich.read import table_format
     from eqc_enrich.simulator._datagen import make_month, summarize, truth_path, write_frames
 
     try:
+        table_format(out)  # a wrong extension fails before a month is generated, not after
         data, truth = make_month(seed, rows=rows, companies=companies, unknown_share=unknown_share)
         path = write_frames(out, data, truth)
-    except (ConfigError, OSError) as exc:
+    except (EqcEnrichError, OSError) as exc:
         raise _fail(str(exc)) from None
     made = summarize(data, truth)
     typer.echo(

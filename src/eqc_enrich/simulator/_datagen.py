@@ -7,7 +7,6 @@ a run against the simulator can be scored row by row.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from eqc_enrich._errors import ConfigError
+from eqc_enrich.output import write_table
 from eqc_enrich.simulator._universe import Universe, build_universe, invent_absent_names
 
 SHEET = "规模明细"
@@ -275,29 +275,10 @@ def truth_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.truth.parquet")
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_frames(path: Path, data: pl.DataFrame, truth: pl.DataFrame) -> Path:
     """Write the data as .xlsx (sheet 规模明细), .csv or .parquet by extension, and its truth beside it."""
-    writers: dict[str, Callable[[Path], object]] = {
-        ".xlsx": lambda p: data.write_excel(p, worksheet=SHEET, autofit=False),
-        ".csv": data.write_csv,
-        ".parquet": data.write_parquet,
-    }
-    write = writers.get(path.suffix.lower())
-    if write is None:
-        raise ConfigError(f"cannot write {path.name}: use .xlsx, .csv or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, write)
-    _write_atomic(truth_path(path), truth.write_parquet)
+    write_table(data, path)  # atomic, and the format follows the extension, as for the run's own output
+    write_table(truth, truth_path(path))
     return path
 
 
