@@ -20,7 +20,7 @@ from eqc_enrich.simulator import Simulator, SimulatorConfig, write_month
 
 TOKEN = "cli-secret-token-0123456789"
 SCALE = 1000.0
-STATUS_LINE = re.compile(r"^\[(\w[\w ]*)\] \| rows [\d,]+ \| names .* \| eta \S+$")
+STATUS_LINE = re.compile(r"^\[(\w[\w ]*)\] \| rows [\d,]+/[\d,]+ \| names .* \| eta \S+$")
 
 
 @pytest.fixture(scope="module")

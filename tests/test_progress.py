@@ -70,13 +70,13 @@ def test_eta_follows_the_quota_not_the_rows() -> None:
 
 
 def test_status_line_carries_every_fact_of_the_display() -> None:
-    progress = RunProgress(phase="eqc", rows=30_986, distinct_names=3_000, answered_before_eqc=2_000,
-                           names_for_eqc=1_000, effective_rate=0.16)  # fmt: skip
+    progress = RunProgress(phase="eqc", rows=30_986, rows_resolved=20_000, distinct_names=3_000,
+                           answered_before_eqc=2_000, names_for_eqc=1_000, effective_rate=0.16)  # fmt: skip
     progress.eqc.started_at = time.monotonic()
     progress.eqc.found, progress.eqc.not_found, progress.eqc.failed = 300, 20, 1
     progress.eqc.retries, progress.eqc.rate_limited, progress.eqc.in_flight = 4, 2, 7
     line = status_line(progress)
-    for fact in ("[eqc]", "rows 30,986", "names 3,000 (index 2,000)", "eqc 321/1,000", "found 300",
+    for fact in ("[eqc]", "rows 20,000/30,986", "names 3,000 (index 2,000)", "eqc 321/1,000", "found 300",
                  "not-found 20", "failed 1", "retries 4", "429s 2", "in-flight 7", "elapsed", "eta"):  # fmt: skip
         assert fact in line, fact
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,3 +235,19 @@ def test_transient_faults_cost_retries_not_answers(sim: Simulator, tmp_path: Pat
 
 def store_epoch() -> datetime:
     return datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def test_check_token_replaces_a_stale_token_before_the_run(tmp_path: Path) -> None:
+    config = SimulatorConfig(latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,))
+    frame = pl.DataFrame({"客户名称": ["令牌检查公司"]})
+    with Simulator(config) as sim:
+        fresh = f"{sys.executable} -c \"print('{TOKEN}')\""
+        base = options(sim, tmp_path / "i.db", token="stale", check_token=True, rate_limit=RateLimit(1000, 1.0))
+        checked = enrich(frame, options=RunOptions(**{**base.__dict__, "token_command": fresh}))
+        assert checked.summary.status == "completed"
+        assert checked.summary.eqc.not_found == 1
+        assert sim.stats()["requests"]["searchAll"] == 1
+        stuck = enrich(frame, options=options(sim, tmp_path / "j.db", token="stale", check_token=True))
+    assert stuck.summary.status == "token_unavailable"
+    assert stuck.exit_code == 3
+    assert stuck.summary.eqc.skipped == 1

@@ -175,6 +175,7 @@ class _Run:
         self.summary = RunSummary(run_id=str(uuid.uuid4()))
         self.rate_limit = options.rate_limit or settings.rate_limit
         self.columns = options.columns
+        self._rows_per_name: dict[str, int] = {}
 
     def use_columns(self, frame: pl.DataFrame) -> None:
         """Settle which columns this frame offers; a required one missing is an input error."""
@@ -250,6 +251,8 @@ class _Run:
         pending = names_for_eqc(pre, id_column="__pre_id")
         eqc_names, counts = self._select_eqc_names(pending, negatives)
         self._count_before_eqc(keyed, pending, counts)
+        self._rows_per_name = dict(pending)
+        progress.rows_resolved = pre.height - sum(self._rows_per_name[name] for name in eqc_names)
         return keyed, answers, pending, eqc_names, counts
 
     def _index_answers(self, store: IndexStore, keyed: pl.DataFrame, overrides: Overrides) -> tuple[Answers, set[str]]:
@@ -322,7 +325,8 @@ class _Run:
 
         def on_outcome(outcome: LookupOutcome) -> None:
             writer.add(outcome)
-            self.progress.rows_resolved = 0  # rows are resolved at the end; names are the live unit
+            # every row of a name EQC has answered is settled now: its id, or a temporary one
+            self.progress.rows_resolved += self._rows_per_name.get(outcome.name, 0)
 
         settings = LookupSettings(
             rate_limit=self.rate_limit,

@@ -72,7 +72,7 @@ def status_line(progress: RunProgress, now: float | None = None) -> str:
     eta = eta_seconds(progress, now)
     parts = [
         f"[{progress.phase}]",
-        f"rows {progress.rows:,}",
+        f"rows {progress.rows_resolved:,}/{progress.rows:,}",
         f"names {progress.distinct_names:,} (index {progress.answered_before_eqc:,})",
         f"eqc {stats.names_done:,}/{progress.names_for_eqc:,}",
         f"found {stats.found:,} not-found {stats.not_found:,} failed {stats.failed:,}",
