@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from eqc_enrich import _cli_sandbox
+from eqc_enrich import _cli_sandbox, bench
 from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
 from eqc_enrich._errors import EqcEnrichError
 from eqc_enrich._stats import RunProgress
@@ -35,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _cli_sandbox.register(app)
+bench.register(app)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

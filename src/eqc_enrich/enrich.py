@@ -31,17 +31,18 @@ from eqc_enrich.model import Latency, Workload, lower_bound, sequential_time
 from eqc_enrich.output import write_table
 from eqc_enrich.read import Table, file_digest, read_table, require_columns
 from eqc_enrich.resolve import (
-    KEY_COLUMNS,
     NAME_KEY,
     Answers,
     Columns,
     Overrides,
-    add_key_columns,
+    distinct_keys,
     index_hits,
     index_maps,
     learn_existing_ids,
     names_for_eqc,
+    onto_rows,
     resolve_rows,
+    rows_by_source,
     temp_ids,
     unresolved_table,
     wanted_index_keys,
@@ -226,13 +227,15 @@ class _Run:
         )
         with self.timer.phase("index_write"):
             await asyncio.to_thread(self._learn_backflow_and_hits, store, keyed, answers, resolved)
-        progress.rows_resolved = resolved.height
+        progress.rows_resolved = table.frame.height
         progress.phase = "writing output"
-        self._summarize_resolution(resolved, stage, counts)
+        self._summarize_resolution(resolved, stage, counts, rows=table.frame.height)
         unresolved = unresolved_table(
             resolved, self.columns, id_column=self.options.id_column, source_column=self.options.source_column
         )
-        frame = _final_frame(table.frame, resolved, self.options.id_column, self.options.source_column)
+        self.summary.unresolved_names = unresolved.height
+        new = [self.options.id_column, self.options.source_column]
+        frame = onto_rows(table.frame, resolved, self.columns, new=new)
         return EnrichResult(frame=frame, summary=self.summary, unresolved=unresolved)
 
     async def prepare(
@@ -243,7 +246,7 @@ class _Run:
         progress.rows = table.frame.height
         progress.phase = "normalize"
         with self.timer.phase("normalize"):
-            keyed = add_key_columns(table.frame, self.columns)
+            keyed = distinct_keys(table.frame, self.columns)
         progress.phase = "index lookup"
         with self.timer.phase("index_lookup"):
             answers, negatives = await asyncio.to_thread(self._index_answers, store, keyed, overrides)
@@ -252,7 +255,7 @@ class _Run:
         eqc_names, counts = self._select_eqc_names(pending, negatives)
         self._count_before_eqc(keyed, pending, counts)
         self._rows_per_name = dict(pending)
-        progress.rows_resolved = pre.height - sum(self._rows_per_name[name] for name in eqc_names)
+        progress.rows_resolved = table.frame.height - sum(self._rows_per_name[name] for name in eqc_names)
         return keyed, answers, pending, eqc_names, counts
 
     def _index_answers(self, store: IndexStore, keyed: pl.DataFrame, overrides: Overrides) -> tuple[Answers, set[str]]:
@@ -397,14 +400,12 @@ class _Run:
         store.write(batch)
         store.record_hits(index_hits(resolved, source_column=self.options.source_column))
 
-    def _summarize_resolution(self, resolved: pl.DataFrame, stage: StageResult, counts: EqcCounts) -> None:
+    def _summarize_resolution(
+        self, resolved: pl.DataFrame, stage: StageResult, counts: EqcCounts, *, rows: int
+    ) -> None:
         stats = self.progress.eqc
-        source_counts = resolved[self.options.source_column].fill_null("").value_counts()
-        by = dict(
-            zip(source_counts[self.options.source_column].to_list(), source_counts["count"].to_list(), strict=True)
-        )
-        self.summary.resolved_by = {("none" if k == "" else k): int(v) for k, v in sorted(by.items())}
-        self.summary.rows = resolved.height
+        self.summary.resolved_by = rows_by_source(resolved, source_column=self.options.source_column)
+        self.summary.rows = rows
         counts.found, counts.not_found, counts.failed = stats.found, stats.not_found, stats.failed
         counts.skipped += stats.skipped
         self.summary.api_calls = {**{k: int(v) for k, v in sorted(stats.calls.items())}, "total": stats.api_calls}
@@ -420,7 +421,6 @@ class _Run:
             self.summary.message = (
                 "interrupted: every answer received is in the index; rerun the same command to resume"
             )
-        self.summary.unresolved_names = int((resolved[self.options.source_column] == "temp").sum())
 
     def _write_outputs(
         self, result: EnrichResult, table: Table, output: str | Path | None, unresolved: str | Path | None
@@ -443,7 +443,10 @@ class _Run:
         if latency is not None and summary.eqc.names_asked:
             k = 3 if self.options.details else 1
             local = sum(v for name, v in self.timer.seconds.items() if name != "eqc")
-            bound = lower_bound(Workload(summary.eqc.names_asked, k), self.rate_limit, latency, local_s=local)
+            # M counts every attempt the server saw, retries and 429s included, as the model defines it
+            extra = max(0, stats.api_calls - k * summary.eqc.names_asked)
+            work = Workload(summary.eqc.names_asked, k, extra_calls=extra)
+            bound = lower_bound(work, self.rate_limit, latency, local_s=local)
             summary.lower_bound_s = round(bound, 4)
             summary.efficiency = round(bound / summary.elapsed_s, 4) if summary.elapsed_s else None
 
@@ -476,13 +479,6 @@ def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None) -> Tab
     if hasattr(source, "columns") and hasattr(source, "dtypes"):
         return Table(pl.from_pandas(source), None, "parquet")
     raise InputError(f"cannot enrich a {type(source).__name__}: pass a path, a polars or a pandas frame")
-
-
-def _final_frame(original: pl.DataFrame, resolved: pl.DataFrame, id_column: str, source_column: str) -> pl.DataFrame:
-    """The input's columns untouched and in order, the two new ones last (or in place if they existed)."""
-    new = resolved.select(id_column, source_column)
-    frame = original.with_columns(new[id_column], new[source_column])
-    return frame.drop([c for c in KEY_COLUMNS if c in frame.columns])
 
 
 def _measured_latency(stats: Any) -> Latency | None:
@@ -555,14 +551,14 @@ async def _plan_async(source: pl.DataFrame | Any | str | Path, options: RunOptio
     run.use_columns(table.frame)
     store = await asyncio.to_thread(IndexStore, options.db, schema=options.db_schema)
     try:
-        keyed, _, pending, names, counts = await run.prepare(store, table, Overrides.load(options.overrides))
+        _, _, pending, names, counts = await run.prepare(store, table, Overrides.load(options.overrides))
     finally:
         store.close()
     k = 3 if options.details else 1
     work = Workload(len(names), k)
     old_work = Workload(len(pending) - counts.negative_cache_hits, 3)
     return PlanReport(
-        rows=keyed.height,
+        rows=table.frame.height,
         distinct_names=run.summary.distinct_names,
         answered_before_eqc=run.progress.answered_before_eqc,
         negative_cache_hits=counts.negative_cache_hits,

@@ -173,30 +173,39 @@ class IndexStore:
     def lookup(
         self, wanted: Mapping[str, Iterable[str]], *, updated_since: datetime | None = None
     ) -> dict[tuple[str, str], IndexEntry]:
-        """All entries for the wanted (lookup_type -> keys), in a few chunked `IN` queries per type."""
+        """All entries for the wanted (lookup_type -> keys): one query per lookup type, whatever the count."""
         found: dict[tuple[str, str], IndexEntry] = {}
         t = self.index
-        columns = [t.c.lookup_key, t.c.lookup_type, t.c.company_id, t.c.confidence, t.c.source, t.c.updated_at]
+        # confidence read as a float, not a Decimal, and no timestamps: row conversion dominates a big lookup
+        confidence = sa.type_coerce(t.c.confidence, sa.Float)
+        columns = [t.c.lookup_key, t.c.lookup_type, t.c.company_id, confidence, t.c.source]
         with self._connect() as conn:
             for lookup_type, keys in wanted.items():
-                for chunk in _chunks(sorted(set(keys)), _CHUNK):
-                    query = sa.select(*columns).where(t.c.lookup_type == lookup_type, t.c.lookup_key.in_(chunk))
-                    if updated_since is not None:
-                        query = query.where(t.c.updated_at >= updated_since)
-                    for row in conn.execute(query):
-                        entry = IndexEntry(row[0], row[1], row[2], float(row[3]), row[4], row[5])
-                        found[(entry.lookup_key, entry.lookup_type)] = entry
+                query = sa.select(*columns).where(t.c.lookup_type == lookup_type, self._one_of(t.c.lookup_key, keys))
+                if updated_since is not None:
+                    query = query.where(t.c.updated_at >= updated_since)
+                for key, kind, company_id, score, source in conn.execute(query).all():
+                    found[(key, kind)] = IndexEntry(key, kind, company_id, float(score), source)
         return found
 
     def known_negatives(self, names: Iterable[str], *, asked_since: datetime) -> set[str]:
         """Names EQC said it does not know, asked recently enough to trust."""
         t = self.negative
-        known: set[str] = set()
+        query = sa.select(t.c.lookup_key).where(self._one_of(t.c.lookup_key, names), t.c.asked_at >= asked_since)
         with self._connect() as conn:
-            for chunk in _chunks(sorted(set(names)), _CHUNK):
-                query = sa.select(t.c.lookup_key).where(t.c.lookup_key.in_(chunk), t.c.asked_at >= asked_since)
-                known.update(row[0] for row in conn.execute(query))
-        return known
+            return {row[0] for row in conn.execute(query).all()}
+
+    def _one_of(self, column: sa.Column[str], values: Iterable[str]) -> sa.ColumnElement[bool]:
+        """`column IN values` as ONE bound parameter (a JSON array for SQLite, an array for PostgreSQL).
+
+        A plain IN list costs a bound parameter per key, and with 100,000 keys binding them costs more
+        than the lookup itself.
+        """
+        keys = sorted(set(values))
+        if self.dialect == "postgresql":
+            return column == sa.any_(sa.bindparam(None, keys, type_=postgresql.ARRAY(sa.String)))
+        listed = sa.select(sa.column("value", sa.String)).select_from(sa.func.json_each(json.dumps(keys)))
+        return column.in_(listed.scalar_subquery())
 
     def count_entries(self) -> int:
         with self._connect() as conn:
@@ -220,19 +229,35 @@ class IndexStore:
                 conn.execute(sa.delete(self.negative).where(self.negative.c.lookup_key.in_(chunk)))
 
     def record_hits(self, hits: Mapping[tuple[str, str], int]) -> None:
-        """`hit_count += n` and `last_hit_at` for every entry used this run."""
+        """`hit_count += n` and `last_hit_at` for every entry used this run, in one statement.
+
+        The hits travel as one JSON document (SQLite) or three arrays (PostgreSQL) joined in `UPDATE ... FROM`:
+        an UPDATE per entry costs a round trip each, and a month uses tens of thousands of entries.
+        """
         if not hits:
             return
-        t = self.index
-        statement = (
-            sa.update(t)
-            .where(t.c.lookup_key == sa.bindparam("k"), t.c.lookup_type == sa.bindparam("t"))
-            .values(hit_count=t.c.hit_count + sa.bindparam("n"), last_hit_at=sa.bindparam("now"))
-        )
-        now = utcnow()
-        rows = [{"k": key, "t": kind, "n": n, "now": now} for (key, kind), n in hits.items()]
+        table = self._engine.dialect.identifier_preparer.format_table(self.index)
+        if self.dialect == "postgresql":
+            statement = sa.text(
+                f"UPDATE {table} AS i SET hit_count = i.hit_count + h.n, last_hit_at = :now "
+                "FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:counts AS integer[])) AS h(k, t, n) "
+                "WHERE i.lookup_key = h.k AND i.lookup_type = h.t"
+            )
+            params: dict[str, Any] = {
+                "keys": [key for key, _ in hits],
+                "kinds": [kind for _, kind in hits],
+                "counts": list(hits.values()),
+            }
+        else:
+            statement = sa.text(
+                f"UPDATE {table} SET hit_count = hit_count + h.n, last_hit_at = :now FROM "
+                "(SELECT value ->> 0 AS k, value ->> 1 AS t, value ->> 2 AS n FROM json_each(:hits)) AS h "
+                f"WHERE {table}.lookup_key = h.k AND {table}.lookup_type = h.t"
+            )
+            params = {"hits": json.dumps([[key, kind, n] for (key, kind), n in hits.items()], ensure_ascii=False)}
+        statement = statement.bindparams(sa.bindparam("now", type_=sa.DateTime(timezone=True)))
         with self._begin() as conn:
-            conn.execute(statement, rows)
+            conn.execute(statement, {**params, "now": utcnow()})
 
     def _upsert_entries(self, conn: Connection, entries: Sequence[IndexEntry], now: datetime) -> None:
         rows = [

@@ -273,6 +273,7 @@ class EqcLookup:
 
     def _sync_gate_stats(self) -> None:
         self._stats.concurrency_target = self.gate.target
+        self._stats.limiter_wait_s = self.limiter.wait_s
 
     def _finish(self, outcome: LookupOutcome) -> None:
         self._result.outcomes[outcome.name] = outcome

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,9 +38,9 @@ def write_table(frame: pl.DataFrame, path: Path, *, like: Table | None = None) -
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Write to a temporary file beside the target, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    tmp = Path(name)
+    # A fresh unique name the writer creates itself, so the file gets the user's umask (mkstemp would make
+    # every output owner-only).
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

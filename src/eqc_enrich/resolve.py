@@ -1,7 +1,8 @@
-"""Stages 2 and 4 at row level: lookup keys per row, then the first answer per row in resolution order.
+"""Stages 2 and 4: lookup keys, then the first answer in resolution order, for every distinct row key.
 
-Everything is vectorised: Python touches each DISTINCT value once (normalizing, cleaning), polars maps the
-answers back onto the rows.
+A month has a million rows but a few thousand distinct (name, plan code, existing id) combinations, so
+keys and resolution work on those combinations, each carrying its row count in `ROWS`, and one join
+puts the answers back on the rows at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ NAME_KEY = "__name_key"
 PLAN_KEY = "__plan_key"
 PLAN_NAME_KEY = "__plan_name_key"
 EXISTING_ID = "__existing_id"
-KEY_COLUMNS = (NAME_KEY, PLAN_KEY, PLAN_NAME_KEY, EXISTING_ID)
+ROWS = "__rows"
 
 SOURCE_OVERRIDE = "override"
 SOURCE_EXISTING = "existing"
@@ -52,6 +53,10 @@ class Columns:
     existing_id: str | None = "公司代码"
     plan_required: bool = False  # when False, a missing plan column just means "no plan keys"
     existing_id_required: bool = False
+
+    def raw(self) -> list[str]:
+        """The input columns resolution reads."""
+        return [c for c in (self.name, self.plan, self.existing_id) if c is not None]
 
     def for_frame(self, frame: pl.DataFrame) -> tuple[Columns, list[str]]:
         """These columns with optional ones the frame lacks switched off, and a note for each."""
@@ -100,6 +105,12 @@ def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, 
             raise ConfigError(f"overrides {path}: entry {key!r}: {value!r} is not a key and a company id")
         result[cleaned] = company_id
     return result
+
+
+def distinct_keys(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
+    """One row per distinct (name, plan, existing id) as the input has them, with row count and lookup keys."""
+    combos = frame.group_by(columns.raw()).agg(pl.len().alias(ROWS))
+    return add_key_columns(combos, columns)
 
 
 def add_key_columns(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
@@ -169,7 +180,7 @@ def learn_existing_ids(keyed: pl.DataFrame) -> dict[str, str]:
     pairs = (
         keyed.filter((pl.col(NAME_KEY) != "") & pl.col(EXISTING_ID).is_not_null())
         .group_by(NAME_KEY, EXISTING_ID)
-        .len()
+        .agg(pl.col(ROWS).sum().alias("len"))
         .sort([NAME_KEY, "len", EXISTING_ID], descending=[False, True, False])
         .unique(subset=NAME_KEY, keep="first")
     )
@@ -220,7 +231,7 @@ def names_for_eqc(resolved: pl.DataFrame, *, id_column: str) -> list[tuple[str, 
     counts = (
         resolved.filter(pl.col(id_column).is_null() & ~pl.col(NAME_KEY).is_in(list(NO_TEMP_ID_KEYS)))
         .group_by(NAME_KEY)
-        .len()
+        .agg(pl.col(ROWS).sum().alias("len"))
         .sort(["len", NAME_KEY], descending=[True, False])
     )
     return list(zip(counts[NAME_KEY].to_list(), counts["len"].to_list(), strict=True))
@@ -245,7 +256,11 @@ def index_hits(resolved: pl.DataFrame, *, source_column: str) -> Counter[tuple[s
     }
     hits: Counter[tuple[str, str]] = Counter()
     for kind, column in columns.items():
-        rows = resolved.filter(pl.col(source_column) == index_source(kind)).group_by(column).len()
+        rows = (
+            resolved.filter(pl.col(source_column) == index_source(kind))
+            .group_by(column)
+            .agg(pl.col(ROWS).sum().alias("len"))
+        )
         for key, count in zip(rows[column].to_list(), rows["len"].to_list(), strict=True):
             hits[(key, str(kind))] += count
     return hits
@@ -257,10 +272,24 @@ def unresolved_table(resolved: pl.DataFrame, columns: Columns, *, id_column: str
     return (
         temp.group_by(NAME_KEY)
         .agg(
-            pl.col(columns.name).cast(pl.String).mode().sort().first().alias("example_name"),
+            pl.col(columns.name).cast(pl.String).sort_by(ROWS, descending=True).first().alias("example_name"),
             pl.col(id_column).first().alias("temporary_id"),
-            pl.len().alias("rows"),
+            pl.col(ROWS).sum().alias("rows"),
         )
         .rename({NAME_KEY: "name"})
         .sort(["rows", "name"], descending=[True, False])
     )
+
+
+def rows_by_source(resolved: pl.DataFrame, *, source_column: str) -> dict[str, int]:
+    """Rows per source (`none` for rows nothing could answer)."""
+    counts = resolved.group_by(pl.col(source_column).fill_null("none")).agg(pl.col(ROWS).sum())
+    return {str(k): int(v) for k, v in sorted(zip(counts[source_column], counts[ROWS], strict=True))}
+
+
+def onto_rows(frame: pl.DataFrame, resolved: pl.DataFrame, columns: Columns, *, new: list[str]) -> pl.DataFrame:
+    """The input's columns untouched and in order, `new` columns last (or in place where the input has them)."""
+    keys = columns.raw()
+    answers = resolved.select(*keys, *new)
+    joined = frame.select(keys).join(answers, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    return frame.with_columns(joined[name] for name in new)

@@ -1,0 +1,31 @@
+"""`eqc-enrich bench`: the story's baseline (AC-1) measured against our flow, as a report a person reads.
+
+    from eqc_enrich.bench import run_bench
+    report = run_bench(names=1000, time_scale=1000, out="bench-report")   # simulated EQC, own process
+
+Three runs over the same names and the same pre-filled index: the old sequential flow (3 calls a name),
+ours cold (search only, paced at the quota), ours warm (no EQC call at all).
+
+`run_bench` loads on first use, so that registering the command does not load the simulator (starlette,
+uvicorn) into every `eqc-enrich` invocation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eqc_enrich.bench._cli import register
+from eqc_enrich.bench._config import BenchConfig
+
+if TYPE_CHECKING:
+    from eqc_enrich.bench._run import run_bench
+
+__all__ = ["BenchConfig", "register", "run_bench"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run_bench":
+        from eqc_enrich.bench._run import run_bench
+
+        return run_bench
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

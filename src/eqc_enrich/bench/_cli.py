@@ -1,0 +1,57 @@
+"""`eqc-enrich bench`: the command-line face of `run_bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eqc_enrich._durations import parse_range, parse_rate_limit
+
+
+def register(app: typer.Typer) -> None:
+    """Add `bench` to the project's command line."""
+    app.command("bench")(bench)
+
+
+def bench(
+    names: Annotated[int, typer.Option(min=1, help="Distinct company names to resolve.")] = 1000,
+    eqc_url: Annotated[
+        str | None, typer.Option(help="Measure this REAL EQC endpoint (time scale 1; keep --names small).")
+    ] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Start a simulated EQC in its own process (default without --eqc-url).")
+    ] = False,
+    time_scale: Annotated[
+        float | None, typer.Option(min=0.001, help="Divide latency and window by this [1000 simulated, 1 real].")
+    ] = None,
+    rate_limit: Annotated[str, typer.Option(help="Requests per window, story units.")] = "10/60s",
+    latency: Annotated[str, typer.Option(help="EQC latency range per call, story units.")] = "20-60s",
+    cached_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of the names already in the index.")
+    ] = 0.3,
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the charts.")] = Path("bench-report"),
+    seed: Annotated[int, typer.Option(help="Seed of names, month and simulator.")] = 7,
+    token: Annotated[
+        str | None, typer.Option(envvar="WDH_EQC_TOKEN", help="EQC token for --eqc-url.", show_default=False)
+    ] = None,
+) -> None:
+    """Baseline (the old sequential flow) against ours, cold and warm: a performance report with charts."""
+    from eqc_enrich.bench._run import run_bench  # polars, httpx and the simulator load only when needed
+
+    if simulate and eqc_url:
+        typer.echo("error: --simulate and --eqc-url exclude each other", err=True)
+        raise typer.Exit(2)
+    run_bench(
+        names=names,
+        eqc_url=eqc_url,
+        time_scale=time_scale,
+        rate_limit=parse_rate_limit(rate_limit),
+        latency=parse_range(latency),
+        cached_share=cached_share,
+        out=out,
+        seed=seed,
+        token=token if eqc_url else None,
+        echo=lambda line: typer.echo(line, err=True),
+    )

@@ -1,0 +1,161 @@
+"""`eqc-enrich bench`: a small real benchmark against the simulated EQC (own process), and its parts.
+
+The benchmark itself runs once for the module: 40 names at time scale 20000, a few seconds. Only facts that
+noise cannot change are asserted (call counts, files, consistency); speed-up and efficiency are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from eqc_enrich._durations import RateLimit
+from eqc_enrich._errors import ConfigError
+from eqc_enrich.bench import BenchConfig, register, run_bench
+from eqc_enrich.bench._measure import RunMeasure, time_split, workload
+from eqc_enrich.bench._old_flow import TimestampLimiter
+
+NAMES = 40
+PNGS = ("latency.png", "progress.png", "time_split.png")
+_OUTSIDE = ("WDH_EQC_TOKEN", "WDH_EQC_RATE_LIMIT", "WDH_EQC_RATE_LIMIT_WINDOW", "WDH_EQC_TIMEOUT", "WDH_ALIAS_SALT")
+
+
+Bench = tuple[dict[str, Any], Path, list[str]]  # the report, the folder it was written to, the progress lines
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
+    out = tmp_path_factory.mktemp("bench-report")
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _OUTSIDE:
+            patch.delenv(name, raising=False)
+        report = run_bench(names=NAMES, time_scale=20_000, cached_share=0.3, out=out, seed=7, echo=lines.append)
+    return report, out, lines
+
+
+def test_report_has_the_three_runs_over_the_same_names_and_cache(bench: Bench) -> None:
+    report, _, _ = bench
+    runs = report["runs"]
+    assert set(runs) == {"old_flow", "ours_cold", "ours_warm"}
+    cached = report["setup"]["cached_names"]
+    assert cached == round(NAMES * 0.3)
+    for key in ("old_flow", "ours_cold"):
+        assert runs[key]["distinct_names"] == NAMES
+        assert runs[key]["index_hits"] == cached
+        assert runs[key]["names_asked"] == NAMES - cached
+
+
+def test_warm_run_makes_no_eqc_call(bench: Bench) -> None:
+    report, _, _ = bench
+    warm = report["runs"]["ours_warm"]
+    assert warm["calls"]["total"] == 0
+    assert report["comparison"]["warm_calls"] == 0
+    assert warm["index_hit_rate"] == 1.0
+    assert warm["efficiency"] is None  # nothing asked: nothing to bound
+
+
+def test_old_flow_makes_three_calls_per_uncached_name_ours_one(bench: Bench) -> None:
+    report, _, _ = bench
+    old, ours = report["runs"]["old_flow"], report["runs"]["ours_cold"]
+    assert old["failed"] == 0
+    assert old["found"] + old["not_found"] == old["names_asked"]
+    assert old["calls"]["findDepart"] >= old["found"]
+    assert old["calls"]["findLabels"] >= old["found"]
+    answered = old["calls"]["total"] - old["failed_attempts"]
+    assert answered == 3 * old["found"] + old["not_found"]  # an unknown name ends after its search
+    assert set(ours["calls"]) == {"search", "total"}
+    assert ours["calls"]["total"] - ours["failed_attempts"] == ours["names_asked"]
+    assert old["not_found"] == ours["not_found"] == report["setup"]["unknown_names"]
+
+
+def test_report_figures_agree_with_each_other(bench: Bench) -> None:
+    report, _, _ = bench
+    runs, cmp = report["runs"], report["comparison"]
+    for run in runs.values():
+        assert sum(run["time_split_s"].values()) == pytest.approx(run["wall_s"], abs=1e-3)
+        assert run["wall_unscaled_s"] == pytest.approx(run["wall_s"] * 20_000, abs=0.1)  # both rounded
+    assert cmp["speed_up"] == pytest.approx(runs["old_flow"]["wall_s"] / runs["ours_cold"]["wall_s"], abs=0.006)
+    assert runs["old_flow"]["latency_s"].keys() == {"search", "findDepart", "findLabels"}
+    print(f"\nspeed-up {cmp['speed_up']}x, efficiency ours {cmp['efficiency_ours']}, old {cmp['efficiency_old']}")
+
+
+def test_projection_covers_the_story_month(bench: Bench) -> None:
+    projection = bench[0]["projection"]
+    assert projection["rows"] == 30_986
+    assert projection["names_for_eqc"] == round(projection["distinct_names"] * (1 - projection["index_hit_rate"]))
+    old, ours, bound = projection["table"]
+    assert old["calls"] == 3 * bound["calls"]
+    assert old["hours"] > bound["hours"] > 0
+    assert ours["hours"] >= bound["hours"]
+    assert projection["assumptions"]
+
+
+def test_files_are_written(bench: Bench) -> None:
+    report, out, lines = bench
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == report
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Result", "## Setup", "## Runs", "## Latency per endpoint", "## Projection"):
+        assert heading in markdown
+    assert "1/20000" in markdown
+    for name in PNGS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [path for path in out.iterdir() if path.name.startswith(".")]  # no temp file left behind
+    assert any("old flow:" in line for line in lines)
+
+
+def _measure(**changes: Any) -> RunMeasure:
+    fields: dict[str, Any] = {
+        "key": "ours_cold", "title": "t", "calls_per_name": 1, "wall_s": 10.0, "eqc_stage_s": 9.0,
+        "distinct_names": 10, "index_hits": 3, "names_asked": 7, "found": 6, "not_found": 1, "failed": 0,
+        "calls": {"search": 8}, "outcomes": {"ok": 6, "NotFoundError": 1, "RateLimitedError": 1},
+        "rate_limited": 1, "latencies": {}, "limiter_wait_s": 30.0, "network_s": 60.0, "backoff_s": None,
+    }  # fmt: skip
+    fields.update(changes)
+    return RunMeasure(**fields)
+
+
+def test_time_split_shares_out_an_overlapping_stage_and_adds_up() -> None:
+    split = time_split(_measure())
+    assert split["limiter_wait_s"] == pytest.approx(3.0)
+    assert split["network_s"] == pytest.approx(6.0)
+    assert split["local_s"] == pytest.approx(1.0)
+    assert sum(split.values()) == pytest.approx(10.0)
+
+
+def test_workload_counts_every_attempt_the_server_saw() -> None:
+    ours = _measure()
+    assert workload(ours).requests == pytest.approx(8)
+    old = _measure(
+        calls_per_name=3,
+        calls={"search": 7, "findDepart": 6, "findLabels": 6},
+        outcomes={"ok": 18, "NotFoundError": 1},
+    )
+    assert workload(old).requests == pytest.approx(19)  # the unknown name cost one call, not three
+
+
+def test_old_limiter_holds_the_send_that_would_overfill_the_window() -> None:
+    async def three_sends() -> float:
+        limiter = TimestampLimiter(RateLimit(2, 0.05))
+        for _ in range(3):
+            await limiter.acquire()
+        return limiter.wait_s
+
+    assert asyncio.run(three_sends()) > 0
+
+
+def test_config_rejects_a_scaled_real_endpoint_and_cli_rejects_both_targets(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        BenchConfig(eqc_url="https://eqc.example", time_scale=1000)
+    with pytest.raises(ConfigError, match="token"):
+        run_bench(names=1, eqc_url="http://127.0.0.1:9", token=None, out=tmp_path, echo=lambda _line: None)
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["--simulate", "--eqc-url", "http://127.0.0.1:9", "--out", str(tmp_path)])
+    assert result.exit_code == 2
