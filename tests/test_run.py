@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from eqc_enrich import RateLimit, RunControl, RunOptions, RunProgress, enrich, enrich_async, temp_company_id
 from eqc_enrich.index import IndexStore
@@ -251,3 +252,27 @@ def test_check_token_replaces_a_stale_token_before_the_run(tmp_path: Path) -> No
     assert stuck.summary.status == "token_unavailable"
     assert stuck.exit_code == 3
     assert stuck.summary.eqc.skipped == 1
+
+
+def test_details_fetches_and_stores_business_info_and_labels(tmp_path: Path) -> None:
+    data, truth = make_month(seed=11, rows=300, companies=30, existing_id_share=0.0)
+    config = SimulatorConfig(seed=11, latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,))
+    db = tmp_path / "index.db"
+    with Simulator(config) as sim:
+        result = enrich(data, options=options(sim, db, details=True, rate_limit=RateLimit(1000, 1.0)))
+        requests = sim.stats()["requests"]
+    found = result.summary.eqc.found
+    assert found > 0
+    assert requests["findDepart"] == requests["findLabels"] == found
+    assert result.summary.api_calls["total"] == requests["search"] + 2 * found
+    store = IndexStore(db)
+    try:
+        with store._engine.connect() as conn:
+            payloads = conn.execute(sa.select(store.payload)).mappings().all()
+    finally:
+        store.close()
+    assert len(payloads) == len({p["company_id"] for p in payloads}) >= 1
+    assert all(p["depart_json"]["businessInfodto"] for p in payloads)
+    assert all("labels" in p["labels_json"] for p in payloads)
+    joined = result.frame.with_row_index("row").join(truth.rename({"company_id": "expected"}), on="row")
+    assert joined.filter(pl.col("expected").is_not_null() & (pl.col("company_id") != pl.col("expected"))).height == 0

@@ -116,10 +116,6 @@ class EqcLookup:
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(None)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop_requested
-
     async def run(self, names: Sequence[str]) -> StageResult:
         stats = self._stats
         stats.names_total = len(names)
@@ -132,7 +128,7 @@ class EqcLookup:
             queue.put_nowait(name)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(min(len(names), self._worker_count()))]
         try:
-            await self._wait_for(workers)
+            await self._wait_for(workers, self._stop)
         finally:
             for task in workers:
                 task.cancel()
@@ -142,12 +138,12 @@ class EqcLookup:
             stats.limiter_wait_s = self.limiter.wait_s
         return self._result
 
-    async def _wait_for(self, workers: list[asyncio.Task[None]]) -> None:
-        assert self._stop is not None
-        pending: set[asyncio.Future[Any]] = {*workers, self._stop}
-        while any(not task.done() for task in workers) and not self._stop.done():
+    async def _wait_for(self, workers: list[asyncio.Task[None]], stop: asyncio.Future[None]) -> None:
+        """Until every worker is done, or a stop plus the grace for requests in flight."""
+        pending: set[asyncio.Future[Any]] = {*workers, stop}
+        while any(not task.done() for task in workers) and not stop.done():
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if self._stop.done():
+        if stop.done():
             running = [task for task in workers if not task.done()]
             if running:
                 await asyncio.wait(running, timeout=self._settings.grace_s)
@@ -193,10 +189,11 @@ class EqcLookup:
         """findDepart and findLabels: wanted for storage, never needed for the id, so failures are tolerated."""
         business: BusinessInfo | None = None
         labels: LabelSet | None = None
-        # A stop here must not throw away the search answer already in hand: keep what we have.
-        with contextlib.suppress(_Exhausted, Stopped):
+        # A stop (or a token gone for good) here must not throw away the search answer already in hand: keep
+        # what we have; the next name's search meets the same condition and stops the stage.
+        with contextlib.suppress(_Exhausted, Stopped, _TokenUnavailable):
             business = await self._call(FIND_DEPART, lambda: self._client.find_depart(company_id))
-        with contextlib.suppress(_Exhausted, Stopped):
+        with contextlib.suppress(_Exhausted, Stopped, _TokenUnavailable):
             labels = await self._call(FIND_LABELS, lambda: self._client.find_labels(company_id))
         return business, labels
 
