@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -227,3 +229,25 @@ def test_without_a_refresh_command_the_run_completes_with_exit_3(month: Path, tm
     assert out.height == 3_000
     named = out.filter(pl.col("客户名称").is_not_null())
     assert named["company_id"].null_count() == 0
+
+
+def test_stop_signals_fall_back_to_the_signal_module_where_the_loop_has_none() -> None:
+    """Windows has no loop signal handlers: the fallback must still route SIGINT to the run, then undo itself."""
+    from eqc_enrich.cli import _on_stop_signals
+
+    class WindowsLikeLoop(asyncio.SelectorEventLoop):
+        def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
+            raise NotImplementedError
+
+    loop = WindowsLikeLoop()
+    seen: list[str] = []
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        restore = _on_stop_signals(loop, lambda: seen.append("stop"))
+        signal.raise_signal(signal.SIGINT)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        restore()
+    finally:
+        loop.close()
+    assert seen == ["stop"]
+    assert signal.getsignal(signal.SIGINT) is before

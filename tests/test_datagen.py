@@ -15,7 +15,7 @@ from eqc_enrich._errors import ConfigError, InputError
 from eqc_enrich.simulator import build_universe, make_month, write_month
 from eqc_enrich.simulator._datagen import SHEET, truth_path
 
-SAMPLE = Path("/work/shared/data/annuity_performance_sample.parquet")
+SAMPLE = Path(__file__).parent / "data" / "annuity_performance_sample.parquet"  # a copy of shared/data/
 MARKERS = ("-已转出", "（已转出）", "(终止)", "-待转出", "(团托)", "及下属子企业", "-养老", "-福利")
 
 

@@ -138,7 +138,7 @@ def test_pandas_frames_are_accepted(tmp_path: Path) -> None:
 
 
 def test_an_existing_company_id_column_is_filled_in_place(tmp_path: Path) -> None:
-    sample = pl.read_parquet(Path(__file__).parents[2] / "shared" / "data" / "annuity_performance_sample.parquet")
+    sample = pl.read_parquet(Path(__file__).parent / "data" / "annuity_performance_sample.parquet")  # from shared/
     result = enrich(sample, options=offline(tmp_path / "i.db"))
     assert result.frame.columns == [*sample.columns, "company_id_source"]
     assert result.frame["company_id"].null_count() == 0

@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -171,8 +172,7 @@ def _run_with_signals(
             typer.echo("stopping: letting requests in flight finish (press Ctrl-C again to stop at once)", err=True)
             control.stop()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        restore = _on_stop_signals(loop, on_signal)
         events = EventLog(log_json, progress, interval_s=interval_s) if log_json else None
         display.start()
         if events is not None:
@@ -194,8 +194,7 @@ def _run_with_signals(
             await display.stop(final_line=result is not None)
             if events is not None:
                 await events.finish(**(result.summary.as_dict() if result else {"status": "failed"}))
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            restore()
 
     try:
         return asyncio.run(main())
@@ -203,6 +202,34 @@ def _run_with_signals(
         raise _fail(
             "stopped at once: answers received so far are in the index; rerun to resume", EXIT_INTERRUPTED
         ) from None
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
+    """Route SIGINT and SIGTERM to `handler` on the loop; returns the undo.
+
+    The loop's own signal handlers do not exist on Windows (where many users of this tool work), so there
+    the plain `signal` module hands the signal over to the loop thread-safely.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, handler)
+    except NotImplementedError:
+        previous = {sig: signal.getsignal(sig) for sig in signals}
+        for sig in signals:
+            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(handler))
+
+        def restore_plain() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore_plain
+
+    def restore_loop() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+    return restore_loop
 
 
 def _report(result: EnrichResult, *, verbose: bool) -> None:
