@@ -5,7 +5,7 @@ then findDepart, then findLabels, one after another (3 calls; a name EQC does no
 search, there is no company id to ask details of). Every attempt first passes a client-side sliding window
 of send timestamps (the old client's limiter: retries count too). Transient failures (429, 5xx, timeouts)
 are retried with exponential backoff; a 401 ends EQC for the rest of the run; the answer is written back to
-the index before the next name starts. Nothing overlaps, so the run costs the sum of every call's latency.
+the index before the next name starts (the same rows ours writes). Nothing overlaps, so the run costs the sum of every call's latency.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from eqc_enrich.eqc import (
     TokenExpiredError,
     TransientError,
 )
-from eqc_enrich.index import IndexEntry, IndexStore, Payload, WriteBatch
+from eqc_enrich.index import IndexStore, WriteBatch
 from eqc_enrich.keys import LookupType, normalize_name
+from eqc_enrich.lookup import LookupOutcome
+from eqc_enrich.writeback import batch_for
 
 _T = TypeVar("_T")
-OLD_SOURCE = "eqc_api"
-MIN_CACHED_CONFIDENCE = 0.60  # the old flow did not cache weaker matches
-FORMER_NAME_FACTOR = 0.9  # former names were cached at 0.9 x the match confidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,27 +188,8 @@ class OldFlow:
 
 
 def _write_back(name: str, hit: SearchHit, business: BusinessInfo | None, labels: LabelSet | None) -> WriteBatch:
-    """What the old flow stored per name: the name, its former names (0.9 x), the raw answers."""
-    batch = WriteBatch(
-        payloads=[
-            Payload(
-                company_id=hit.company_id,
-                search_key=name,
-                search_json=hit.raw,
-                depart_json=business.raw if business else None,
-                labels_json=labels.raw if labels else None,
-            )
-        ]
-    )
-    if hit.confidence < MIN_CACHED_CONFIDENCE:
-        return batch
-    batch.entries.append(IndexEntry(name, LookupType.CUSTOMER_NAME, hit.company_id, hit.confidence, OLD_SOURCE))
-    former_confidence = round(FORMER_NAME_FACTOR * hit.confidence, 2)
-    for former in hit.former_names:
-        key = normalize_name(former)
-        if key and former_confidence >= MIN_CACHED_CONFIDENCE:
-            batch.entries.append(IndexEntry(key, LookupType.FORMER_NAME, hit.company_id, former_confidence, OLD_SOURCE))
-    return batch
+    """The old flow stored what ours stores per answer (the name, former names at 0.9 x, the raw answers)."""
+    return batch_for(LookupOutcome(name, "found", hit=hit, business=business, labels=labels))
 
 
 async def run_old_flow(
