@@ -5,7 +5,8 @@ then findDepart, then findLabels, one after another (3 calls; a name EQC does no
 search, there is no company id to ask details of). Every attempt first passes a client-side sliding window
 of send timestamps (the old client's limiter: retries count too). Transient failures (429, 5xx, timeouts)
 are retried with exponential backoff; a 401 ends EQC for the rest of the run; the answer is written back to
-the index before the next name starts (the same rows ours writes). Nothing overlaps, so the run costs the sum of every call's latency.
+the index before the next name starts (the same rows ours writes). Nothing overlaps, so the run costs the
+sum of every call's latency.
 """
 
 from __future__ import annotations
