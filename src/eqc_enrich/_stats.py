@@ -14,7 +14,6 @@ from eqc_enrich.eqc import CallRecord
 class EqcStats:
     """Everything the EQC stage counts; read (never written) by progress displays while the run works."""
 
-    names_total: int = 0
     found: int = 0
     not_found: int = 0
     failed: int = 0
@@ -23,11 +22,10 @@ class EqcStats:
     rate_limited: int = 0
     token_refreshes: int = 0
     in_flight: int = 0
-    concurrency_target: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     calls: Counter[str] = field(default_factory=Counter)
-    outcomes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)  # attempts by how they ended
     latencies: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     network_s: float = 0.0
     parse_s: float = 0.0

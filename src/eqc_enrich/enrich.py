@@ -20,7 +20,7 @@ import polars as pl
 
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._errors import EqcEnrichError, InputError
-from eqc_enrich._stats import RunProgress
+from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich._tokens import TokenKeeper, run_token_command
 from eqc_enrich.eqc import SEARCH, EqcClient
 from eqc_enrich.events import EventSink
@@ -354,6 +354,7 @@ class _Run:
             "peak_in_flight": lookup.gate.peak_in_flight,
             "final_target": lookup.gate.target,
             "limiter_margin_s": lookup.limiter.margin_s,
+            "limiter_margin_widened": lookup.limiter.widened,
         }
         return result
 
@@ -463,7 +464,7 @@ def _journal_failed(store: IndexStore, run_id: str) -> None:
         store.journal_finish(run_id, "failed", {})
 
 
-def _all_skipped(names: list[str], message: str, stats: Any) -> StageResult:
+def _all_skipped(names: list[str], message: str, stats: EqcStats) -> StageResult:
     result = StageResult(stopped="token", token_message=message)
     for name in names:
         result.outcomes[name] = LookupOutcome(name, "skipped")

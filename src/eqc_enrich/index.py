@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,8 +25,6 @@ from eqc_enrich._errors import IndexStoreError
 DEFAULT_DB = "./eqc_enrich.db"
 DB_ENV = "EQC_ENRICH_DB"
 SCHEMA_ENV = "EQC_ENRICH_DB_SCHEMA"
-_CHUNK = 5_000
-_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -225,8 +223,9 @@ class IndexStore:
                 self._upsert_negatives(conn, batch.negatives, now)
             if batch.payloads:
                 self._upsert_payloads(conn, batch.payloads, now)
-            for chunk in _chunks(sorted(set(batch.cleared_negatives)), _CHUNK):
-                conn.execute(sa.delete(self.negative).where(self.negative.c.lookup_key.in_(chunk)))
+            if batch.cleared_negatives:
+                key = self.negative.c.lookup_key
+                conn.execute(sa.delete(self.negative).where(self._one_of(key, batch.cleared_negatives)))
 
     def record_hits(self, hits: Mapping[tuple[str, str], int]) -> None:
         """`hit_count += n` and `last_hit_at` for every entry used this run, in one statement.
@@ -428,11 +427,6 @@ def _merge_payload(old: Payload | None, new: Payload) -> Payload:
 
 def _jsonable(value: Mapping[str, Any]) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _first_line(exc: BaseException) -> str:

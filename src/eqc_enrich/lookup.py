@@ -118,7 +118,6 @@ class EqcLookup:
 
     async def run(self, names: Sequence[str]) -> StageResult:
         stats = self._stats
-        stats.names_total = len(names)
         stats.started_at = time.monotonic()
         self._stop = asyncio.get_running_loop().create_future()
         if self._stop_requested:
@@ -231,7 +230,7 @@ class EqcLookup:
 
     async def _attempt(self, call: Callable[[], Awaitable[_T]]) -> _T:
         await self.gate.acquire(self._stop)
-        self._sync_gate_stats()
+        self._sync_limiter_wait()
         latency: float | None = None
         throttled = False
         sent: float | None = None
@@ -254,7 +253,7 @@ class EqcLookup:
             if sent is not None:
                 self._stats.in_flight -= 1
             self.gate.release(latency, throttled=throttled)
-            self._sync_gate_stats()
+            self._sync_limiter_wait()
 
     def _backoff(self, failures: int, exc: EqcError) -> float:
         """Full jitter on an exponential ceiling measured in quota slots, so it scales with the limit."""
@@ -268,8 +267,7 @@ class EqcLookup:
     async def _sleep_or_stop(self, seconds: float) -> None:
         await sleep_unless(self._stop, seconds)
 
-    def _sync_gate_stats(self) -> None:
-        self._stats.concurrency_target = self.gate.target
+    def _sync_limiter_wait(self) -> None:
         self._stats.limiter_wait_s = self.limiter.wait_s
 
     def _finish(self, outcome: LookupOutcome) -> None:

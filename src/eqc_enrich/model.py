@@ -49,11 +49,6 @@ def lower_bound(
     return max(quota, overlap) + work.calls_per_name * latency.max_s + local_s
 
 
-def optimal_concurrency(limit: RateLimit, latency: Latency) -> float:
-    """C*: requests in flight needed to keep the quota busy; more only queues."""
-    return limit.per_second * latency.mean_s
-
-
 def sequential_time(work: Workload, limit: RateLimit, latency: Latency) -> float:
     """The old flow: one call after another, never faster than the limiter, never overlapping."""
     per_call = max(latency.mean_s, limit.window_s / limit.requests)
