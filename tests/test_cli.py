@@ -75,7 +75,7 @@ def test_run_writes_output_unresolved_and_summary_with_every_documented_field(
     assert out.height == source.height
     assert out.drop("company_id", "company_id_source").equals(source)
     unresolved = pl.read_csv(month.with_name("month.unresolved.csv"))
-    assert unresolved.columns == ["name", "example_name", "temporary_id", "rows"]
+    assert unresolved.columns == ["name", "example_name", "temporary_id", "rows", "status", "reason"]
     assert unresolved["rows"].to_list() == sorted(unresolved["rows"].to_list(), reverse=True)
     # quiet: no progress lines, just the final report
     assert not any(STATUS_LINE.match(line) for line in done.stderr.splitlines())
@@ -163,7 +163,9 @@ def test_sigint_stops_cleanly_and_a_rerun_resumes(month: Path, sim: Simulator, t
     assert process.wait(timeout=60) == 130, rest
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "interrupted"
-    assert 0 < summary["eqc"]["found"] + summary["eqc"]["not_found"] < summary["eqc"]["names_asked"]
+    assert 0 < summary["eqc"]["found"] + summary["eqc"]["not_found"] == summary["eqc"]["names_asked"]
+    assert summary["eqc"]["names_asked"] + summary["eqc"]["not_asked"] == summary["eqc"]["names_planned"]
+    assert summary["eqc"]["not_asked"] > 0
     out = pl.read_parquet(tmp_path / "out.parquet")
     assert out.height == 3_000  # complete: what EQC did not answer got temporary ids
 
@@ -224,7 +226,7 @@ def test_without_a_refresh_command_the_run_completes_with_exit_3(month: Path, tm
     assert "--token-command" in done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "token_unavailable"
-    assert summary["eqc"]["skipped"] > 0
+    assert summary["eqc"]["not_asked"] > 0
     out = pl.read_parquet(tmp_path / "out.parquet")
     assert out.height == 3_000
     named = out.filter(pl.col("客户名称").is_not_null())

@@ -36,6 +36,7 @@ from eqc_enrich.eqc import (
     SearchResult,
     TokenExpiredError,
     TransientError,
+    UnreachableError,
 )
 from eqc_enrich.simulator import Company, Simulator
 from eqc_enrich.simulator._universe import INDUSTRIES
@@ -457,7 +458,8 @@ def test_timeout_is_transient(sim_factory: SimFactory) -> None:
     assert info.value.endpoint == SEARCH
     assert_token_hidden(info.value, TOKEN)
     (record,) = recorder.records
-    assert (record.endpoint, record.status, record.outcome) == (SEARCH, None, "TransientError")
+    assert isinstance(info.value, UnreachableError)
+    assert (record.endpoint, record.status, record.outcome) == (SEARCH, None, "UnreachableError")
     assert record.network_s >= 0.15
 
 
@@ -470,7 +472,7 @@ def test_connection_refused_is_transient() -> None:
         assert info.value.endpoint == endpoint
         assert_token_hidden(info.value, TOKEN)
     assert [(r.endpoint, r.status, r.outcome) for r in recorder.records] == [
-        (endpoint, None, "TransientError") for endpoint, _ in all_endpoints()
+        (endpoint, None, "UnreachableError") for endpoint, _ in all_endpoints()
     ]
 
 

@@ -70,7 +70,7 @@ def test_existing_ids_are_learned_and_answer_other_rows_of_the_same_name(tmp_pat
     )
     first = enrich(frame, options=offline(db))
     assert first.frame["company_id"].to_list() == ["612345678"] * 3
-    assert first.frame["company_id_source"].to_list() == ["existing", "index:customer_name", "existing"]
+    assert first.frame["company_id_source"].to_list() == ["existing", "backflow", "existing"]
     again = enrich(frame.drop("公司代码"), options=offline(db))
     assert again.frame["company_id_source"].to_list() == ["index:customer_name"] * 3
     store = IndexStore(db)

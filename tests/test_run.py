@@ -180,7 +180,7 @@ def test_no_enrichment_makes_no_call_and_still_gives_every_named_row_an_id(
     assert sim.stats()["requests"]["search"] == 0
     named = result.frame.filter(pl.col("客户名称").is_not_null())
     assert named["company_id"].null_count() == 0
-    assert set(named["company_id_source"].unique()) <= {"existing", "index:customer_name", "temp"}
+    assert set(named["company_id_source"].unique()) <= {"existing", "backflow", "temp"}
 
 
 def test_not_found_is_cached_and_only_re_asked_on_request(sim: Simulator, tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_check_token_replaces_a_stale_token_before_the_run(tmp_path: Path) -> No
         stuck = enrich(frame, options=options(sim, tmp_path / "j.db", token="stale", check_token=True))
     assert stuck.summary.status == "token_unavailable"
     assert stuck.exit_code == 3
-    assert stuck.summary.eqc.skipped == 1
+    assert stuck.summary.eqc.not_asked == 1
 
 
 def test_details_fetches_and_stores_business_info_and_labels(tmp_path: Path) -> None:

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from eqc_enrich.eqc import CallRecord
 
+_NOT_ACCEPTED = frozenset({"RateLimitedError", "UnreachableError", "CertificateError", "InvalidRequestError"})
+"""Attempt outcomes EQC did not count against the quota: refused by it, or never reached it."""
+
 
 @dataclass
 class EqcStats:
@@ -34,7 +37,13 @@ class EqcStats:
 
     @property
     def names_done(self) -> int:
-        return self.found + self.not_found + self.failed + self.skipped
+        """Names EQC was asked about and that are finished (found, not found or failed); never the unasked."""
+        return self.found + self.not_found + self.failed
+
+    @property
+    def accepted_requests(self) -> int:
+        """Requests EQC took into its quota window: every attempt that got an HTTP answer other than a 429."""
+        return sum(n for outcome, n in self.outcomes.items() if outcome not in _NOT_ACCEPTED)
 
     @property
     def api_calls(self) -> int:

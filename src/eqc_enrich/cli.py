@@ -1,13 +1,16 @@
 """The command line: a thin layer over the Python API (parse options, show progress, map outcomes to exit codes).
 
-Exit codes: 0 done; 1 unexpected failure; 2 bad input, options or configuration; 3 EQC token unusable (the
-output is still complete, with temporary ids); 130 interrupted (every answer received is kept).
+Exit codes (`summary.EXIT_CODES` for the endings of a run): 0 completed; 1 unexpected failure (a bug: one
+line, please report it); 2 bad input, options or configuration; 3 EQC token unusable; 4 some names failed
+after every retry; 5 EQC unavailable; 6 the index could not be written (answers kept in a side file);
+130 interrupted. In every ending but 1 and 2 the outputs are complete, with temporary ids where needed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -38,6 +41,7 @@ app = typer.Typer(
 _cli_sandbox.register(app)
 bench.register(app)
 
+EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -109,6 +113,12 @@ def run(
         str | None, typer.Option(envvar="WDH_EQC_TOKEN_COMMAND", help="Command that prints a fresh EQC token.")
     ] = None,
     check_token: Annotated[bool, typer.Option(help="One token check call before the run starts.")] = False,
+    eqc_down_wait: Annotated[
+        str, typer.Option(help="How long to wait, probing, for an EQC that stopped answering before giving up.")
+    ] = "5m",
+    index_wait: Annotated[
+        str, typer.Option(help="How long answers may wait for an index that cannot be written before the run stops.")
+    ] = "2m",
     progress_interval: Annotated[str, typer.Option(help="Interval of plain progress lines off a terminal.")] = "30s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the timing breakdown at the end.")] = False,
@@ -134,6 +144,8 @@ def run(
         retry_not_found=retry_not_found,
         refresh_s=_optional_duration(refresh),
         check_token=check_token,
+        eqc_down_wait_s=parse_duration(eqc_down_wait),
+        index_wait_s=parse_duration(index_wait),
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)
@@ -187,7 +199,7 @@ def _run_with_signals(
                 settings=settings,
                 progress=progress,
                 control=control,
-                events=events,
+                events=_with_notices(events),
             )
             return result
         finally:
@@ -202,6 +214,33 @@ def _run_with_signals(
         raise _fail(
             "stopped at once: answers received so far are in the index; rerun to resume", EXIT_INTERRUPTED
         ) from None
+
+
+_NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "eqc_down": lambda f: (
+        f"EQC is not answering ({f['reason']}): sending stopped; probing for up to "
+        f"{format_duration(f['wait_s'])} (--eqc-down-wait) before giving up"
+    ),
+    "eqc_back": lambda f: f"EQC answers again after {format_duration(f['down_s'])}: resuming",
+    "index_unwritable": lambda f: (
+        f"the index cannot be written ({f['error']}): no new EQC requests; answers in hand go to a side file; "
+        f"waiting up to {format_duration(f['wait_s'])} (--index-wait)"
+    ),
+    "index_back": lambda f: f"the index takes writes again after {format_duration(f['down_s'])}: resuming",
+    "name_failed": lambda f: f"name failed: {f['error']}",
+}
+"""Events a person must see at once, as one line each, whatever the display mode."""
+
+
+def _with_notices(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]:
+    def emit(kind: str, fields: dict[str, Any]) -> None:
+        notice = _NOTICES.get(kind)
+        if notice is not None:
+            typer.echo(notice(fields), err=True)
+        if log is not None:
+            log(kind, fields)
+
+    return emit
 
 
 def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
@@ -236,12 +275,16 @@ def _report(result: EnrichResult, *, verbose: bool) -> None:
     s = result.summary
     eqc = s.eqc
     lines = [
-        f"rows {s.rows:,}  distinct names {s.distinct_names:,}  index hit rate {s.index_hit_rate:.1%}",
+        f"rows {s.rows:,}  distinct names {s.distinct_names:,}  answered before EQC {s.answered_before_eqc:,}  "
+        f"index hit rate {s.index_hit_rate:.1%}",
         "resolved by: " + ", ".join(f"{k} {v:,}" for k, v in s.resolved_by.items()),
-        f"EQC: asked {eqc.names_asked:,}, found {eqc.found:,}, not found {eqc.not_found:,}, failed {eqc.failed:,}, "
-        f"skipped {eqc.skipped:,}; calls {s.api_calls.get('total', 0):,}, retries {s.retries}, 429s {s.rate_limited}",
+        f"EQC: {eqc.names_asked:,} of {eqc.names_planned:,} names asked (found {eqc.found:,}, not found "
+        f"{eqc.not_found:,}, failed {eqc.failed:,}), not asked {eqc.not_asked:,}; calls "
+        f"{s.api_calls.get('total', 0):,}, retries {s.retries}, 429s {s.rate_limited}",
         f"elapsed {format_duration(s.elapsed_s)}" + (f"  (efficiency {s.efficiency:.2f})" if s.efficiency else ""),
     ]
+    for why, rows in s.rows_without_id.items():
+        lines.append(f"rows without company_id: {rows:,} ({why})")
     if s.output:
         lines.append(f"output: {s.output}")
     for line in lines:
@@ -250,6 +293,7 @@ def _report(result: EnrichResult, *, verbose: bool) -> None:
         typer.echo(f"note: {warning}", err=True)
     if s.message:
         typer.echo(s.message, err=True)
+    typer.echo(f"status: {s.status} (exit {s.exit_code})", err=True)
     if verbose:
         typer.echo(json.dumps({"timing": s.timing, "index_hits_by_type": s.index_hits_by_type}, indent=2), err=True)
 
@@ -288,9 +332,9 @@ def plan_command(
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
         return
     typer.echo(
-        f"rows {report.rows:,}; distinct names {report.distinct_names:,}; "
-        f"answered by the index {report.answered_before_eqc:,} ({report.index_hit_rate:.1%}, "
-        f"{report.negative_cache_hits:,} known not-found)\n"
+        f"rows {report.rows:,}; distinct names {report.distinct_names:,}; answered without EQC "
+        f"{report.answered_before_eqc:,} (the index {report.index_hit_rate:.1%} of names, "
+        f"{report.negative_cache_hits:,} of them known not-found)\n"
         f"names for EQC {report.names_for_eqc:,}; calls needed {report.calls_needed:,} "
         f"({report.calls_per_name} a name) at {report.rate_limit}\n"
         f"lower bound {format_duration(report.lower_bound_s)} "
@@ -322,6 +366,15 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: one line (the token cannot be in it: no request is ever in a message)
+        if os.environ.get("EQC_ENRICH_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {first} (a bug; set EQC_ENRICH_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The run, as a Python API: read -> keys -> index -> EQC -> write-back -> output.
 
 `enrich()` is what the CLI calls and what a pipeline (Dagster, a notebook) can call directly; `enrich_async`
-is the same for callers that already run an event loop.
+is the same for callers that already run an event loop. Each stage takes values and returns values:
+`prepare` (read, keys, index) -> `run_eqc_stage` (EQC and write-back) -> `resolve_rows` -> outputs, with
+the summary assembled from what the stages returned.
 """
 
 from __future__ import annotations
@@ -18,17 +20,18 @@ from typing import Any
 
 import polars as pl
 
+from eqc_enrich._config import RunConfig, resolve_config
 from eqc_enrich._durations import RateLimit
-from eqc_enrich._errors import EqcEnrichError, InputError
+from eqc_enrich._eqc_stage import StageReport, StopHandle, run_eqc_stage
+from eqc_enrich._errors import EqcEnrichError, IndexStoreError, InputError
+from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
 from eqc_enrich._stats import EqcStats, RunProgress
-from eqc_enrich._tokens import TokenKeeper, run_token_command
-from eqc_enrich.eqc import SEARCH, EqcClient
 from eqc_enrich.events import EventSink
 from eqc_enrich.index import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
-from eqc_enrich.keys import LookupType
-from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult
-from eqc_enrich.model import Latency, Workload, lower_bound, sequential_time
-from eqc_enrich.output import write_table
+from eqc_enrich.keys import LookupType, is_shortened_key
+from eqc_enrich.lookup import LookupOutcome, LookupSettings
+from eqc_enrich.model import Latency, Workload, lower_bound, sequential_time, strict_lower_bound
+from eqc_enrich.output import ensure_writable, write_tables
 from eqc_enrich.read import Table, file_digest, read_table, require_columns
 from eqc_enrich.resolve import (
     NAME_KEY,
@@ -49,11 +52,11 @@ from eqc_enrich.resolve import (
 )
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.summary import EqcCounts, PhaseTimer, RunSummary
-from eqc_enrich.writeback import IndexWriter
 
 BACKFLOW_SOURCE = "backflow"
 BACKFLOW_CONFIDENCE = 0.90
 DEFAULT_NEGATIVE_TTL_S = 30 * 86_400.0
+_FAILED_NAMES_LISTED = 200  # the summary lists this many failed names; the unresolved export lists all
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ class RunOptions:
     grace_s: float = 5.0
     commit_interval_s: float = 0.5
     check_token: bool = False
+    eqc_down_wait_s: float | None = None  # how long to wait for an unreachable EQC (OutagePolicy default)
+    index_wait_s: float | None = None  # how long answers may wait for an index that cannot be written
+    keep_formulas: bool = False  # write text cells starting with = + - @ as they are
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
 
     def public(self) -> dict[str, Any]:
@@ -101,25 +107,22 @@ class EnrichResult:
 
     @property
     def exit_code(self) -> int:
-        return {"completed": 0, "interrupted": 130, "token_unavailable": 3}.get(self.summary.status, 1)
+        """The CLI's exit code for this ending (`summary.EXIT_CODES`)."""
+        return self.summary.exit_code
 
 
 class RunControl:
     """A handle to stop a run from outside (a signal handler, a scheduler): no new requests after `stop()`."""
 
     def __init__(self) -> None:
-        self._lookup: EqcLookup | None = None
-        self.stopped = False
+        self._handle = StopHandle()
+
+    @property
+    def stopped(self) -> bool:
+        return self._handle.stopped
 
     def stop(self) -> None:
-        self.stopped = True
-        if self._lookup is not None:
-            self._lookup.stop()
-
-    def _attach(self, lookup: EqcLookup) -> None:
-        self._lookup = lookup
-        if self.stopped:
-            lookup.stop()
+        self._handle.stop()
 
 
 def enrich(
@@ -133,7 +136,8 @@ def enrich(
     """Give every row a company_id. `source` is a path or a polars/pandas frame; options as keywords or RunOptions.
 
     Returns the enriched polars frame, the names left with temporary ids, and the run summary. Writes files
-    only when `output` is given.
+    only when `output` (or `unresolved_output`) is given; both are checked before any EQC request, and are
+    written all or nothing.
     """
     opts = replace(options or RunOptions(), **overrides)
     return asyncio.run(enrich_async(source, options=opts, output=output, unresolved_output=unresolved_output))
@@ -150,58 +154,159 @@ async def enrich_async(
     control: RunControl | None = None,
     events: EventSink | None = None,
 ) -> EnrichResult:
-    """`progress` is updated as the run goes (for a display), `control` can stop it, `events` hears retries
-    and token refreshes."""
-    run = _Run(options or RunOptions(), settings or load_settings(), progress or RunProgress(), control, events)
+    """`progress` is updated as the run goes (for a display), `control` can stop it, `events` hears retries,
+    token refreshes and outages."""
+    opts = options or RunOptions()
+    config = resolve_config(opts, settings or load_settings())
+    run = _Run(opts, config, progress or RunProgress(), control or RunControl(), events)
     return await run.execute(source, output, unresolved_output)
 
 
+@dataclass
+class Prepared:
+    """Everything before EQC: keys, what the index and the input already answer, the names left for EQC."""
+
+    rows: int
+    keyed: pl.DataFrame
+    answers: Answers
+    pending: list[tuple[str, int]]  # names nothing answered, with their row counts, most frequent first
+    eqc_names: list[str]
+    counts: EqcCounts
+    too_long: list[str]
+    negatives: set[str]
+    distinct_names: int
+    index_names: int  # distinct names the index answered when the run started (entry or known not-found)
+    index_hits_by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # normalize, index_lookup
+
+    @property
+    def answered_before_eqc(self) -> int:
+        return self.distinct_names - len(self.pending) + self.counts.negative_cache_hits
+
+    @property
+    def index_hit_rate(self) -> float:
+        return round(self.index_names / self.distinct_names, 4) if self.distinct_names else 1.0
+
+
+def open_table(source: pl.DataFrame | Any | str | Path, options: RunOptions) -> tuple[Table, Columns, list[str]]:
+    """Read the input and settle which columns it offers; a required one missing is an input error."""
+    table = _as_table(source, options.sheet)
+    columns, notes = options.columns.for_frame(table.frame)
+    require_columns(table.frame, columns.name, columns.plan, columns.existing_id)
+    return table, columns, notes
+
+
+def prepare(
+    store: IndexStore, table: Table, columns: Columns, overrides: Overrides, options: RunOptions
+) -> Prepared:
+    """Stages 2 and 3: distinct keys, one bulk index lookup, and the names only EQC can answer."""
+    started = time.perf_counter()
+    keyed = distinct_keys(table.frame, columns)
+    normalized = time.perf_counter()
+    refresh = options.refresh_s
+    since = utcnow() - timedelta(seconds=refresh) if refresh is not None else None
+    wanted = wanted_index_keys(keyed)
+    entries = store.lookup(wanted, updated_since=since)
+    negatives: set[str] = set()
+    if not options.retry_not_found:
+        asked_since = utcnow() - timedelta(seconds=options.negative_ttl_s)
+        negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
+    index = index_maps(entries)
+    answers = Answers(overrides=overrides, index=index, learned=learn_existing_ids(keyed))
+    pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
+    pending = names_for_eqc(pre, id_column="__pre_id")
+    names = keyed.filter(pl.col(NAME_KEY) != "")[NAME_KEY].unique().to_list()
+    by_name = set(index.get(LookupType.CUSTOMER_NAME, {})) | set(index.get(LookupType.FORMER_NAME, {}))
+    counts = EqcCounts()
+    open_names = [name for name, _ in pending if name not in negatives]
+    counts.negative_cache_hits = len(pending) - len(open_names)
+    too_long = [name for name in open_names if is_shortened_key(name)]
+    counts.too_long = len(too_long)
+    askable = [name for name in open_names if not is_shortened_key(name)]
+    eqc_names = _within_budget(askable, options, counts)
+    return Prepared(
+        rows=table.frame.height,
+        keyed=keyed,
+        answers=answers,
+        pending=pending,
+        eqc_names=eqc_names,
+        counts=counts,
+        too_long=too_long,
+        negatives=negatives,
+        distinct_names=len(names),
+        index_names=sum(1 for name in names if name in by_name or name in negatives),
+        index_hits_by_type=_index_hits_by_type(wanted, entries),
+        seconds={"normalize": normalized - started, "index_lookup": time.perf_counter() - normalized},
+    )
+
+
+def _within_budget(names: list[str], options: RunOptions, counts: EqcCounts) -> list[str]:
+    if not options.enrichment:
+        counts.skipped = len(names)
+        return []
+    budget = options.budget
+    if budget is not None and budget > 0 and len(names) > budget:
+        counts.over_budget = len(names) - budget
+        names = names[:budget]
+    counts.names_planned = len(names)
+    return names
+
+
+def _index_hits_by_type(
+    wanted: Mapping[str, list[str]], entries: Mapping[tuple[str, str], IndexEntry]
+) -> dict[str, dict[str, int]]:
+    found_by_type: dict[str, int] = {}
+    for _, kind in entries:
+        found_by_type[kind] = found_by_type.get(kind, 0) + 1
+    return {str(kind): {"asked": len(keys), "found": found_by_type.get(str(kind), 0)} for kind, keys in wanted.items()}
+
+
 class _Run:
-    """One execution; holds the per-run state the stages share, nothing more."""
+    """One execution: the stages in order, and the summary assembled from what they return."""
 
     def __init__(
         self,
         options: RunOptions,
-        settings: Settings,
+        config: RunConfig,
         progress: RunProgress,
-        control: RunControl | None,
+        control: RunControl,
         events: EventSink | None = None,
     ) -> None:
         self.options = options
+        self.config = config
         self.events = events
-        self.settings = settings
         self.progress = progress
-        self.control = control or RunControl()
+        self.control = control
         self.timer = PhaseTimer()
-        self.summary = RunSummary(run_id=str(uuid.uuid4()))
-        self.rate_limit = options.rate_limit or settings.rate_limit
-        self.columns = options.columns
-        self._rows_per_name: dict[str, int] = {}
-
-    def use_columns(self, frame: pl.DataFrame) -> None:
-        """Settle which columns this frame offers; a required one missing is an input error."""
-        self.columns, notes = self.options.columns.for_frame(frame)
-        require_columns(frame, self.columns.name, self.columns.plan, self.columns.existing_id)
-        self.summary.warnings.extend(notes)
+        self.summary = RunSummary(run_id=str(uuid.uuid4()), rate_limit=str(config.rate_limit))
 
     async def execute(
         self, source: pl.DataFrame | Any | str | Path, output: str | Path | None, unresolved: str | Path | None
     ) -> EnrichResult:
         started = time.perf_counter()
+        targets = [Path(p) for p in (output, unresolved) if p is not None]
+        ensure_writable(targets)  # before anything is asked: a path problem must not cost quota
         with self.timer.phase("read"):
-            table = _as_table(source, self.options.sheet)
-        self.use_columns(table.frame)
+            table, columns, notes = open_table(source, self.options)
+        self.summary.warnings.extend(notes)
         overrides = Overrides.load(self.options.overrides)
         store = await asyncio.to_thread(IndexStore, self.options.db, schema=self.options.db_schema)
         try:
-            result = await self._with_store(store, table, overrides)
+            self.summary.index = redact_url(store.url)
+            await asyncio.to_thread(self._load_side_files, store)
+            digest = file_digest(table.path) if table.path else ""
+            await asyncio.to_thread(
+                store.journal_start, self.summary.run_id, str(table.path or "<frame>"), digest, self.options.public()
+            )
+            result = await self._with_store(store, table, columns, overrides)
             with self.timer.phase("write"):
-                self._write_outputs(result, table, output, unresolved)
+                self._write_outputs(result, table, columns, output, unresolved)
             self._finish_summary(started)
             self.progress.phase = "done"
-            await asyncio.to_thread(
-                store.journal_finish, self.summary.run_id, self.summary.status, self.summary.as_dict()
-            )
+            with contextlib.suppress(IndexStoreError):  # the index may be what failed; the journal is not worth a crash
+                await asyncio.to_thread(
+                    store.journal_finish, self.summary.run_id, self.summary.status, self.summary.as_dict()
+                )
         except BaseException:
             await asyncio.to_thread(_journal_failed, store, self.summary.run_id)
             raise
@@ -209,183 +314,98 @@ class _Run:
             store.close()
         return result
 
-    async def _with_store(self, store: IndexStore, table: Table, overrides: Overrides) -> EnrichResult:
-        self.summary.index = redact_url(store.url)
-        digest = file_digest(table.path) if table.path else ""
-        await asyncio.to_thread(
-            store.journal_start, self.summary.run_id, str(table.path or "<frame>"), digest, self.options.public()
+    def _load_side_files(self, store: IndexStore) -> None:
+        """Answers earlier runs could not commit go into the index first, so nothing is asked twice."""
+        folders = pending_dirs(store.url, self.options.db_schema)
+        with load_pending(folders) as (batch, files):
+            if not files:
+                return
+            try:
+                store.write(batch)
+            except IndexStoreError as exc:
+                raise IndexStoreError(
+                    f"{exc}; {len(files)} side file(s) of answers from earlier runs wait in {files[0].parent}"
+                ) from None
+        self.summary.warnings.append(
+            f"loaded {len(batch)} saved answer rows from {len(files)} side file(s) of earlier runs into the index"
         )
-        keyed, answers, pending, eqc_names, counts = await self.prepare(store, table, overrides)
+
+    async def _with_store(
+        self, store: IndexStore, table: Table, columns: Columns, overrides: Overrides
+    ) -> EnrichResult:
         progress = self.progress
-        stage = await self._eqc_stage(store, eqc_names) if eqc_names else StageResult()
-        eqc_ids = {name: o.hit.company_id for name, o in stage.outcomes.items() if o.status == "found" and o.hit}
-        still_open = [name for name, _ in pending if name not in eqc_ids]
-        salt = self.options.salt if self.options.salt is not None else self.settings.alias_salt.get_secret_value()
-        answers = replace(answers, eqc=eqc_ids, temp=temp_ids(still_open, salt))
+        progress.rows = table.frame.height
+        progress.phase = "index lookup"
+        prepared = await asyncio.to_thread(prepare, store, table, columns, overrides, self.options)
+        for phase, seconds in prepared.seconds.items():
+            self.timer.seconds[phase] += seconds
+        self._show_prepared(prepared)
+        rows_per_name = dict(prepared.pending)
+        progress.rows_resolved = prepared.rows - sum(rows_per_name[name] for name in prepared.eqc_names)
+        stage = StageReport()
+        if prepared.eqc_names:
+            progress.phase = "eqc"
+            with self.timer.phase("eqc"):
+                stage = await run_eqc_stage(
+                    prepared.eqc_names,
+                    store=store,
+                    config=self.config,
+                    settings=self._lookup_settings(),
+                    progress=progress,
+                    rows_per_name=rows_per_name,
+                    side_file=PendingFile(pending_dirs(store.url, self.options.db_schema), self.summary.run_id),
+                    handle=self.control._handle,
+                    check_token=self.options.check_token,
+                    events=self.events,
+                )
+            self.timer.seconds["index_write"] += stage.write_s
+        outcomes = stage.result.outcomes
+        eqc_ids = {name: o.hit.company_id for name, o in outcomes.items() if o.status == "found" and o.hit}
+        still_open = [name for name, _ in prepared.pending if name not in eqc_ids]
+        answers = replace(prepared.answers, eqc=eqc_ids, temp=temp_ids(still_open, self.config.salt))
         resolved = resolve_rows(
-            keyed, answers, id_column=self.options.id_column, source_column=self.options.source_column
+            prepared.keyed, answers, id_column=self.options.id_column, source_column=self.options.source_column
         )
-        with self.timer.phase("index_write"):
-            await asyncio.to_thread(self._learn_backflow_and_hits, store, keyed, answers, resolved)
+        if stage.index_error is None:
+            with self.timer.phase("index_write"):
+                await asyncio.to_thread(self._learn_backflow_and_hits, store, prepared.keyed, answers, resolved)
+        else:
+            self.summary.warnings.append("backflow and hit counts not recorded: the index could not be written")
         progress.rows_resolved = table.frame.height
         progress.phase = "writing output"
-        self._summarize_resolution(resolved, stage, counts, rows=table.frame.height)
+        self._summarize(prepared, stage, resolved)
+        reasons = _unresolved_reasons(prepared, outcomes)
         unresolved = unresolved_table(
-            resolved, self.columns, id_column=self.options.id_column, source_column=self.options.source_column
+            resolved,
+            columns,
+            id_column=self.options.id_column,
+            source_column=self.options.source_column,
+            reasons=reasons,
         )
         self.summary.unresolved_names = unresolved.height
         new = [self.options.id_column, self.options.source_column]
-        frame = onto_rows(table.frame, resolved, self.columns, new=new)
+        frame = onto_rows(table.frame, resolved, columns, new=new)
         return EnrichResult(frame=frame, summary=self.summary, unresolved=unresolved)
 
-    async def prepare(
-        self, store: IndexStore, table: Table, overrides: Overrides
-    ) -> tuple[pl.DataFrame, Answers, list[tuple[str, int]], list[str], EqcCounts]:
-        """Everything before EQC: keys, the bulk index lookup, and the names only EQC can answer."""
+    def _show_prepared(self, prepared: Prepared) -> None:
         progress = self.progress
-        progress.rows = table.frame.height
-        progress.phase = "normalize"
-        with self.timer.phase("normalize"):
-            keyed = distinct_keys(table.frame, self.columns)
-        progress.phase = "index lookup"
-        with self.timer.phase("index_lookup"):
-            answers, negatives = await asyncio.to_thread(self._index_answers, store, keyed, overrides)
-        pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
-        pending = names_for_eqc(pre, id_column="__pre_id")
-        eqc_names, counts = self._select_eqc_names(pending, negatives)
-        self._count_before_eqc(keyed, pending, counts)
-        self._rows_per_name = dict(pending)
-        progress.rows_resolved = table.frame.height - sum(self._rows_per_name[name] for name in eqc_names)
-        return keyed, answers, pending, eqc_names, counts
-
-    def _index_answers(self, store: IndexStore, keyed: pl.DataFrame, overrides: Overrides) -> tuple[Answers, set[str]]:
-        refresh = self.options.refresh_s
-        since = utcnow() - timedelta(seconds=refresh) if refresh is not None else None
-        wanted = wanted_index_keys(keyed)
-        entries = store.lookup(wanted, updated_since=since)
-        self._record_index_hits(wanted, entries)
-        negatives: set[str] = set()
-        if not self.options.retry_not_found:
-            asked_since = utcnow() - timedelta(seconds=self.options.negative_ttl_s)
-            negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
-        answers = Answers(overrides=overrides, index=index_maps(entries), learned=learn_existing_ids(keyed))
-        return answers, negatives
-
-    def _record_index_hits(
-        self, wanted: Mapping[str, list[str]], entries: Mapping[tuple[str, str], IndexEntry]
-    ) -> None:
-        found_by_type: dict[str, int] = {}
-        for _, kind in entries:
-            found_by_type[kind] = found_by_type.get(kind, 0) + 1
-        self.summary.index_hits_by_type = {
-            str(kind): {"asked": len(keys), "found": found_by_type.get(str(kind), 0)} for kind, keys in wanted.items()
-        }
-
-    def _select_eqc_names(self, pending: list[tuple[str, int]], negatives: set[str]) -> tuple[list[str], EqcCounts]:
-        counts = EqcCounts()
-        names = [name for name, _ in pending if name not in negatives]
-        counts.negative_cache_hits = len(pending) - len(names)
-        if not self.options.enrichment:
-            counts.skipped = len(names)
-            return [], counts
-        budget = self.options.budget
-        if budget is not None and budget > 0 and len(names) > budget:
-            counts.over_budget = len(names) - budget
-            names = names[:budget]
-        counts.names_asked = len(names)
-        return names, counts
-
-    def _count_before_eqc(self, keyed: pl.DataFrame, pending: list[tuple[str, int]], counts: EqcCounts) -> None:
-        distinct = keyed.filter(pl.col(NAME_KEY) != "")[NAME_KEY].n_unique()
-        needing = len(pending) - counts.negative_cache_hits
-        self.summary.distinct_names = distinct
-        self.summary.index_hit_rate = round(1.0 - needing / distinct, 4) if distinct else 1.0
-        progress = self.progress
-        progress.distinct_names = distinct
-        progress.answered_before_eqc = distinct - needing
-        progress.names_for_eqc = counts.names_asked
-        progress.calls_per_name = 3 if self.options.details else 1
+        progress.distinct_names = prepared.distinct_names
+        progress.answered_before_eqc = prepared.answered_before_eqc
+        progress.names_for_eqc = len(prepared.eqc_names)
+        progress.calls_per_name = self.config.calls_per_name
         progress.effective_rate = 0.0
-        self.summary.eqc = counts
 
-    async def _eqc_stage(self, store: IndexStore, names: list[str]) -> StageResult:
-        self.progress.phase = "eqc"
-        with self.timer.phase("eqc"):
-            client = self._client()
-            writer = IndexWriter(store, interval_s=self.options.commit_interval_s)
-            try:
-                return await self._ask(client, writer, names)
-            finally:
-                await client.aclose()
-                self.timer.seconds["index_write"] += writer.write_s
-
-    async def _ask(self, client: EqcClient, writer: IndexWriter, names: list[str]) -> StageResult:
-        stats = self.progress.eqc
-        client_token_ok = await self._ensure_token(client)
-        keeper = TokenKeeper(client, self._token_command())
-        if not client_token_ok:
-            return _all_skipped(names, keeper.unavailable_reason or _NO_TOKEN_MESSAGE, stats)
-
-        def on_outcome(outcome: LookupOutcome) -> None:
-            writer.add(outcome)
-            # every row of a name EQC has answered is settled now: its id, or a temporary one
-            self.progress.rows_resolved += self._rows_per_name.get(outcome.name, 0)
-
-        settings = LookupSettings(
-            rate_limit=self.rate_limit,
-            retries=self.options.retries if self.options.retries is not None else self.settings.eqc_retry_max,
+    def _lookup_settings(self) -> LookupSettings:
+        return LookupSettings(
+            rate_limit=self.config.rate_limit,
+            retries=self.config.retries,
             concurrency=self.options.concurrency,
             details=self.options.details,
             margin_s=self.options.margin_s,
-            timeout_s=self._timeout(),
+            timeout_s=self.config.timeout_s,
             grace_s=self.options.grace_s,
+            outage=self.config.outage,
         )
-        lookup = EqcLookup(client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=self.events)
-        self.progress.effective_rate = lookup.limiter.effective_rate
-        self.control._attach(lookup)
-        writer.start()
-        try:
-            result = await lookup.run(names)
-        finally:
-            await writer.close()
-        stats.token_refreshes = keeper.refreshes
-        self.summary.concurrency = {
-            "cap": self.options.concurrency,
-            "peak_in_flight": lookup.gate.peak_in_flight,
-            "final_target": lookup.gate.target,
-            "limiter_margin_s": lookup.limiter.margin_s,
-            "limiter_margin_widened": lookup.limiter.widened,
-        }
-        return result
-
-    async def _ensure_token(self, client: EqcClient) -> bool:
-        """A token to start with: given, or from the token command; optionally checked with one call."""
-        if not client.has_token:
-            command = self._token_command()
-            if not command:
-                return False
-            client.set_token(await asyncio.to_thread(run_token_command, command))
-        if self.options.check_token and not await client.check_token():
-            command = self._token_command()
-            if not command:
-                return False
-            client.set_token(await asyncio.to_thread(run_token_command, command))
-        return True
-
-    def _client(self) -> EqcClient:
-        token = self.options.token if self.options.token is not None else self.settings.token_value()
-        return EqcClient(
-            token,
-            base_url=self.options.eqc_url or self.settings.eqc_base_url,
-            timeout=self._timeout(),
-            observer=self.progress.eqc.record_call,
-        )
-
-    def _timeout(self) -> float:
-        return self.options.timeout_s if self.options.timeout_s is not None else self.settings.eqc_timeout
-
-    def _token_command(self) -> str | None:
-        return self.options.token_command or self.settings.eqc_token_command
 
     def _learn_backflow_and_hits(
         self, store: IndexStore, keyed: pl.DataFrame, answers: Answers, resolved: pl.DataFrame
@@ -398,40 +418,54 @@ class _Run:
                 if name not in known
             ]
         )
-        store.write(batch)
-        store.record_hits(index_hits(resolved, source_column=self.options.source_column))
+        try:
+            store.write(batch)
+            store.record_hits(index_hits(resolved, source_column=self.options.source_column))
+        except IndexStoreError as exc:
+            self.summary.warnings.append(f"backflow and hit counts not recorded: {exc}")
 
-    def _summarize_resolution(
-        self, resolved: pl.DataFrame, stage: StageResult, counts: EqcCounts, *, rows: int
-    ) -> None:
-        stats = self.progress.eqc
-        self.summary.resolved_by = rows_by_source(resolved, source_column=self.options.source_column)
-        self.summary.rows = rows
+    def _summarize(self, prepared: Prepared, stage: StageReport, resolved: pl.DataFrame) -> None:
+        summary, stats = self.summary, self.progress.eqc
+        summary.rows = prepared.rows
+        summary.distinct_names = prepared.distinct_names
+        summary.answered_before_eqc = prepared.answered_before_eqc
+        summary.index_hit_rate = prepared.index_hit_rate
+        summary.index_hits_by_type = prepared.index_hits_by_type
+        summary.resolved_by = rows_by_source(resolved, source_column=self.options.source_column)
+        summary.rows_without_id = _rows_without_id(summary.resolved_by)
+        counts = prepared.counts
         counts.found, counts.not_found, counts.failed = stats.found, stats.not_found, stats.failed
-        counts.skipped += stats.skipped
-        self.summary.api_calls = {**{k: int(v) for k, v in sorted(stats.calls.items())}, "total": stats.api_calls}
-        self.summary.retries = stats.retries
-        self.summary.rate_limited = stats.rate_limited
-        self.summary.token_refreshes = stats.token_refreshes
-        self.summary.rate_limit = str(self.rate_limit)
-        if stage.stopped == "token":
-            self.summary.status = "token_unavailable"
-            self.summary.message = stage.token_message or _NO_TOKEN_MESSAGE
-        elif stage.stopped == "interrupted" or self.control.stopped:
-            self.summary.status = "interrupted"
-            self.summary.message = (
-                "interrupted: every answer received is in the index; rerun the same command to resume"
-            )
+        counts.names_asked = stats.found + stats.not_found + stats.failed
+        counts.not_asked = stats.skipped
+        summary.eqc = counts
+        failed = [o for o in stage.result.outcomes.values() if o.status == "failed"]
+        summary.failed_names = [{"name": o.name, "reason": o.error or ""} for o in failed[:_FAILED_NAMES_LISTED]]
+        summary.api_calls = {**{k: int(v) for k, v in sorted(stats.calls.items())}, "total": stats.api_calls}
+        summary.accepted_requests = stats.accepted_requests
+        summary.retries = stats.retries
+        summary.rate_limited = stats.rate_limited
+        summary.token_refreshes = stats.token_refreshes
+        summary.concurrency = stage.pacing
+        summary.eqc_outages, summary.index_outages = stage.eqc_outages, stage.index_outages
+        summary.side_file = stage.side_file
+        summary.status, summary.message = _ending(stage, counts, self.control.stopped)
 
     def _write_outputs(
-        self, result: EnrichResult, table: Table, output: str | Path | None, unresolved: str | Path | None
+        self,
+        result: EnrichResult,
+        table: Table,
+        columns: Columns,
+        output: str | Path | None,
+        unresolved: str | Path | None,
     ) -> None:
+        items: list[tuple[pl.DataFrame, Path, Table | None]] = []
         if output is not None:
-            path = Path(output)
-            write_table(result.frame, path, like=table)
-            self.summary.output = str(path)
+            items.append((result.frame, Path(output), table))
         if unresolved is not None:
-            write_table(result.unresolved, Path(unresolved))
+            items.append((result.unresolved, Path(unresolved), None))
+        write_tables(items, neutralize=not self.options.keep_formulas)
+        if output is not None:
+            self.summary.output = str(output)
         self.summary.input = str(table.path) if table.path else None
 
     def _finish_summary(self, started: float) -> None:
@@ -440,36 +474,68 @@ class _Run:
         summary.phases_s = {name: round(seconds, 4) for name, seconds in self.timer.seconds.items()}
         stats = self.progress.eqc
         summary.timing = _timing(self.timer.seconds, stats)
-        latency = self.options.latency_hint or _measured_latency(stats)
-        if latency is not None and summary.eqc.names_asked:
-            k = 3 if self.options.details else 1
-            local = sum(v for name, v in self.timer.seconds.items() if name != "eqc")
-            # M counts every attempt the server saw, retries and 429s included, as the model defines it
-            extra = max(0, stats.api_calls - k * summary.eqc.names_asked)
-            work = Workload(summary.eqc.names_asked, k, extra_calls=extra)
-            bound = lower_bound(work, self.rate_limit, latency, local_s=local)
+        local = sum(v for name, v in self.timer.seconds.items() if name != "eqc")
+        fastest = min((v for values in stats.latencies.values() for v in values), default=None)
+        if self.options.latency_hint is not None:
+            fastest = self.options.latency_hint.mean_s if fastest is None else fastest
+        if summary.accepted_requests and fastest is not None:
+            bound = strict_lower_bound(summary.accepted_requests, self.config.rate_limit, fastest, local_s=local)
             summary.lower_bound_s = round(bound, 4)
             summary.efficiency = round(bound / summary.elapsed_s, 4) if summary.elapsed_s else None
 
 
-_NO_TOKEN_MESSAGE = (
-    "no usable EQC token: set WDH_EQC_TOKEN, or --token-command / WDH_EQC_TOKEN_COMMAND to a command that prints one; "
-    "names not asked got temporary ids, which a later run replaces"
-)
+def _ending(stage: StageReport, counts: EqcCounts, stopped: bool) -> tuple[str, str | None]:
+    """The status and its one-line message: a stop reason first, then failed names, else completed."""
+    result = stage.result
+    if result.stopped == "token":
+        return "token_unavailable", result.message
+    if result.stopped == "eqc_down":
+        return "eqc_unavailable", f"{result.message}; {counts.not_asked:,} names not asked: rerun to ask them"
+    if result.stopped == "index":
+        saved = f"; answers saved in {stage.side_file}, which the next run loads first" if stage.side_file else ""
+        return "index_unavailable", f"{result.message}{saved}"
+    if result.stopped == "interrupted" or stopped:
+        return "interrupted", "interrupted: every answer received is in the index; rerun the same command to resume"
+    if counts.failed:
+        return "names_failed", (
+            f"{counts.failed:,} names failed after every retry (listed with their reason in the summary and the "
+            "unresolved export); they got temporary ids, and a rerun asks them again"
+        )
+    return "completed", None
+
+
+def _unresolved_reasons(prepared: Prepared, outcomes: Mapping[str, LookupOutcome]) -> dict[str, tuple[str, str]]:
+    reasons: dict[str, tuple[str, str]] = {}
+    for name in prepared.negatives:
+        reasons[name] = ("not_found", "EQC did not know it (cached answer)")
+    for name in prepared.too_long:
+        reasons[name] = ("too_long", "name too long for an EQC request; never sent")
+    if not prepared.eqc_names and prepared.counts.skipped:
+        for name, _ in prepared.pending:
+            reasons.setdefault(name, ("not_asked", "not asked: --no-enrichment"))
+    if prepared.counts.over_budget:
+        for name, _ in prepared.pending:
+            reasons.setdefault(name, ("not_asked", "not asked: over --budget"))
+    for name, outcome in outcomes.items():
+        if outcome.status == "not_found":
+            reasons[name] = ("not_found", "EQC did not know it")
+        elif outcome.status == "failed":
+            reasons[name] = ("failed", outcome.error or "failed")
+        elif outcome.status == "skipped":
+            reasons[name] = ("not_asked", outcome.error or "not asked")
+    return reasons
+
+
+def _rows_without_id(resolved_by: Mapping[str, int]) -> dict[str, int]:
+    """Rows left with no company_id, by why: today only rows with no name whose plan code the index lacks."""
+    empty = resolved_by.get("none", 0)
+    return {"no name, plan code not in the index": empty} if empty else {}
 
 
 def _journal_failed(store: IndexStore, run_id: str) -> None:
     """Best effort: the journal says the run died, unless the database is what failed."""
     with contextlib.suppress(EqcEnrichError):
         store.journal_finish(run_id, "failed", {})
-
-
-def _all_skipped(names: list[str], message: str, stats: EqcStats) -> StageResult:
-    result = StageResult(stopped="token", token_message=message)
-    for name in names:
-        result.outcomes[name] = LookupOutcome(name, "skipped")
-    stats.skipped += len(names)
-    return result
 
 
 def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None) -> Table:
@@ -482,14 +548,7 @@ def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None) -> Tab
     raise InputError(f"cannot enrich a {type(source).__name__}: pass a path, a polars or a pandas frame")
 
 
-def _measured_latency(stats: Any) -> Latency | None:
-    samples = stats.latencies.get(SEARCH)
-    if not samples:
-        return None
-    return Latency(mean_s=sum(samples) / len(samples), max_s=max(samples))
-
-
-def _timing(phases: Mapping[str, float], stats: Any) -> dict[str, Any]:
+def _timing(phases: Mapping[str, float], stats: EqcStats) -> dict[str, Any]:
     """The breakdown that answers "is it the API or the quota?": limiter wait against network time."""
     return {
         "read_s": round(phases.get("read", 0.0), 4),
@@ -515,8 +574,10 @@ class PlanReport:
 
     rows: int
     distinct_names: int
-    answered_before_eqc: int
+    answered_before_eqc: int  # by the index, ids in the input, overrides or a known not-found
+    index_names: int  # of those, answered by the index as it is now (an entry, or a known not-found)
     negative_cache_hits: int
+    too_long: int
     names_for_eqc: int
     calls_per_name: int
     calls_needed: int
@@ -528,7 +589,7 @@ class PlanReport:
 
     @property
     def index_hit_rate(self) -> float:
-        return self.answered_before_eqc / self.distinct_names if self.distinct_names else 1.0
+        return self.index_names / self.distinct_names if self.distinct_names else 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "index_hit_rate": round(self.index_hit_rate, 4)}
@@ -539,36 +600,47 @@ def plan(
     *,
     options: RunOptions | None = None,
     latency: Latency = STORY_LATENCY,
+    settings: Settings | None = None,
     **overrides: Any,
 ) -> PlanReport:
     """Rows, distinct names, index hits, names for EQC, calls needed and the lower bound on time."""
     opts = replace(options or RunOptions(), **overrides)
-    return asyncio.run(_plan_async(source, opts, latency))
+    return asyncio.run(plan_async(source, options=opts, latency=latency, settings=settings))
 
 
-async def _plan_async(source: pl.DataFrame | Any | str | Path, options: RunOptions, latency: Latency) -> PlanReport:
-    run = _Run(options, load_settings(), RunProgress(), None)
-    table = _as_table(source, options.sheet)
-    run.use_columns(table.frame)
-    store = await asyncio.to_thread(IndexStore, options.db, schema=options.db_schema)
+async def plan_async(
+    source: pl.DataFrame | Any | str | Path,
+    *,
+    options: RunOptions | None = None,
+    latency: Latency = STORY_LATENCY,
+    settings: Settings | None = None,
+) -> PlanReport:
+    """`plan` for callers that already run an event loop."""
+    opts = options or RunOptions()
+    config = resolve_config(opts, settings or load_settings())
+    table, columns, _ = open_table(source, opts)
+    overrides = Overrides.load(opts.overrides)
+    store = await asyncio.to_thread(IndexStore, opts.db, schema=opts.db_schema)
     try:
-        _, _, pending, names, counts = await run.prepare(store, table, Overrides.load(options.overrides))
+        prepared = await asyncio.to_thread(prepare, store, table, columns, overrides, opts)
     finally:
         store.close()
-    k = 3 if options.details else 1
-    work = Workload(len(names), k)
-    old_work = Workload(len(pending) - counts.negative_cache_hits, 3)
+    k = config.calls_per_name
+    work = Workload(len(prepared.eqc_names), k)
+    old_work = Workload(len(prepared.pending) - prepared.counts.negative_cache_hits, 3)
     return PlanReport(
-        rows=table.frame.height,
-        distinct_names=run.summary.distinct_names,
-        answered_before_eqc=run.progress.answered_before_eqc,
-        negative_cache_hits=counts.negative_cache_hits,
-        names_for_eqc=len(names),
+        rows=prepared.rows,
+        distinct_names=prepared.distinct_names,
+        answered_before_eqc=prepared.answered_before_eqc,
+        index_names=prepared.index_names,
+        negative_cache_hits=prepared.counts.negative_cache_hits,
+        too_long=prepared.counts.too_long,
+        names_for_eqc=len(prepared.eqc_names),
         calls_per_name=k,
         calls_needed=round(work.requests),
-        rate_limit=str(run.rate_limit),
+        rate_limit=str(config.rate_limit),
         latency_mean_s=latency.mean_s,
         latency_max_s=latency.max_s,
-        lower_bound_s=round(lower_bound(work, run.rate_limit, latency), 3),
-        old_flow_s=round(sequential_time(old_work, run.rate_limit, latency), 3),
+        lower_bound_s=round(lower_bound(work, config.rate_limit, latency), 3),
+        old_flow_s=round(sequential_time(old_work, config.rate_limit, latency), 3),
     )

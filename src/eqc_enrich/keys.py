@@ -292,3 +292,8 @@ def clean_plan_code(value: object) -> str:
 def plan_customer_key(plan_code: str, normalized_name: str) -> str:
     """The `plan_customer` lookup key: one company can sit under several plans and vice versa."""
     return f"{plan_code}|{normalized_name}"
+
+
+def is_shortened_key(key: str) -> bool:
+    """Placeholder until the bounded-key scheme lands: a key too long for the index column."""
+    return len(key) > 255

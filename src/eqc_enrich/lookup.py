@@ -14,10 +14,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from eqc_enrich._durations import RateLimit
+from eqc_enrich._outage import EqcDown, EqcOutage
 from eqc_enrich._pacing import ConcurrencyGate, SlidingWindowLimiter, Stopped, sleep_unless
+from eqc_enrich._policies import OutagePolicy, RetryPolicy
 from eqc_enrich._stats import EqcStats
 from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import (
@@ -35,11 +37,22 @@ from eqc_enrich.eqc import (
     SearchResult,
     TokenExpiredError,
     TransientError,
+    UnreachableError,
 )
 
 _T = TypeVar("_T")
 Status = Literal["found", "not_found", "failed", "skipped"]
-_MAX_REPLAYS_PER_CALL = 3
+StopReason = Literal["", "interrupted", "token", "eqc_down", "index"]
+_NOT_SENT = object()
+
+
+class SendCondition(Protocol):
+    """Something that must hold for a request to go out (the index writable, ...): waited for before a quota
+    slot is taken, and checked again right before the send."""
+
+    def ready(self) -> bool: ...
+
+    async def wait(self, stop: asyncio.Future[None] | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,11 @@ class LookupSettings:
     margin_s: float | None = None
     timeout_s: float = 30.0
     grace_s: float = 5.0  # how long in-flight requests may finish after a stop
+    outage: OutagePolicy = field(default_factory=OutagePolicy)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(retries=self.retries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +87,12 @@ class LookupOutcome:
 @dataclass
 class StageResult:
     outcomes: dict[str, LookupOutcome] = field(default_factory=dict)
-    stopped: Literal["", "interrupted", "token"] = ""
-    token_message: str | None = None
+    stopped: StopReason = ""
+    message: str | None = None  # why the stage stopped early, one line
+
+    @property
+    def token_message(self) -> str | None:
+        return self.message if self.stopped == "token" else None
 
 
 class _TokenUnavailable(Exception):
@@ -81,8 +103,30 @@ class _Exhausted(Exception):
     """Internal: a call failed on every allowed attempt."""
 
 
+class _Unauthorized(Exception):
+    """Internal: EQC refused the token that request carried (generation noted at send time)."""
+
+    def __init__(self, generation: int, error: TokenExpiredError) -> None:
+        super().__init__(str(error))
+        self.generation = generation
+        self.error = error
+
+
+_SKIP_REASONS: dict[StopReason, str] = {
+    "": "not asked",
+    "interrupted": "not asked: the run was interrupted",
+    "token": "not asked: no usable EQC token",
+    "eqc_down": "not asked: EQC unavailable",
+    "index": "not asked: the index could not be written",
+}
+
+
 class EqcLookup:
-    """Runs the names through EQC; one instance per run."""
+    """Runs the names through EQC; one instance per run.
+
+    The limiter and the gate are passed in where a caller shares them (a worker beside runs, a test with
+    its own clock); `before_send` are waits every request passes before it takes a quota slot.
+    """
 
     def __init__(
         self,
@@ -94,24 +138,33 @@ class EqcLookup:
         on_outcome: Callable[[LookupOutcome], None],
         events: Callable[[str, dict[str, Any]], None] | None = None,
         rng: random.Random | None = None,
+        limiter: SlidingWindowLimiter | None = None,
+        gate: ConcurrencyGate | None = None,
+        before_send: Sequence[SendCondition] = (),
     ) -> None:
         self._client = client
         self._settings = settings
+        self._retry = settings.retry
         self._stats = stats
         self._tokens = tokens
         self._on_outcome = on_outcome
         self._events = events or (lambda kind, fields: None)
         self._rng = rng or random.Random()
-        self.limiter = SlidingWindowLimiter(settings.rate_limit, margin_s=settings.margin_s)
-        self.gate = ConcurrencyGate(
+        self.limiter = limiter or SlidingWindowLimiter(settings.rate_limit, margin_s=settings.margin_s)
+        self.gate = gate or ConcurrencyGate(
             self.limiter.effective_rate, burst=settings.rate_limit.requests, ceiling=settings.concurrency
         )
+        self.outage = EqcOutage(settings.outage, settings.rate_limit, events=self._events)
+        self._before_send = tuple(before_send)
         self._stop: asyncio.Future[None] | None = None
         self._stop_requested = False
         self._result = StageResult()
 
-    def stop(self) -> None:
-        """Start no new request; those in flight get `grace_s` to finish."""
+    def stop(self, reason: StopReason = "interrupted", message: str | None = None) -> None:
+        """Start no new request; those in flight get `grace_s` to finish. The first reason given sticks."""
+        if not self._result.stopped and reason:
+            self._result.stopped = reason
+            self._result.message = message
         self._stop_requested = True
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(None)
@@ -165,10 +218,14 @@ class EqcLookup:
             except Stopped:
                 return
             except _TokenUnavailable:
-                self._result.stopped = "token"
-                self._result.token_message = self._tokens.unavailable_reason
-                self.stop()
+                self.stop("token", self._tokens.unavailable_reason)
                 return
+            except EqcDown as exc:
+                self.stop("eqc_down", str(exc))
+                return
+            except Exception as exc:  # a bug or a library surprise: this name fails, loudly, the run goes on
+                outcome = LookupOutcome(name, "failed", error=f"unexpected {type(exc).__name__}: {exc}")
+                self._events("name_failed", {"name": name, "error": outcome.error})
             self._finish(outcome)
 
     async def _lookup(self, name: str) -> LookupOutcome:
@@ -188,47 +245,75 @@ class EqcLookup:
         """findDepart and findLabels: wanted for storage, never needed for the id, so failures are tolerated."""
         business: BusinessInfo | None = None
         labels: LabelSet | None = None
-        # A stop (or a token gone for good) here must not throw away the search answer already in hand: keep
-        # what we have; the next name's search meets the same condition and stops the stage.
-        with contextlib.suppress(_Exhausted, Stopped, _TokenUnavailable):
+        # A stop (or a token or EQC gone for good) here must not throw away the search answer already in hand:
+        # keep what we have; the next name's search meets the same condition and stops the stage.
+        with contextlib.suppress(_Exhausted, Stopped, _TokenUnavailable, EqcDown):
             business = await self._call(FIND_DEPART, lambda: self._client.find_depart(company_id))
-        with contextlib.suppress(_Exhausted, Stopped, _TokenUnavailable):
+        with contextlib.suppress(_Exhausted, Stopped, _TokenUnavailable, EqcDown):
             labels = await self._call(FIND_LABELS, lambda: self._client.find_labels(company_id))
         return business, labels
 
     async def _call(self, endpoint: str, call: Callable[[], Awaitable[_T]]) -> _T | None:
         """One logical request with retries; None when EQC answers 404 (an answer, not a failure)."""
         failures = 0
-        replays = 0
         while True:
-            generation = self._tokens.generation
             try:
                 return await self._attempt(call)
             except NotFoundError:
                 return None
-            except TokenExpiredError:
-                replays += 1
-                refreshes_before = self._tokens.refreshes
-                if replays > _MAX_REPLAYS_PER_CALL or not await self._tokens.refresh(generation):
+            except _Unauthorized as exc:
+                if not await self._tokens.refresh(exc.generation, exc.error):
                     self._events("token_unavailable", {"endpoint": endpoint})
                     raise _TokenUnavailable from None
                 self._stats.token_refreshes = self._tokens.refreshes
-                if self._tokens.refreshes > refreshes_before:
-                    self._events("token_refresh", {"refreshes": self._tokens.refreshes})
-                continue
+            except UnreachableError as exc:
+                if self.outage.down:
+                    continue  # not this name's fault: it waits for EQC, unfailed
+                failures += 1
+                if failures > self._retry.retries:
+                    if self.outage.in_a_row >= failures:
+                        self.outage.trip()  # nothing answered since this name's first try: EQC is away
+                        continue
+                    raise _Exhausted(f"{endpoint}: {exc} (after {failures} attempts)") from None
+                await self._back_off(endpoint, failures, exc)
             except (RateLimitedError, TransientError, BadResponseError) as exc:
                 failures += 1
-                if failures > self._settings.retries:
+                if failures > self._retry.retries:
                     raise _Exhausted(f"{endpoint}: {exc} (after {failures} attempts)") from None
-                self._stats.retries += 1
-                delay = self._backoff(failures, exc)
-                self._events("retry", {"endpoint": endpoint, "attempt": failures, "error": type(exc).__name__,
-                                       "delay_s": round(delay, 4)})  # fmt: skip
-                await self._sleep_or_stop(delay)
-            except EqcError as exc:  # 403 and the like: the same request will not fare better
+                await self._back_off(endpoint, failures, exc)
+            except EqcError as exc:  # 403, a request that cannot be sent: the same request will not fare better
                 raise _Exhausted(f"{endpoint}: {exc}") from None
 
+    async def _back_off(self, endpoint: str, failures: int, exc: EqcError) -> None:
+        self._stats.retries += 1
+        retry_after = exc.retry_after_s if isinstance(exc, RateLimitedError) else None
+        delay = self._retry.delay(failures, self._settings.rate_limit, self._rng, retry_after)
+        self._events("retry", {"endpoint": endpoint, "attempt": failures, "error": type(exc).__name__,
+                               "delay_s": round(delay, 4)})  # fmt: skip
+        await sleep_unless(self._stop, delay)
+
     async def _attempt(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Wait until sending is allowed, take a slot, and check again right before sending: the waits for
+        the gate and the limiter can be long, and EQC, the index or the token may have gone meanwhile."""
+        while True:
+            for condition in self._before_send:
+                await condition.wait(self._stop)
+            await self._tokens.ready()
+            probe = await self.outage.admit(self._stop)
+            try:
+                sent = await self._send(call, probe)
+            finally:
+                if probe:
+                    self.outage.probe_done()
+            if sent is not _NOT_SENT:
+                return sent  # type: ignore[return-value]
+
+    def _clear_to_send(self, probe: bool) -> bool:
+        if self.outage.down and not probe:
+            return False
+        return self._tokens.settled and all(condition.ready() for condition in self._before_send)
+
+    async def _send(self, call: Callable[[], Awaitable[_T]], probe: bool) -> _T | object:
         await self.gate.acquire(self._stop)
         self._sync_limiter_wait()
         latency: float | None = None
@@ -236,12 +321,26 @@ class EqcLookup:
         sent: float | None = None
         try:
             await self.limiter.acquire(self._stop)
+            if not self._clear_to_send(probe):
+                return _NOT_SENT  # the slot goes unused: cheaper than a request that cannot succeed
+            generation = self._tokens.generation  # the token this request carries, read as it goes out
             sent = time.monotonic()
             self._stats.in_flight += 1
-            result = await call()
+            try:
+                result = await call()
+            except UnreachableError as exc:
+                self.outage.unanswered(exc)
+                raise
+            except EqcError:
+                self.outage.answered()
+                raise
+            self.outage.answered()
+            self._tokens.confirm(generation)
             latency = time.monotonic() - sent
             self.limiter.settle()
             return result
+        except TokenExpiredError as exc:
+            raise _Unauthorized(generation, exc) from None
         except RateLimitedError as exc:
             throttled = True
             self._stats.rate_limited += 1
@@ -254,18 +353,6 @@ class EqcLookup:
                 self._stats.in_flight -= 1
             self.gate.release(latency, throttled=throttled)
             self._sync_limiter_wait()
-
-    def _backoff(self, failures: int, exc: EqcError) -> float:
-        """Full jitter on an exponential ceiling measured in quota slots, so it scales with the limit."""
-        slot = self._settings.rate_limit.window_s / self._settings.rate_limit.requests
-        ceiling = min(self._settings.rate_limit.window_s, slot * 2 ** (failures - 1))
-        delay = self._rng.uniform(0, ceiling)
-        if isinstance(exc, RateLimitedError) and exc.retry_after_s:
-            delay = max(delay, exc.retry_after_s)
-        return delay
-
-    async def _sleep_or_stop(self, seconds: float) -> None:
-        await sleep_unless(self._stop, seconds)
 
     def _sync_limiter_wait(self) -> None:
         self._stats.limiter_wait_s = self.limiter.wait_s
@@ -281,9 +368,10 @@ class EqcLookup:
         self._on_outcome(outcome)
 
     def _skip_rest(self, names: Sequence[str]) -> None:
-        for name in names:
-            if name not in self._result.outcomes:
-                self._result.outcomes[name] = LookupOutcome(name, "skipped")
-                self._stats.skipped += 1
         if self._stop_requested and not self._result.stopped:
             self._result.stopped = "interrupted"
+        reason = _SKIP_REASONS[self._result.stopped]
+        for name in names:
+            if name not in self._result.outcomes:
+                self._result.outcomes[name] = LookupOutcome(name, "skipped", error=reason)
+                self._stats.skipped += 1

@@ -53,3 +53,17 @@ def sequential_time(work: Workload, limit: RateLimit, latency: Latency) -> float
     """The old flow: one call after another, never faster than the limiter, never overlapping."""
     per_call = max(latency.mean_s, limit.window_s / limit.requests)
     return work.requests * per_call
+
+
+def strict_lower_bound(
+    accepted_requests: int, limit: RateLimit, min_latency_s: float, *, local_s: float = 0.0
+) -> float:
+    """T_strict: no run that had EQC accept these requests could have been faster, whatever it planned.
+
+    Under a strict sliding window accepted request i (from 0) cannot be sent before floor(i / R) W, and its
+    answer cannot land sooner than the fastest latency after that; so an efficiency measured against this
+    never exceeds 1, in any ending (interrupted, stopped, budget reached).
+    """
+    if accepted_requests <= 0:
+        return local_s
+    return (accepted_requests - 1) // limit.requests * limit.window_s + min_latency_s + local_s

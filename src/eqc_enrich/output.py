@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -55,3 +55,14 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
 
 def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def ensure_writable(paths: Sequence[Path]) -> None:
+    """TEMPORARY (replaced by the output-checks branch)."""
+    for path in paths:
+        table_format(path)
+
+
+def write_tables(items: Sequence[tuple[pl.DataFrame, Path, Table | None]], *, neutralize: bool = True) -> list[Path]:
+    """TEMPORARY (replaced by the output-checks branch)."""
+    return [write_table(frame, path, like=like) for frame, path, like in items]

@@ -35,6 +35,7 @@ ROWS = "__rows"
 
 SOURCE_OVERRIDE = "override"
 SOURCE_EXISTING = "existing"
+SOURCE_BACKFLOW = "backflow"  # a name whose id another row of this input carries in its id column
 SOURCE_EQC = "eqc"
 SOURCE_TEMP = "temp"
 NO_TEMP_ID_KEYS = frozenset({"", "0"})
@@ -210,7 +211,7 @@ def _candidates(answers: Answers) -> list[tuple[str, pl.Expr]]:
     for kind in INDEX_PRIORITY:
         found.append((index_source(kind), lookup(index_columns[kind], answers.index.get(kind, {}))))
     found.append((SOURCE_EXISTING, pl.col(EXISTING_ID)))
-    found.append((index_source(LookupType.CUSTOMER_NAME), lookup(NAME_KEY, answers.learned)))
+    found.append((SOURCE_BACKFLOW, lookup(NAME_KEY, answers.learned)))
     found.append((SOURCE_EQC, lookup(NAME_KEY, answers.eqc)))
     found.append((SOURCE_TEMP, lookup(NAME_KEY, answers.temp)))
     return found
@@ -266,10 +267,20 @@ def index_hits(resolved: pl.DataFrame, *, source_column: str) -> Counter[tuple[s
     return hits
 
 
-def unresolved_table(resolved: pl.DataFrame, columns: Columns, *, id_column: str, source_column: str) -> pl.DataFrame:
-    """Names that only got a temporary id: what a person should look at, most frequent first."""
+def unresolved_table(
+    resolved: pl.DataFrame,
+    columns: Columns,
+    *,
+    id_column: str,
+    source_column: str,
+    reasons: Mapping[str, tuple[str, str]] | None = None,
+) -> pl.DataFrame:
+    """Names that only got a temporary id, most frequent first, with why: what a person should look at.
+
+    `reasons` maps a name key to (status, reason): not_found, failed, not_asked, too_long, ...
+    """
     temp = resolved.filter(pl.col(source_column) == SOURCE_TEMP)
-    return (
+    table = (
         temp.group_by(NAME_KEY)
         .agg(
             pl.col(columns.name).cast(pl.String).sort_by(ROWS, descending=True).first().alias("example_name"),
@@ -278,6 +289,11 @@ def unresolved_table(resolved: pl.DataFrame, columns: Columns, *, id_column: str
         )
         .rename({NAME_KEY: "name"})
         .sort(["rows", "name"], descending=[True, False])
+    )
+    known = reasons or {}
+    return table.with_columns(
+        pl.Series("status", [known.get(n, ("not_asked", ""))[0] for n in table["name"]], dtype=pl.String),
+        pl.Series("reason", [known.get(n, ("", "not asked"))[1] for n in table["name"]], dtype=pl.String),
     )
 
 

@@ -30,20 +30,46 @@ class PhaseTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
+STATUSES: dict[str, str] = {
+    "completed": "every name that was to be asked got an answer (found or not found), and all is in the index",
+    "names_failed": "EQC failed for some names after every retry; they got temporary ids and are listed",
+    "eqc_unavailable": "EQC could not be reached (or its certificate is not trusted) and did not come back",
+    "index_unavailable": "the index could not be written; answers in hand are in a side file the next run loads",
+    "token_unavailable": "no usable EQC token, and no working way to get a fresh one",
+    "interrupted": "stopped by a signal or RunControl.stop(); every answer received is kept",
+}
+"""Every way a run can end, in the order the first that applies wins (stops first, then failed names)."""
+
+EXIT_CODES: dict[str, int] = {
+    "completed": 0,
+    "token_unavailable": 3,
+    "names_failed": 4,
+    "eqc_unavailable": 5,
+    "index_unavailable": 6,
+    "interrupted": 130,
+}
+"""The process exit code of each status (2 is bad input, 1 an unexpected error): what a scheduler reads."""
+
+
 @dataclass
 class EqcCounts:
+    """Names, not requests: `names_planned` = asked + not_asked, and asked = found + not_found + failed."""
+
+    names_planned: int = 0
     names_asked: int = 0
     found: int = 0
     not_found: int = 0
     failed: int = 0
-    skipped: int = 0
+    not_asked: int = 0
+    too_long: int = 0  # keys too long for a request EQC can take: never sent
     negative_cache_hits: int = 0
     over_budget: int = 0
+    skipped: int = 0  # names for EQC left unasked on purpose (--no-enrichment)
 
 
 @dataclass
 class RunSummary:
-    """Everything `--summary FILE.json` holds; `status` is completed, interrupted or token_unavailable."""
+    """Everything `--summary FILE.json` holds; `status` is one of `STATUSES`."""
 
     status: str = "completed"
     message: str | None = None
@@ -52,13 +78,20 @@ class RunSummary:
     rows: int = 0
     distinct_names: int = 0
     resolved_by: dict[str, int] = field(default_factory=dict)
+    rows_without_id: dict[str, int] = field(default_factory=dict)
+    answered_before_eqc: int = 0
     index_hit_rate: float = 0.0
     index_hits_by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     eqc: EqcCounts = field(default_factory=EqcCounts)
+    failed_names: list[dict[str, str]] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)
+    accepted_requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     token_refreshes: int = 0
+    eqc_outages: int = 0
+    index_outages: int = 0
+    side_file: str | None = None
     elapsed_s: float = 0.0
     phases_s: dict[str, float] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +103,10 @@ class RunSummary:
     index: str = ""
     run_id: str = ""
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.status, 1)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,12 +3,15 @@
 from eqc_enrich.eqc._client import FIND_DEPART, FIND_LABELS, SEARCH, SEARCH_ALL, CallObserver, CallRecord, EqcClient
 from eqc_enrich.eqc._errors import (
     BadResponseError,
+    CertificateError,
     EqcError,
     ForbiddenError,
+    InvalidRequestError,
     NotFoundError,
     RateLimitedError,
     TokenExpiredError,
     TransientError,
+    UnreachableError,
 )
 from eqc_enrich.eqc._models import (
     EXACT_MATCH,
@@ -35,9 +38,11 @@ __all__ = [
     "BusinessInfo",
     "CallObserver",
     "CallRecord",
+    "CertificateError",
     "EqcClient",
     "EqcError",
     "ForbiddenError",
+    "InvalidRequestError",
     "Label",
     "LabelSet",
     "NotFoundError",
@@ -46,6 +51,7 @@ __all__ = [
     "SearchResult",
     "TokenExpiredError",
     "TransientError",
+    "UnreachableError",
     "match_confidence",
     "parse_retry_after",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,12 +15,15 @@ import httpx
 
 from eqc_enrich.eqc._errors import (
     BadResponseError,
+    CertificateError,
     EqcError,
     ForbiddenError,
+    InvalidRequestError,
     NotFoundError,
     RateLimitedError,
     TokenExpiredError,
     TransientError,
+    UnreachableError,
 )
 from eqc_enrich.eqc._models import (
     BusinessInfo,
@@ -159,13 +164,10 @@ class EqcClient:
         started = time.perf_counter()
         try:
             response = await self._http.get(_PATHS[endpoint], params=params, headers={"token": self._token})
-        except httpx.TimeoutException:
-            self._record(endpoint, None, started, time.perf_counter(), "TransientError")
-            raise TransientError(f"EQC {endpoint} timed out", endpoint=endpoint) from None
-        except httpx.TransportError as exc:
-            self._record(endpoint, None, started, time.perf_counter(), "TransientError")
-            message = f"EQC {endpoint} connection failed: {type(exc).__name__}"
-            raise TransientError(message, endpoint=endpoint) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            error = transport_error(endpoint, exc)
+            self._record(endpoint, None, started, time.perf_counter(), type(error).__name__)
+            raise error from None  # not chained: the request (and its token header) stays out of tracebacks
         received = time.perf_counter()
         outcome = "ok"
         try:
@@ -185,6 +187,50 @@ class EqcClient:
         if self._observer is not None:
             parse_s = time.perf_counter() - received if status is not None else 0.0
             self._observer(CallRecord(endpoint, status, received - started, parse_s, outcome))
+
+
+def transport_error(endpoint: str, exc: Exception) -> EqcError:
+    """The typed error for a request that got no HTTP answer; says what failed without quoting the request."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UnreachableError(f"EQC {endpoint} timed out ({type(exc).__name__})", endpoint=endpoint)
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        return InvalidRequestError(f"EQC {endpoint}: request cannot be sent ({type(exc).__name__})", endpoint=endpoint)
+    if _is_certificate_failure(exc):
+        reason = getattr(_root_cause(exc), "verify_message", None) or "certificate verify failed"
+        return CertificateError(
+            f"EQC {endpoint}: TLS certificate not trusted ({reason}); check the URL, or the CA bundle "
+            "(SSL_CERT_FILE)",
+            endpoint=endpoint,
+        )
+    if isinstance(exc, httpx.ConnectError | httpx.NetworkError):
+        return UnreachableError(f"EQC {endpoint} connection failed: {_connect_reason(exc)}", endpoint=endpoint)
+    return TransientError(f"EQC {endpoint} connection failed: {type(exc).__name__}", endpoint=endpoint)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return seen
+
+
+def _is_certificate_failure(exc: BaseException) -> bool:
+    cause = _root_cause(exc)
+    return isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """`connection refused`, `name not resolved`... from the OS error under httpx's, else the class name."""
+    cause = _root_cause(exc)
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host name not resolved"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS failure ({cause.reason or type(cause).__name__})"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return type(exc).__name__
 
 
 def _decode(endpoint: str, response: httpx.Response, *, json_required: bool = True) -> Any:
@@ -210,5 +256,5 @@ def _decode(endpoint: str, response: httpx.Response, *, json_required: bool = Tr
             return None
         raise BadResponseError(f"EQC {endpoint}: answer is not JSON", endpoint=endpoint) from None
     if isinstance(body, dict) and body.get("error") == "TokenExpired":
-        raise TokenExpiredError(f"EQC {endpoint}: token expired", endpoint=endpoint)
+        raise TokenExpiredError(f"EQC {endpoint}: token expired", endpoint=endpoint, expired=True)
     return body

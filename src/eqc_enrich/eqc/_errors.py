@@ -16,7 +16,14 @@ class EqcError(EqcEnrichError):
 
 
 class TokenExpiredError(EqcError):
-    """The token is invalid or expired (HTTP 401, or HTTP 200 with `{"error": "TokenExpired"}`): refresh it."""
+    """The token is invalid or expired (HTTP 401, or HTTP 200 with `{"error": "TokenExpired"}`): refresh it.
+
+    `expired` is True only when EQC said "expired" in so many words; a bare 401 may as well mean "invalid".
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "", expired: bool = False) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.expired = expired
 
 
 class ForbiddenError(EqcError):
@@ -37,6 +44,18 @@ class NotFoundError(EqcError):
 
 class TransientError(EqcError):
     """5xx, timeout or connection failure: the same request may well succeed later."""
+
+
+class UnreachableError(TransientError):
+    """No answer from EQC at all (connection refused, DNS, TLS, timeout): many in a row mean EQC is down."""
+
+
+class CertificateError(UnreachableError):
+    """EQC's TLS certificate is not trusted: waiting will not fix it, a CA bundle or the URL will."""
+
+
+class InvalidRequestError(EqcError):
+    """The request cannot be sent as asked (e.g. a URL the HTTP library refuses): retrying cannot help."""
 
 
 class BadResponseError(EqcError):

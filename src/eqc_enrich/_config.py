@@ -1,0 +1,63 @@
+"""A run's options resolved against the WDH_* settings once: "the option, else the setting" is decided here.
+
+Everything downstream reads a `RunConfig`, never the pair (options, settings), so a default cannot be
+decided differently in two places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eqc_enrich._durations import RateLimit
+from eqc_enrich._policies import IndexWaitPolicy, OutagePolicy
+from eqc_enrich.settings import Settings
+
+if TYPE_CHECKING:
+    from eqc_enrich.enrich import RunOptions
+
+__all__ = ["RunConfig", "resolve_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    rate_limit: RateLimit
+    eqc_url: str
+    token: str | None
+    token_command: str | None
+    timeout_s: float
+    retries: int
+    salt: str
+    calls_per_name: int
+    commit_interval_s: float
+    outage: OutagePolicy
+    index_wait: IndexWaitPolicy
+
+    def __repr__(self) -> str:  # the token and the salt never reach a log through a repr
+        return f"RunConfig(rate_limit={self.rate_limit}, eqc_url={self.eqc_url!r}, retries={self.retries})"
+
+    @property
+    def slot_s(self) -> float:
+        """One quota slot: the even spacing of sends at the limit."""
+        return self.rate_limit.window_s / self.rate_limit.requests
+
+
+def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
+    rate_limit = options.rate_limit or settings.rate_limit
+    slot = rate_limit.window_s / rate_limit.requests
+    outage = OutagePolicy() if options.eqc_down_wait_s is None else OutagePolicy(wait_s=options.eqc_down_wait_s)
+    index_wait = IndexWaitPolicy() if options.index_wait_s is None else IndexWaitPolicy(wait_s=options.index_wait_s)
+    return RunConfig(
+        rate_limit=rate_limit,
+        eqc_url=options.eqc_url or settings.eqc_base_url,
+        token=options.token if options.token is not None else settings.token_value(),
+        token_command=options.token_command or settings.eqc_token_command,
+        timeout_s=options.timeout_s if options.timeout_s is not None else settings.eqc_timeout,
+        retries=options.retries if options.retries is not None else settings.eqc_retry_max,
+        salt=options.salt if options.salt is not None else settings.alias_salt.get_secret_value(),
+        calls_per_name=3 if options.details else 1,
+        # at least one commit per quota slot: a SIGKILL repeats at most the requests in flight, at any time scale
+        commit_interval_s=max(0.001, min(options.commit_interval_s, slot)),
+        outage=outage,
+        index_wait=index_wait,
+    )

@@ -1,0 +1,139 @@
+"""Stages 4 and 5 together: ask EQC the names nothing else answered, and commit each answer as it lands.
+
+One function, values in and a value out: the names, the index, the resolved configuration and the run's
+observers go in; the outcomes, how the stage ended and its pacing figures come out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eqc_enrich._config import RunConfig
+from eqc_enrich._pending import PendingFile
+from eqc_enrich._stats import RunProgress
+from eqc_enrich._tokens import TokenKeeper
+from eqc_enrich.eqc import EqcClient
+from eqc_enrich.index import IndexStore
+from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult
+from eqc_enrich.writeback import IndexWriter
+
+__all__ = ["StageReport", "StopHandle", "run_eqc_stage"]
+
+Events = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class StageReport:
+    result: StageResult = field(default_factory=StageResult)
+    pacing: dict[str, Any] = field(default_factory=dict)
+    commits: int = 0
+    write_s: float = 0.0
+    index_error: str | None = None  # why answers could not be committed (then they are in `side_file`)
+    side_file: str | None = None
+    uncommitted: int = 0
+    eqc_outages: int = 0
+    index_outages: int = 0
+
+
+class StopHandle:
+    """What a `RunControl` reaches: the lookup of the stage running now, if any."""
+
+    def __init__(self) -> None:
+        self.lookup: EqcLookup | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.lookup is not None:
+            self.lookup.stop("interrupted")
+
+    def attach(self, lookup: EqcLookup) -> None:
+        self.lookup = lookup
+        if self.stopped:
+            lookup.stop("interrupted")
+
+
+async def run_eqc_stage(
+    names: list[str],
+    *,
+    store: IndexStore,
+    config: RunConfig,
+    settings: LookupSettings,
+    progress: RunProgress,
+    rows_per_name: Mapping[str, int],
+    side_file: PendingFile,
+    handle: StopHandle,
+    check_token: bool = False,
+    events: Events | None = None,
+) -> StageReport:
+    report = StageReport()
+    stats = progress.eqc
+    client = EqcClient(config.token, base_url=config.eqc_url, timeout=config.timeout_s, observer=stats.record_call)
+    try:
+        keeper = TokenKeeper(client, config.token_command, events=events)
+        if not await keeper.prepare(check=check_token):
+            report.result = _not_asked(names, keeper.unavailable_reason or "", progress)
+            return report
+        stats.token_refreshes = keeper.refreshes
+
+        lookup: EqcLookup | None = None
+
+        def on_outcome(outcome: LookupOutcome) -> None:
+            writer.add(outcome)
+            # every row of a name EQC has answered is settled now: its id, or a temporary one
+            progress.rows_resolved += rows_per_name.get(outcome.name, 0)
+
+        def index_gave_up(error: str) -> None:
+            if lookup is not None:
+                lookup.stop("index", f"the index could not be written: {error}")
+
+        writer = IndexWriter(
+            store,
+            interval_s=config.commit_interval_s,
+            side_file=side_file,
+            policy=config.index_wait,
+            events=events,
+            on_give_up=index_gave_up,
+        )
+        lookup = EqcLookup(
+            client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=events,
+            before_send=(writer,),
+        )  # fmt: skip
+        progress.effective_rate = lookup.limiter.effective_rate
+        handle.attach(lookup)
+        writer.start()
+        try:
+            report.result = await lookup.run(names)
+        finally:
+            await writer.close()
+            handle.lookup = None
+        stats.token_refreshes = keeper.refreshes
+        if writer.gave_up is not None and report.result.stopped in ("", "interrupted"):
+            # the answers are all in hand, but not all in the index: that is not a completed run
+            report.result.stopped = "index"
+            report.result.message = f"the index could not be written: {writer.gave_up}"
+        report.pacing = {
+            "cap": settings.concurrency,
+            "peak_in_flight": lookup.gate.peak_in_flight,
+            "final_target": lookup.gate.target,
+            "limiter_margin_s": lookup.limiter.margin_s,
+            "limiter_margin_widened": lookup.limiter.widened,
+        }
+        report.commits, report.write_s = writer.commits, writer.write_s
+        report.index_error = writer.gave_up
+        report.uncommitted = writer.uncommitted
+        report.side_file = str(writer.side_file.path) if writer.side_file is not None else None
+        report.eqc_outages, report.index_outages = lookup.outage.outages, writer.outages
+        return report
+    finally:
+        await client.aclose()
+
+
+def _not_asked(names: list[str], message: str, progress: RunProgress) -> StageResult:
+    result = StageResult(stopped="token", message=message)
+    for name in names:
+        result.outcomes[name] = LookupOutcome(name, "skipped", error="not asked: no usable EQC token")
+    progress.eqc.skipped += len(names)
+    return result

@@ -1,0 +1,65 @@
+"""How the EQC stage reacts to trouble, as data: retries, an EQC outage, an index that cannot be written.
+
+Each policy is a small frozen value with defaults, so a run, a worker or a test states its choices in one
+place instead of constants spread over the code. Delays are measured in quota slots (window / requests)
+where they should scale with the rate limit, so the same policy holds at the story's speed and in a
+time-scaled benchmark.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from eqc_enrich._durations import RateLimit
+
+__all__ = ["IndexWaitPolicy", "OutagePolicy", "RetryPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries of one request after 429, 5xx or a broken answer (never after 403/404, which will not change)."""
+
+    retries: int = 3
+    respect_retry_after: bool = True
+
+    def delay(self, failures: int, limit: RateLimit, rng: random.Random, retry_after_s: float | None = None) -> float:
+        """Full jitter on an exponential ceiling of quota slots, capped at one window; Retry-After is a floor."""
+        slot = limit.window_s / limit.requests
+        ceiling = min(limit.window_s, slot * 2 ** (failures - 1))
+        delay = rng.uniform(0, ceiling)
+        if self.respect_retry_after and retry_after_s:
+            delay = max(delay, retry_after_s)
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePolicy:
+    """When EQC counts as gone, and how long to wait for it.
+
+    `unreachable_in_a_row` requests without any HTTP answer (refused, DNS, TLS, timeout) mean EQC is down:
+    the stage stops sending and probes, one request at a time, first after one quota slot, then at doubling
+    intervals up to one window, for at most `wait_s` seconds. A certificate failure does not heal by
+    waiting, so it ends the stage at once.
+    """
+
+    unreachable_in_a_row: int = 5
+    wait_s: float = 300.0
+
+    def probe_interval(self, probes: int, limit: RateLimit) -> float:
+        slot = limit.window_s / limit.requests
+        return float(min(limit.window_s, slot * 2 ** max(0, probes)))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexWaitPolicy:
+    """How long answers may wait for an index that cannot be written before the run stops.
+
+    A commit that has not returned after `stall_s` counts as a failure already (a lock held elsewhere can
+    keep it waiting for the database's whole busy timeout): new requests pause and answers start going to
+    the side file at once. Retries come every `retry_s`.
+    """
+
+    wait_s: float = 120.0
+    stall_s: float = 2.0
+    retry_s: float = 0.5
