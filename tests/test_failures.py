@@ -140,3 +140,267 @@ def test_eqc_gone_mid_run_stops_sending_keeps_every_answer_and_ends_eqc_unavaila
     assert not asked_again & answered
     assert len(asked_again) == eqc.not_asked
     assert every_known_row_right(again.frame, truth)
+
+
+def test_eqc_back_within_the_wait_resumes_and_completes_asking_nothing_answered_twice(
+    month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
+) -> None:
+    data, truth = month
+    db = tmp_path / "index.db"
+    first = Simulator(sim_config()).start()
+    port = first.port
+    second: list[Simulator] = []
+
+    def outage() -> None:
+        first.stop()
+        time.sleep(0.3)
+        second.append(Simulator(sim_config(), port=port).start())
+
+    try:
+        result, _ = run_until(data, options(first.url, db, eqc_down_wait_s=20.0), lambda p: p.eqc.names_done >= 30, outage)
+        before, after = set(first.state.stats.search_keys), set(second[0].state.stats.search_keys)
+    finally:
+        for sim in second:
+            sim.stop()
+    assert result.summary.status == "completed"
+    assert result.exit_code == 0
+    assert result.summary.eqc_outages == 1
+    assert result.summary.eqc.failed == 0
+    # only the requests that were in flight when EQC went away are asked again
+    assert len(before & after) <= result.summary.concurrency["peak_in_flight"]
+    assert every_known_row_right(result.frame, truth)
+
+
+def cli_run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "run", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "WDH_EQC_TOKEN": TOKEN, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture
+def month_file(month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path) -> Path:
+    path = tmp_path / "month.parquet"
+    month[0].head(300).write_parquet(path)
+    return path
+
+
+def test_an_unreachable_url_says_so_at_once_and_ends_eqc_unavailable(month_file: Path, tmp_path: Path) -> None:
+    done = cli_run(
+        month_file, "--db", tmp_path / "i.db", "--eqc-url", "http://127.0.0.1:1", "--rate-limit", "10/60ms",
+        "--eqc-down-wait", "0.5s", "--summary", tmp_path / "s.json", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert "Traceback" not in done.stderr
+    notice = [line for line in done.stderr.splitlines() if line.startswith("EQC is not answering")]
+    assert len(notice) == 1 and "connection refused" in notice[0]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["status"] == "eqc_unavailable"
+    assert summary["eqc"]["failed"] == 0 and summary["eqc"]["names_asked"] == 0
+    assert summary["eqc"]["not_asked"] == summary["eqc"]["names_planned"] > 0
+    # the output is complete all the same: temporary ids for the names nobody could ask
+    out = pl.read_parquet(tmp_path / "month.enriched.parquet")
+    assert out.height == 300
+    assert out.filter(pl.col("客户名称").is_not_null())["company_id"].null_count() == 0
+    unresolved = pl.read_csv(tmp_path / "month.unresolved.csv")
+    assert set(unresolved["status"]) == {"not_asked"}
+    assert set(unresolved["reason"]) == {"not asked: EQC unavailable"}
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[str]:
+    """An https server on loopback with a self-signed certificate no client trusts."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_self_signed_certificate_is_named_and_ends_the_run_at_once(month_file: Path, tls_server: str, tmp_path: Path) -> None:
+    done = cli_run(
+        month_file, "--db", tmp_path / "i.db", "--eqc-url", tls_server, "--rate-limit", "10/60ms",
+        "--summary", tmp_path / "s.json", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["status"] == "eqc_unavailable"
+    assert "certificate" in summary["message"]
+    assert summary["eqc"]["failed"] == 0
+    # it does not wait out --eqc-down-wait: a certificate does not heal; one request told it all
+    assert summary["api_calls"]["total"] <= summary["concurrency"]["peak_in_flight"] + 1
+
+
+def test_names_that_fail_after_every_retry_end_names_failed_listed_with_their_reason(tmp_path: Path) -> None:
+    data, _ = make_month(seed=8, rows=400, companies=60, existing_id_share=0.0)
+    with Simulator(sim_config(seed=8, fail_rate=0.5, latency=(0.0, 0.0))) as flaky:
+        result = enrich(
+            data, options=options(flaky.url, tmp_path / "i.db", retries=1), unresolved_output=tmp_path / "u.csv"
+        )
+    summary = result.summary
+    assert summary.eqc.failed > 0
+    assert summary.status == "names_failed"
+    assert result.exit_code == 4
+    assert len(summary.failed_names) == summary.eqc.failed
+    reasons = [item["reason"] for item in summary.failed_names]
+    assert all(r.startswith("EQC search: ") and r.endswith("(after 2 attempts)") for r in reasons), reasons
+    assert any("server error (HTTP 50" in r for r in reasons)
+    unresolved = pl.read_csv(tmp_path / "u.csv")
+    failed = unresolved.filter(pl.col("status") == "failed")
+    assert set(failed["name"]) == {item["name"] for item in summary.failed_names}
+    assert failed["temporary_id"].null_count() == 0
+
+
+# --- the index cannot be written ----------------------------------------------------------------------------
+
+_LOCKER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+"""
+
+
+class Locker:
+    """A second process that holds the SQLite write lock of the index for `seconds`."""
+
+    def __init__(self, db: Path, seconds: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _LOCKER, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def side_files(db: Path) -> list[Path]:
+    return sorted((db.parent / f"{db.name}.pending").glob("*.answers.jsonl"))
+
+
+def test_index_locked_past_the_wait_stops_asking_saves_answers_and_the_next_run_loads_them(
+    month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
+) -> None:
+    data, truth = month
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    lockers: list[Locker] = []
+    with Simulator(sim_config()) as sim:
+        result, _ = run_until(
+            data,
+            options(sim.url, db, index_wait_s=1.0),
+            lambda p: p.eqc.names_done >= 30,
+            lambda: lockers.append(Locker(db, 30)),
+        )
+        asked_first = set(sim.state.stats.search_keys)
+    lockers[0].release()
+    summary = result.summary
+    assert summary.status == "index_unavailable"
+    assert result.exit_code == 6
+    assert summary.side_file is not None and "which the next run loads first" in (summary.message or "")
+    # sending stopped at the lock: what went out after it is at most what was in flight then
+    assert summary.eqc.not_asked > 0
+    stall_slots = 0.1 / (LIMIT.window_s / LIMIT.requests)  # the stall bound (0.1 s at this scale) in quota slots
+    assert summary.eqc.names_asked <= 30 + 2 * summary.concurrency["peak_in_flight"] + stall_slots + 2
+    saved = side_files(db)
+    assert [str(p) for p in saved] == [summary.side_file]
+    # every answer received is in the index or in the side file; the rerun loads the file and asks none again
+    with Simulator(sim_config()) as back:
+        again = enrich(data, options=options(back.url, db))
+        asked_again = set(back.state.stats.search_keys)
+    assert again.summary.status == "completed"
+    assert any("loaded" in w and "side file" in w for w in again.summary.warnings)
+    assert side_files(db) == []
+    assert len(asked_first & asked_again) <= summary.concurrency["peak_in_flight"]  # only those cut off unanswered
+    # (fewer when an answer of the first run named the registered name of a company still to ask)
+    assert 0 < len(asked_again) <= summary.eqc.not_asked + len(asked_first & asked_again)
+    assert every_known_row_right(again.frame, truth)
+
+
+def test_index_locked_for_a_while_pauses_then_resumes_and_completes(
+    month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
+) -> None:
+    data, truth = month
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    with Simulator(sim_config()) as sim:
+        result, _ = run_until(
+            data,
+            options(sim.url, db, index_wait_s=30.0),
+            lambda p: p.eqc.names_done >= 30,
+            lambda: Locker(db, 2.5).process.wait(timeout=30),  # the lock is held 2.5 s, then let go
+        )
+        repeated = sim.stats()["search_keys_repeated"]
+    assert result.summary.status == "completed"
+    assert result.summary.index_outages == 1
+    assert repeated == 0
+    assert side_files(db) == []  # everything it held went into the index
+    assert every_known_row_right(result.frame, truth)
+
+
+def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    args = [
+        month_file, "--db", db, "--rate-limit", "10/60ms", "--timeout", "2s", "--index-wait", "60s",
+        "--concurrency", "4", "--quiet",
+    ]  # fmt: skip
+    with Simulator(sim_config()) as sim:
+        run = subprocess.Popen(
+            [*CLI, "run", *map(str, args), "--eqc-url", sim.url],
+            env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while sim.stats()["requests"]["search"] < 20:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.01)
+        locker = Locker(db, 60)
+        while not side_files(db) or side_files(db)[0].stat().st_size == 0 or len(_lines(side_files(db)[0])) < 3:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        asked_first = set(sim.state.stats.search_keys)
+        locker.release()
+        assert side_files(db), "the killed run's side file must stay for the next run"
+        again = cli_run(*args, "--eqc-url", sim.url, "--summary", tmp_path / "s.json")
+        asked_total = sim.state.stats.search_keys
+    assert again.returncode == 0, again.stderr
+    asked_twice = [key for key in asked_first if asked_total[key] > 1]
+    assert len(asked_twice) <= 4  # at most the requests in flight at the kill (--concurrency 4)
+    assert side_files(db) == []
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -63,7 +63,8 @@ class PendingFile:
 
     @property
     def exists(self) -> bool:
-        return self._handle is not None
+        """Something was written to it and not yet discarded."""
+        return self.batches > 0
 
     def append(self, batch: WriteBatch) -> None:
         """Append and flush to disk: what a killed process wrote stays there. Moves to the next folder (with

@@ -386,7 +386,9 @@ class _Guarded:
 def _create_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
-            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            # 5 s of busy wait covers any other writer's short transaction; a lock held longer is an outage,
+            # which the writer reports and rides out (side file) rather than blocking for minutes.
+            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
             sa.event.listen(engine, "connect", _tune_sqlite)
             return engine
         return sa.create_engine(url, pool_pre_ping=True)

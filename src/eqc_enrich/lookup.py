@@ -274,15 +274,15 @@ class EqcLookup:
                     if self.outage.in_a_row >= failures:
                         self.outage.trip()  # nothing answered since this name's first try: EQC is away
                         continue
-                    raise _Exhausted(f"{endpoint}: {exc} (after {failures} attempts)") from None
+                    raise _Exhausted(f"{exc} (after {failures} attempts)") from None
                 await self._back_off(endpoint, failures, exc)
             except (RateLimitedError, TransientError, BadResponseError) as exc:
                 failures += 1
                 if failures > self._retry.retries:
-                    raise _Exhausted(f"{endpoint}: {exc} (after {failures} attempts)") from None
+                    raise _Exhausted(f"{exc} (after {failures} attempts)") from None
                 await self._back_off(endpoint, failures, exc)
             except EqcError as exc:  # 403, a request that cannot be sent: the same request will not fare better
-                raise _Exhausted(f"{endpoint}: {exc}") from None
+                raise _Exhausted(str(exc)) from None
 
     async def _back_off(self, endpoint: str, failures: int, exc: EqcError) -> None:
         self._stats.retries += 1

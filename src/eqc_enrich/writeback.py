@@ -181,6 +181,7 @@ class IndexWriter:
                 self._trouble(f"an index write has not returned for {self._policy.stall_s:g}s (locked?)", batch)
                 if self.gave_up is not None:
                     # The batch is in the side file; the write may still land later (harmless: upserts repeat).
+                    write.add_done_callback(_observed)
                     return False
         except IndexStoreError as exc:
             batch.extend(self._pending)
@@ -243,3 +244,9 @@ class IndexWriter:
                 await asyncio.wait_for(self._closed.wait(), timeout=interval)
             except TimeoutError:
                 await self.flush()
+
+
+def _observed(future: asyncio.Future[None]) -> None:
+    """Retrieve the outcome of a write nobody waits for any more (its batch is safe in the side file)."""
+    if not future.cancelled():
+        future.exception()
