@@ -7,6 +7,7 @@ in production takes a second here; every loop below is bounded in count and time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from eqc_enrich import RateLimit, RunControl, RunOptions, RunProgress, enrich, enrich_async
+from eqc_enrich import RateLimit, RunOptions, RunProgress, enrich, enrich_async
 from eqc_enrich.index import IndexStore
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
@@ -116,7 +117,7 @@ def test_eqc_gone_mid_run_stops_sending_keeps_every_answer_and_ends_eqc_unavaila
     data, truth = month
     db = tmp_path / "index.db"
     sim = Simulator(sim_config()).start()
-    result, progress = run_until(
+    result, _ = run_until(
         data, options(sim.url, db, eqc_down_wait_s=0.5), lambda p: p.eqc.names_done >= 30, sim.stop
     )
     summary = result.summary
@@ -157,7 +158,8 @@ def test_eqc_back_within_the_wait_resumes_and_completes_asking_nothing_answered_
         second.append(Simulator(sim_config(), port=port).start())
 
     try:
-        result, _ = run_until(data, options(first.url, db, eqc_down_wait_s=20.0), lambda p: p.eqc.names_done >= 30, outage)
+        opts = options(first.url, db, eqc_down_wait_s=20.0)
+        result, _ = run_until(data, opts, lambda p: p.eqc.names_done >= 30, outage)
         before, after = set(first.state.stats.search_keys), set(second[0].state.stats.search_keys)
     finally:
         for sim in second:
@@ -171,7 +173,9 @@ def test_eqc_back_within_the_wait_resumes_and_completes_asking_nothing_answered_
     assert every_known_row_right(result.frame, truth)
 
 
-def cli_run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli_run(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "run", *map(str, args)],
         capture_output=True,
@@ -197,10 +201,12 @@ def test_an_unreachable_url_says_so_at_once_and_ends_eqc_unavailable(month_file:
     assert done.returncode == 5, done.stderr
     assert "Traceback" not in done.stderr
     notice = [line for line in done.stderr.splitlines() if line.startswith("EQC is not answering")]
-    assert len(notice) == 1 and "connection refused" in notice[0]
+    assert len(notice) == 1
+    assert "connection refused" in notice[0]
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["status"] == "eqc_unavailable"
-    assert summary["eqc"]["failed"] == 0 and summary["eqc"]["names_asked"] == 0
+    assert summary["eqc"]["failed"] == 0
+    assert summary["eqc"]["names_asked"] == 0
     assert summary["eqc"]["not_asked"] == summary["eqc"]["names_planned"] > 0
     # the output is complete all the same: temporary ids for the names nobody could ask
     out = pl.read_parquet(tmp_path / "month.enriched.parquet")
@@ -242,7 +248,9 @@ def tls_server(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-def test_a_self_signed_certificate_is_named_and_ends_the_run_at_once(month_file: Path, tls_server: str, tmp_path: Path) -> None:
+def test_a_self_signed_certificate_is_named_and_ends_the_run_at_once(
+    month_file: Path, tls_server: str, tmp_path: Path
+) -> None:
     done = cli_run(
         month_file, "--db", tmp_path / "i.db", "--eqc-url", tls_server, "--rate-limit", "10/60ms",
         "--summary", tmp_path / "s.json", "--quiet",
@@ -303,6 +311,11 @@ class Locker:
         self.process.wait(timeout=10)
 
 
+def _hold_lock(db: Path, seconds: float) -> None:
+    """Take the lock, hold it `seconds`, let go; returns once the lock is gone."""
+    Locker(db, seconds).process.wait(timeout=30)
+
+
 def side_files(db: Path) -> list[Path]:
     return sorted((db.parent / f"{db.name}.pending").glob("*.answers.jsonl"))
 
@@ -326,7 +339,8 @@ def test_index_locked_past_the_wait_stops_asking_saves_answers_and_the_next_run_
     summary = result.summary
     assert summary.status == "index_unavailable"
     assert result.exit_code == 6
-    assert summary.side_file is not None and "which the next run loads first" in (summary.message or "")
+    assert summary.side_file is not None
+    assert "which the next run loads first" in (summary.message or "")
     # sending stopped at the lock: what went out after it is at most what was in flight then
     assert summary.eqc.not_asked > 0
     stall_slots = 0.1 / (LIMIT.window_s / LIMIT.requests)  # the stall bound (0.1 s at this scale) in quota slots
@@ -357,7 +371,7 @@ def test_index_locked_for_a_while_pauses_then_resumes_and_completes(
             data,
             options(sim.url, db, index_wait_s=30.0),
             lambda p: p.eqc.names_done >= 30,
-            lambda: Locker(db, 2.5).process.wait(timeout=30),  # the lock is held 2.5 s, then let go
+            lambda: _hold_lock(db, 2.5),
         )
         repeated = sim.stats()["search_keys_repeated"]
     assert result.summary.status == "completed"
@@ -370,7 +384,7 @@ def test_index_locked_for_a_while_pauses_then_resumes_and_completes(
 def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "index.db"
     IndexStore(db).close()
-    args = [
+    args: list[str | Path] = [
         month_file, "--db", db, "--rate-limit", "10/60ms", "--timeout", "2s", "--index-wait", "60s",
         "--concurrency", "4", "--quiet",
     ]  # fmt: skip
@@ -383,11 +397,13 @@ def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp
         )
         deadline = time.monotonic() + 60
         while sim.stats()["requests"]["search"] < 20:
-            assert time.monotonic() < deadline and run.poll() is None
+            assert time.monotonic() < deadline
+            assert run.poll() is None
             time.sleep(0.01)
         locker = Locker(db, 60)
         while not side_files(db) or side_files(db)[0].stat().st_size == 0 or len(_lines(side_files(db)[0])) < 3:
-            assert time.monotonic() < deadline and run.poll() is None
+            assert time.monotonic() < deadline
+            assert run.poll() is None
             time.sleep(0.01)
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
@@ -404,3 +420,168 @@ def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp
 
 def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_sigkill_mid_run_repeats_at_most_the_requests_in_flight(month_file: Path, tmp_path: Path) -> None:
+    """Commits follow the quota (at least one per slot), so a kill at 1000x loses no more than at 1x."""
+    db = tmp_path / "index.db"
+    args: list[str | Path] = [
+        month_file, "--db", db, "--rate-limit", "10/60ms", "--timeout", "2s", "--concurrency", "4", "--quiet",
+    ]  # fmt: skip
+    with Simulator(sim_config()) as sim:
+        run = subprocess.Popen(
+            [*CLI, "run", *map(str, args), "--eqc-url", sim.url],
+            env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while sim.stats()["requests"]["search"] < 60:
+            assert time.monotonic() < deadline
+            assert run.poll() is None
+            time.sleep(0.002)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        asked_first = set(sim.state.stats.search_keys)
+        again = cli_run(*args, "--eqc-url", sim.url)
+        asked_total = sim.state.stats.search_keys
+    assert again.returncode == 0, again.stderr
+    assert len([key for key in asked_first if asked_total[key] > 1]) <= 4
+
+
+def test_a_full_disk_sends_the_answers_to_the_state_folder_and_the_next_run_loads_them(
+    month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
+) -> None:
+    """The index on a small filesystem that fills up mid-run: the side file beside it cannot be written
+    either, so the answers go to the state folder on another filesystem."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)]
+    mounted = subprocess.run(mount, capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.decode().strip()}")
+    try:
+        data, truth = month
+        db = small / "index.db"
+        IndexStore(db).close()
+
+        def fill() -> None:
+            with contextlib.suppress(OSError), (small / "filler").open("wb", buffering=0) as handle:
+                for _ in range(8192):  # bounded: 32 MiB, twice what fills it
+                    handle.write(b"\0" * 4096)
+
+        with Simulator(sim_config()) as sim:
+            result, _ = run_until(data, options(sim.url, db, index_wait_s=1.0), lambda p: p.eqc.names_done >= 30, fill)
+            asked_first = set(sim.state.stats.search_keys)
+        assert result.summary.status == "index_unavailable"
+        saved = Path(result.summary.side_file or "")
+        assert saved.is_file()
+        assert saved.is_relative_to(tmp_path / "state")
+        (small / "filler").unlink()
+        with Simulator(sim_config()) as back:
+            again = enrich(data, options=options(back.url, db, index_wait_s=5.0))
+            asked_again = set(back.state.stats.search_keys)
+        assert again.summary.status == "completed", again.summary.message
+        assert not saved.exists()
+        assert len(asked_first & asked_again) <= result.summary.concurrency["peak_in_flight"]
+        assert every_known_row_right(again.frame, truth)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+# --- tokens ---------------------------------------------------------------------------------------------------
+
+
+def fresh_token_command(sim: Simulator) -> str:
+    fetch = (
+        "import json, urllib.request; "
+        f"print(json.load(urllib.request.urlopen(urllib.request.Request('{sim.url}/__token', method='POST')))['token'])"
+    )
+    return f'{sys.executable} -c "{fetch}"'
+
+
+def test_a_token_expiring_under_a_deep_queue_is_refreshed_once_per_expiry(tmp_path: Path) -> None:
+    """Tokens die 0.25 s after issue while requests queue for seconds behind the quota: each expiry costs one
+    refresh and at most the requests in flight with the dead token, never a refresh per queued request."""
+    data, truth = make_month(seed=6, rows=1_200, companies=150, existing_id_share=0.0)
+    config = SimulatorConfig(
+        seed=6, latency=(0.02, 0.06), time_scale=1.0, rate_limit=RateLimit(10, 0.06), tokens=(TOKEN,),
+        token_max_age=0.25,
+    )  # fmt: skip
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with Simulator(config) as sim:
+        command = fresh_token_command(sim)
+        opts = options(sim.url, tmp_path / "i.db", token_command=command, rate_limit=RateLimit(10, 0.06))
+        progress = RunProgress()
+        result = asyncio.run(
+            enrich_async(data, options=opts, progress=progress, events=lambda kind, f: seen.append((kind, f)))
+        )
+        stats = sim.stats()
+    summary = result.summary
+    assert summary.status == "completed", summary.message
+    assert summary.eqc.failed == 0
+    refreshes = summary.token_refreshes
+    assert refreshes >= 3  # the run lasted several token lifetimes
+    assert [kind for kind, _ in seen].count("token_refresh") == refreshes
+    refused = stats["unauthorized"] + stats["token_expired"]
+    assert refused <= (refreshes + 1) * (summary.concurrency["peak_in_flight"] + 1)
+    assert every_known_row_right(result.frame, truth)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (None, "the EQC token was rejected (invalid or expired, HTTP 401) and no refresh is configured"),
+        ("exit 3", "token command failed: it exited with status 3"),
+        ("echo not-a-token", "the token printed by the token command was rejected by EQC (invalid)"),
+    ],
+)
+def test_a_token_stop_says_what_is_wrong(command: str | None, expected: str, tmp_path: Path) -> None:
+    frame = pl.DataFrame({"客户名称": ["令牌测试公司甲", "令牌测试公司乙"]})
+    with Simulator(sim_config(latency=(0.0, 0.0))) as sim:
+        result = enrich(frame, options=options(sim.url, tmp_path / "i.db", token="stale", token_command=command))
+    assert result.summary.status == "token_unavailable"
+    assert result.exit_code == 3
+    assert (result.summary.message or "").startswith(expected)
+    assert "stale" not in json.dumps(result.summary.as_dict(), default=str)
+    assert result.summary.eqc.not_asked == 2
+    assert result.summary.eqc.failed == 0
+
+
+# --- no exception is silent -----------------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_in_a_worker_fails_that_name_loudly_and_the_stage_goes_on() -> None:
+    """A library surprise (here: a transport raising RuntimeError, which no real server can make httpx do)
+    becomes a reported failure of that name, never a silent skip."""
+    import httpx
+
+    from eqc_enrich._stats import EqcStats
+    from eqc_enrich._tokens import TokenKeeper
+    from eqc_enrich.eqc import EqcClient
+    from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings
+
+    def explode(request: httpx.Request) -> httpx.Response:
+        if "坏" in request.url.params.get("key", ""):
+            raise RuntimeError("surprise")
+        return httpx.Response(200, json={"list": [], "total": 0})
+
+    async def main() -> tuple[list[LookupOutcome], list[str]]:
+        outcomes: list[LookupOutcome] = []
+        events: list[str] = []
+        client = EqcClient("t", base_url="http://eqc.invalid", timeout=1.0, transport=httpx.MockTransport(explode))
+        lookup = EqcLookup(
+            client, LookupSettings(rate_limit=RateLimit(1000, 1.0), concurrency=1), stats=EqcStats(),
+            tokens=TokenKeeper(client, None), on_outcome=outcomes.append, events=lambda kind, f: events.append(kind),
+        )  # fmt: skip
+        result = await lookup.run(["好公司", "坏公司", "另一家好公司"])
+        await client.aclose()
+        assert result.stopped == ""
+        return outcomes, events
+
+    outcomes, events = asyncio.run(main())
+    by_name = {o.name: o for o in outcomes}
+    assert by_name["坏公司"].status == "failed"
+    assert by_name["坏公司"].error == "unexpected RuntimeError: surprise"
+    assert by_name["好公司"].status == by_name["另一家好公司"].status == "not_found"
+    assert events.count("name_failed") == 1
