@@ -70,6 +70,7 @@ async def run_eqc_stage(
 ) -> StageReport:
     report = StageReport()
     stats = progress.eqc
+    events = _tracking_phase(progress, events)
     client = EqcClient(config.token, base_url=config.eqc_url, timeout=config.timeout_s, observer=stats.record_call)
     try:
         keeper = TokenKeeper(client, config.token_command, events=events)
@@ -129,6 +130,27 @@ async def run_eqc_stage(
         return report
     finally:
         await client.aclose()
+
+
+_PHASES = {
+    "eqc_down": "eqc: waiting for EQC",
+    "eqc_back": "eqc",
+    "index_unwritable": "eqc: waiting for the index",
+    "index_back": "eqc",
+    "stopping": "eqc: stopping",
+}
+"""What the progress display says while the stage waits: no ETA is given then, since none would be true."""
+
+
+def _tracking_phase(progress: RunProgress, events: Events | None) -> Events:
+    def emit(kind: str, fields: dict[str, Any]) -> None:
+        phase = _PHASES.get(kind)
+        if phase is not None and progress.phase != _PHASES["stopping"]:
+            progress.phase = phase
+        if events is not None:
+            events(kind, fields)
+
+    return emit
 
 
 def _not_asked(names: list[str], message: str, progress: RunProgress) -> StageResult:

@@ -165,6 +165,7 @@ class EqcLookup:
         if not self._result.stopped and reason:
             self._result.stopped = reason
             self._result.message = message
+            self._events("stopping", {"reason": reason})
         self._stop_requested = True
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(None)
