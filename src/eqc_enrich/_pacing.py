@@ -6,11 +6,64 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from eqc_enrich._durations import RateLimit
 
 Clock = Callable[[], float]
+
+
+Rule = Callable[[list[float], float, float], float]
+"""`rule(recent_send_times_ascending, paused_until, now) -> send_time`: the pacing rule as a pure function."""
+
+
+def next_send(sends: Sequence[float], paused_until: float, now: float, *, requests: int, span_s: float) -> float:
+    """When the next send may go: never more than `requests` in any `span_s`, and evenly paced once the
+    window is full (one spacing after the slot before), since bunched arrivals are what jitter past the
+    server's window.
+
+    `sends` are the slots as planned, not the (late) wake-ups: the pace advances from its own schedule, so
+    a sleep's overshoot is absorbed instead of accumulating over thousands of sends.
+
+    Pure, so that one rule serves a process alone (an in-memory ledger) and many processes sharing one
+    quota (a ledger in the index database, where `sends` are every process's reserved slots).
+    """
+    earliest = max(now, paused_until)
+    if len(sends) >= requests:
+        earliest = max(earliest, sends[-requests] + span_s, sends[-1] + span_s / requests)
+    return earliest
+
+
+class SendLedger(Protocol):
+    """Where send slots are recorded and reserved: this process's memory, or a table every process shares."""
+
+    async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
+        """Reserve the next slot the rule allows; returns the seconds from now until it."""
+        ...
+
+    def pause_for(self, seconds: float) -> None:
+        """No slot for anyone on this quota in the next `seconds` (a server's Retry-After)."""
+        ...
+
+
+class MemoryLedger:
+    """The slots of one process, in memory: the default, and the pacing a test drives with its own clock."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._sends: deque[float] = deque(maxlen=10_000)
+        self._paused_until = 0.0
+
+    async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
+        now = self._clock()
+        window = list(self._sends)[-recent:] if recent else []
+        slot = rule(window, self._paused_until, now)
+        self._sends.append(slot)
+        return slot - now
+
+    def pause_for(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
 
 
 class SlidingWindowLimiter:
@@ -18,28 +71,32 @@ class SlidingWindowLimiter:
 
     The server counts arrivals, not sends, so a send that travels faster than the one a window before it
     could land inside the server's window. The margin absorbs that jitter. Waiters are served in arrival
-    order (the lock is FIFO), so a retry cannot be starved by fresh requests.
+    order (the lock is FIFO), so a retry cannot be starved by fresh requests. The slots themselves live in
+    a `SendLedger`: this process's memory by default, or the index database when several processes share
+    one EQC account.
     """
 
-    def __init__(self, limit: RateLimit, *, margin_s: float | None = None, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        margin_s: float | None = None,
+        clock: Clock = time.monotonic,
+        ledger: SendLedger | None = None,
+    ) -> None:
         self.limit = limit
         self.margin_s = default_margin(limit) if margin_s is None else margin_s
         self._base_margin_s = self.margin_s
-        self._paced_at = 0.0
         self.widened = 0
         self._clock = clock
-        self._sends: deque[float] = deque(maxlen=limit.requests)
-        self._paused_until = 0.0
+        self._ledger: SendLedger = ledger or MemoryLedger(clock)
+        self._paused_until = 0.0  # this process's view of a pause, to recheck a slot reserved before it
         self._lock = asyncio.Lock()
         self.wait_s = 0.0  # total time callers spent waiting here, for the timing breakdown
 
     @property
     def span_s(self) -> float:
         return self.limit.window_s + self.margin_s
-
-    @property
-    def _spacing_s(self) -> float:
-        return self.span_s / self.limit.requests
 
     @property
     def effective_rate(self) -> float:
@@ -59,38 +116,31 @@ class SlidingWindowLimiter:
     def settle(self) -> None:
         self.margin_s = max(self._base_margin_s, self.margin_s - self._base_margin_s / 100)
 
-    def pause_until(self, deadline: float) -> None:
-        """Hold every send until `deadline` (a server's Retry-After applies to the whole token)."""
-        self._paused_until = max(self._paused_until, deadline)
+    def pause_for(self, seconds: float) -> None:
+        """Hold every send for `seconds` (a server's Retry-After applies to the whole account)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._ledger.pause_for(seconds)
 
-    def next_free(self) -> float:
-        now = self._clock()
-        earliest = max(now, self._paused_until)
-        if len(self._sends) == self.limit.requests:
-            # Full window: its oldest send must age out (the hard rule), and sends keep an even pace. Bunched
-            # arrivals are what jitter past the margin; even ones barely jitter at all.
-            earliest = max(earliest, self._sends[0] + self.span_s, self._paced_at - self._spacing_s / 2)
-        return earliest
-
-    def _stamp(self, now: float) -> None:
-        """Record a send. The pace advances from its own schedule, not from the (late) wake-up, so the
-        sleep's overshoot is absorbed instead of accumulating over thousands of sends."""
-        self._sends.append(now)
-        self._paced_at = max(self._paced_at, now) + self._spacing_s
+    def _rule(self, sends: list[float], paused_until: float, now: float) -> float:
+        return next_send(sends, paused_until, now, requests=self.limit.requests, span_s=self.span_s)
 
     async def acquire(self, stop: asyncio.Future[None] | None = None) -> None:
-        """Wait for a send slot and take it; the caller must send right away (the slot is stamped now).
+        """Reserve a send slot and wait for it; the caller must send right away.
 
-        Raises `Stopped` when `stop` completes first. Runs in the caller's own task, so no scheduling
-        hop separates the stamp from the send.
+        Raises `Stopped` when `stop` completes first (the reserved slot then goes unused). Runs in the
+        caller's own task, so no scheduling hop separates the slot from the send.
         """
         started = self._clock()
         try:
             async with self._lock:
-                # Sleeping under the lock is the point: the next waiter's slot depends on this one's send time.
-                while (delay := self.next_free() - self._clock()) > 0:
-                    await sleep_unless(stop, delay)
-                self._stamp(self._clock())
+                # Waiting under the lock is the point: this process holds at most one future slot, so a
+                # stop wastes at most one, and the slots of other processes interleave with ours.
+                while True:
+                    delay = await self._ledger.reserve(self._rule, recent=self.limit.requests, keep_s=10 * self.span_s)
+                    if delay > 0:
+                        await sleep_unless(stop, delay)
+                    if self._clock() >= self._paused_until:
+                        break  # else a 429's Retry-After came while this slot was waited for: take a later one
         finally:
             self.wait_s += self._clock() - started
 

@@ -347,7 +347,7 @@ class EqcLookup:
             self._stats.rate_limited += 1
             self.limiter.widen()
             if exc.retry_after_s:
-                self.limiter.pause_until(time.monotonic() + exc.retry_after_s)
+                self.limiter.pause_for(exc.retry_after_s)
             raise
         finally:
             if sent is not None:
