@@ -32,6 +32,9 @@ class RunConfig:
     commit_interval_s: float
     outage: OutagePolicy
     index_wait: IndexWaitPolicy
+    quota_key: str  # the EQC account every process on this index shares a rate limit for
+    claim_lease_s: float
+    negative_ttl_s: float
 
     def __repr__(self) -> str:  # the token and the salt never reach a log through a repr
         return f"RunConfig(rate_limit={self.rate_limit}, eqc_url={self.eqc_url!r}, retries={self.retries})"
@@ -65,4 +68,7 @@ def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
         commit_interval_s=max(0.001, min(options.commit_interval_s, slot)),
         outage=outage,
         index_wait=index_wait,
+        quota_key=options.quota_key or settings.eqc_quota_key or (options.eqc_url or settings.eqc_base_url),
+        claim_lease_s=options.claim_lease_s,
+        negative_ttl_s=options.negative_ttl_s,
     )

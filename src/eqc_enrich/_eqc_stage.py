@@ -6,16 +6,21 @@ observers go in; the outcomes, how the stage ended and its pacing figures come o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from eqc_enrich._config import RunConfig
+from eqc_enrich._errors import IndexStoreError
+from eqc_enrich._pacing import SlidingWindowLimiter
 from eqc_enrich._pending import PendingFile
+from eqc_enrich._shared import DatabaseClaims, DatabaseLedger
 from eqc_enrich._stats import RunProgress
 from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import EqcClient
-from eqc_enrich.index import IndexStore
+from eqc_enrich.store import IndexStore
 from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult
 from eqc_enrich.writeback import IndexWriter
 
@@ -64,6 +69,7 @@ async def run_eqc_stage(
     progress: RunProgress,
     rows_per_name: Mapping[str, int],
     side_file: PendingFile,
+    owner: str,
     handle: StopHandle,
     check_token: bool = False,
     events: Events | None = None,
@@ -90,6 +96,9 @@ async def run_eqc_stage(
             if lookup is not None:
                 lookup.stop("index", f"the index could not be written: {error}")
 
+        claims = DatabaseClaims(
+            store, owner, lease_s=config.claim_lease_s, negative_ttl_s=config.negative_ttl_s
+        )
         writer = IndexWriter(
             store,
             interval_s=config.commit_interval_s,
@@ -97,19 +106,27 @@ async def run_eqc_stage(
             policy=config.index_wait,
             events=events,
             on_give_up=index_gave_up,
+            owner=owner,
+        )
+        limiter = SlidingWindowLimiter(
+            settings.rate_limit, margin_s=settings.margin_s, ledger=DatabaseLedger(store, config.quota_key, owner)
         )
         lookup = EqcLookup(
             client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=events,
-            before_send=(writer,),
+            before_send=(writer,), limiter=limiter, claims=claims,
         )  # fmt: skip
         progress.effective_rate = lookup.limiter.effective_rate
         handle.attach(lookup)
         writer.start()
+        renewing = asyncio.create_task(_renew_claims(claims))
         try:
             report.result = await lookup.run(names)
         finally:
+            renewing.cancel()
             await writer.close()
             handle.lookup = None
+            with contextlib.suppress(IndexStoreError):  # unreleased claims expire with their lease anyway
+                await claims.release_all(sorted(lookup.names.claimed))
         stats.token_refreshes = keeper.refreshes
         if writer.gave_up is not None and report.result.stopped in ("", "interrupted"):
             # the answers are all in hand, but not all in the index: that is not a completed run
@@ -130,6 +147,14 @@ async def run_eqc_stage(
         return report
     finally:
         await client.aclose()
+
+
+async def _renew_claims(claims: DatabaseClaims) -> None:
+    """Keep this process's claims alive (a third of the lease apart) until the stage ends."""
+    while True:
+        await asyncio.sleep(claims.lease_s / 3)
+        with contextlib.suppress(IndexStoreError):
+            await claims.renew()
 
 
 _PHASES = {

@@ -21,6 +21,7 @@ class EqcStats:
     not_found: int = 0
     failed: int = 0
     skipped: int = 0
+    elsewhere: int = 0  # names another process answered while this one waited for them
     retries: int = 0
     rate_limited: int = 0
     token_refreshes: int = 0

@@ -91,6 +91,8 @@ class RunOptions:
     eqc_down_wait_s: float | None = None  # how long to wait for an unreachable EQC (OutagePolicy default)
     index_wait_s: float | None = None  # how long answers may wait for an index that cannot be written
     keep_formulas: bool = False  # write text cells starting with = + - @ as they are
+    quota_key: str | None = None  # the shared quota's account (default WDH_EQC_QUOTA_KEY, else the EQC URL)
+    claim_lease_s: float = 60.0  # how long a claim on a name outlives its process
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
 
     def public(self) -> dict[str, Any]:
@@ -354,6 +356,7 @@ class _Run:
                     progress=progress,
                     rows_per_name=rows_per_name,
                     side_file=PendingFile(pending_dirs(store.url, self.options.db_schema), self.summary.run_id),
+                    owner=self.summary.run_id,
                     handle=self.control._handle,
                     check_token=self.options.check_token,
                     events=self.events,
@@ -361,8 +364,12 @@ class _Run:
             self.timer.seconds["index_write"] += stage.write_s
         outcomes = stage.result.outcomes
         eqc_ids = {name: o.hit.company_id for name, o in outcomes.items() if o.status == "found" and o.hit}
-        still_open = [name for name, _ in prepared.pending if name not in eqc_ids]
-        answers = replace(prepared.answers, eqc=eqc_ids, temp=temp_ids(still_open, self.config.salt))
+        # names another process answered while this one waited: the index answers them now
+        late = {name: o.settled_id for name, o in outcomes.items() if o.status == "elsewhere" and o.settled_id}
+        index = {**prepared.answers.index}
+        index[LookupType.CUSTOMER_NAME] = {**index.get(LookupType.CUSTOMER_NAME, {}), **late}
+        still_open = [name for name, _ in prepared.pending if name not in eqc_ids and name not in late]
+        answers = replace(prepared.answers, index=index, eqc=eqc_ids, temp=temp_ids(still_open, self.config.salt))
         resolved = resolve_rows(
             prepared.keyed, answers, id_column=self.options.id_column, source_column=self.options.source_column
         )
@@ -437,6 +444,7 @@ class _Run:
         counts.found, counts.not_found, counts.failed = stats.found, stats.not_found, stats.failed
         counts.names_asked = stats.found + stats.not_found + stats.failed
         counts.not_asked = stats.skipped
+        counts.answered_elsewhere = stats.elsewhere
         summary.eqc = counts
         failed = [o for o in stage.result.outcomes.values() if o.status == "failed"]
         summary.failed_names = [{"name": o.name, "reason": o.error or ""} for o in failed[:_FAILED_NAMES_LISTED]]
@@ -523,6 +531,8 @@ def _unresolved_reasons(prepared: Prepared, outcomes: Mapping[str, LookupOutcome
             reasons[name] = ("failed", outcome.error or "failed")
         elif outcome.status == "skipped":
             reasons[name] = ("not_asked", outcome.error or "not asked")
+        elif outcome.status == "elsewhere":
+            reasons[name] = ("not_found", "EQC did not know it (asked by another run on this index)")
     return reasons
 
 

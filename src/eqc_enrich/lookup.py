@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from eqc_enrich._durations import RateLimit
+from eqc_enrich._names import NameSource, Settled
 from eqc_enrich._outage import EqcDown, EqcOutage
 from eqc_enrich._pacing import ConcurrencyGate, SlidingWindowLimiter, Stopped, sleep_unless
 from eqc_enrich._policies import OutagePolicy, RetryPolicy
+from eqc_enrich._shared import DatabaseClaims
 from eqc_enrich._stats import EqcStats
 from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import (
@@ -41,7 +43,8 @@ from eqc_enrich.eqc import (
 )
 
 _T = TypeVar("_T")
-Status = Literal["found", "not_found", "failed", "skipped"]
+Status = Literal["found", "not_found", "failed", "skipped", "elsewhere"]
+"""`elsewhere`: another process answered the name while this one waited for it (its claim); not asked here."""
 StopReason = Literal["", "interrupted", "token", "eqc_down", "index"]
 _NOT_SENT = object()
 
@@ -82,6 +85,7 @@ class LookupOutcome:
     business: BusinessInfo | None = None
     labels: LabelSet | None = None
     error: str | None = None
+    settled_id: str | None = None  # for `elsewhere`: the id another process found (None: EQC does not know it)
 
 
 @dataclass
@@ -141,6 +145,7 @@ class EqcLookup:
         limiter: SlidingWindowLimiter | None = None,
         gate: ConcurrencyGate | None = None,
         before_send: Sequence[SendCondition] = (),
+        claims: DatabaseClaims | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
@@ -156,6 +161,8 @@ class EqcLookup:
         )
         self.outage = EqcOutage(settings.outage, settings.rate_limit, events=self._events)
         self._before_send = tuple(before_send)
+        self._claims = claims
+        self.names = NameSource(())
         self._stop: asyncio.Future[None] | None = None
         self._stop_requested = False
         self._result = StageResult()
@@ -176,10 +183,16 @@ class EqcLookup:
         self._stop = asyncio.get_running_loop().create_future()
         if self._stop_requested:
             self._stop.set_result(None)
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        for name in names:
-            queue.put_nowait(name)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(min(len(names), self._worker_count()))]
+        limit = self._settings.rate_limit
+        slot = limit.window_s / limit.requests
+        self.names = NameSource(
+            names,
+            self._claims,
+            chunk=max(limit.requests, self.gate.target),
+            # another process answers a name it holds within a latency or so; look again at a few slots' pace
+            recheck_s=min(30.0, max(5 * slot, 0.05)),
+        )
+        workers = [asyncio.create_task(self._worker()) for _ in range(min(len(names), self._worker_count()))]
         try:
             await self._wait_for(workers, self._stop)
         finally:
@@ -208,12 +221,18 @@ class EqcLookup:
             wanted = min(wanted, self._settings.concurrency * 2)
         return max(1, min(256, wanted))
 
-    async def _worker(self, queue: asyncio.Queue[str]) -> None:
+    async def _worker(self) -> None:
         while not self._stop_requested:
             try:
-                name = queue.get_nowait()
-            except asyncio.QueueEmpty:
+                item = await self.names.next(self._stop)
+            except Stopped:
                 return
+            if item is None:
+                return
+            if isinstance(item, Settled):
+                self._finish(LookupOutcome(item.name, "elsewhere", settled_id=item.company_id))
+                continue
+            name = item
             try:
                 outcome = await self._lookup(name)
             except Stopped:
@@ -360,10 +379,13 @@ class EqcLookup:
 
     def _finish(self, outcome: LookupOutcome) -> None:
         self._result.outcomes[outcome.name] = outcome
+        self.names.done(outcome.name)
         if outcome.status == "found":
             self._stats.found += 1
         elif outcome.status == "not_found":
             self._stats.not_found += 1
+        elif outcome.status == "elsewhere":
+            self._stats.elsewhere += 1
         else:
             self._stats.failed += 1
         self._on_outcome(outcome)

@@ -29,7 +29,7 @@ def eta_seconds(progress: RunProgress, now: float | None = None) -> float | None
     if progress.phase != "eqc" or stats.started_at is None or progress.effective_rate <= 0:
         return None
     now = time.monotonic() if now is None else now
-    remaining_names = max(0, progress.names_for_eqc - stats.names_done)
+    remaining_names = max(0, progress.names_for_eqc - stats.names_done - stats.elsewhere)
     if remaining_names == 0:
         return 0.0
     calls_per_name = _calls_per_name(progress)

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     eqc_rate_limit: int = Field(default=10, ge=1)
     eqc_rate_limit_window: float = Field(default=60.0, gt=0)
     alias_salt: SecretStr = SecretStr("")
+    eqc_quota_key: str | None = None  # several EQC accounts behind one URL: name each account's shared quota
 
     @property
     def rate_limit(self) -> RateLimit:

@@ -53,7 +53,8 @@ EXIT_CODES: dict[str, int] = {
 
 @dataclass
 class EqcCounts:
-    """Names, not requests: `names_planned` = asked + not_asked, and asked = found + not_found + failed."""
+    """Names, not requests: `names_planned` = asked + not_asked + answered_elsewhere, and
+    asked = found + not_found + failed."""
 
     names_planned: int = 0
     names_asked: int = 0
@@ -61,6 +62,7 @@ class EqcCounts:
     not_found: int = 0
     failed: int = 0
     not_asked: int = 0
+    answered_elsewhere: int = 0  # another run on the index answered them while this one waited: not asked here
     too_long: int = 0  # keys too long for a request EQC can take: never sent
     negative_cache_hits: int = 0
     over_budget: int = 0

@@ -30,6 +30,8 @@ FORMER_NAME_FACTOR = 0.9
 def batch_for(outcome: LookupOutcome, *, keep_payloads: bool = True) -> WriteBatch:
     """What one answer teaches the index; failures and skips teach nothing."""
     batch = WriteBatch()
+    if outcome.status in ("found", "not_found", "failed"):
+        batch.released.append(outcome.name)  # the claim goes in the same commit as the answer
     if outcome.status == "not_found":
         batch.negatives.append(outcome.name)
         return batch
@@ -81,8 +83,10 @@ class IndexWriter:
         policy: IndexWaitPolicy | None = None,
         events: Callable[[str, dict[str, Any]], None] | None = None,
         on_give_up: Callable[[str], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self._store = store
+        self._owner = owner
         self._interval_s = interval_s
         self._keep_payloads = keep_payloads
         self._side = side_file
@@ -118,6 +122,8 @@ class IndexWriter:
 
     def add(self, outcome: LookupOutcome) -> None:
         batch = batch_for(outcome, keep_payloads=self._keep_payloads)
+        if self._owner is None:
+            batch.released.clear()  # no claims were taken: nothing to give back
         self._pending.extend(batch)
         if not self.writable:
             self._spill(batch)
@@ -171,7 +177,7 @@ class IndexWriter:
             return True
         batch, self._pending = self._pending, WriteBatch()
         started = time.perf_counter()
-        write = asyncio.ensure_future(asyncio.to_thread(self._store.write, batch))
+        write = asyncio.ensure_future(asyncio.to_thread(self._store.write, batch, owner=self._owner))
         try:
             while True:
                 done, _ = await asyncio.wait({write}, timeout=self._policy.stall_s)

@@ -1,0 +1,103 @@
+"""Sharing one EQC account and one index between processes: the quota in the database, and claims on names.
+
+Several jobs (other months, other domains, a standing worker, several hosts) use one index and one EQC
+account. Each process alone would pace only itself, so together they would overrun the quota, and two of
+them would ask the same name. Here the coordination lives in the index database itself, no other server:
+
+- `DatabaseLedger`: every send slot of every process is a row reserved in a short transaction under the
+  pacing rule, so together they never exceed the limit and stay evenly paced.
+- `DatabaseClaims`: a name is claimed (owner and lease) before it is asked; a name another process holds is
+  put aside and taken from the index once that process has answered it. A claim is a lease renewed while
+  its process lives; a dead process's claims expire and are taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from eqc_enrich._errors import IndexStoreError
+from eqc_enrich._pacing import Rule
+from eqc_enrich.keys import LookupType
+from eqc_enrich.store import IndexStore, utcnow
+
+__all__ = ["ClaimRound", "DatabaseClaims", "DatabaseLedger"]
+
+
+class DatabaseLedger:
+    """The shared quota: slots reserved in the index database, seen by every process on the account."""
+
+    def __init__(self, store: IndexStore, quota_key: str, owner: str) -> None:
+        self._store = store
+        self._key = quota_key
+        self._owner = owner
+        self._pauses: set[asyncio.Task[None]] = set()
+
+    async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
+        asked = time.monotonic()
+        slot, now = await asyncio.to_thread(
+            self._store.quota.reserve, self._key, self._owner, rule, recent=recent, keep_s=keep_s
+        )
+        # `now` is the database's clock while the lock was held: about half the round trip ago
+        return slot - now - (time.monotonic() - asked) / 2
+
+    def pause_for(self, seconds: float) -> None:
+        """Tell every process on the account (fire and forget: this process pauses itself locally too)."""
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._pause, seconds))
+        self._pauses.add(task)
+        task.add_done_callback(self._pauses.discard)
+
+    def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(IndexStoreError):
+            self._store.quota.pause(self._key, self._store.quota.clock() + seconds)
+
+
+@dataclass
+class ClaimRound:
+    """What one claim of a chunk of names found."""
+
+    mine: list[str] = field(default_factory=list)  # claimed by this process now: ask them
+    held: list[str] = field(default_factory=list)  # another live process holds them: come back later
+    found: dict[str, str] = field(default_factory=dict)  # answered in the index since the run began: name -> id
+    not_found: list[str] = field(default_factory=list)  # EQC told another process it does not know them
+
+
+class DatabaseClaims:
+    """Claims on names in the index database, with the index checked first (someone may have answered)."""
+
+    def __init__(self, store: IndexStore, owner: str, *, lease_s: float, negative_ttl_s: float) -> None:
+        self._store = store
+        self.owner = owner
+        self.lease_s = lease_s
+        self._negative_ttl_s = negative_ttl_s
+
+    async def claim(self, names: Sequence[str]) -> ClaimRound:
+        return await asyncio.to_thread(self._claim, list(names))
+
+    def _claim(self, names: list[str]) -> ClaimRound:
+        round_ = ClaimRound()
+        store = self._store
+        with store.transaction() as conn:
+            wanted = {LookupType.CUSTOMER_NAME: names}
+            entries = store.entries.lookup(wanted, conn=conn)
+            round_.found = {key: entry.company_id for (key, _), entry in entries.items()}
+            since = utcnow() - timedelta(seconds=self._negative_ttl_s)
+            round_.not_found = sorted(store.negatives.known(names, asked_since=since, conn=conn) - set(round_.found))
+            answered = set(round_.found) | set(round_.not_found)
+            open_names = [name for name in names if name not in answered]
+            mine = store.claims.claim(open_names, self.owner, self.lease_s, conn=conn) if open_names else set()
+        round_.mine = [name for name in open_names if name in mine]
+        round_.held = [name for name in open_names if name not in mine]
+        return round_
+
+    async def renew(self) -> None:
+        await asyncio.to_thread(self._store.claims.renew, self.owner, self.lease_s)
+
+    async def release_all(self, names: Sequence[str]) -> None:
+        """Give back the claims on names this process will not answer (a stop, a failure to hand on)."""
+        if names:
+            await asyncio.to_thread(self._store.claims.release, list(names), self.owner)
