@@ -24,7 +24,6 @@ from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich._tokens import TokenKeeper, run_token_command
 from eqc_enrich.eqc import SEARCH, EqcClient
 from eqc_enrich.events import EventSink
-from eqc_enrich.index import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
 from eqc_enrich.keys import LookupType
 from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult
 from eqc_enrich.model import Latency, Workload, lower_bound, sequential_time
@@ -34,11 +33,13 @@ from eqc_enrich.resolve import (
     NAME_KEY,
     Answers,
     Columns,
+    LegacyKeys,
     Overrides,
     distinct_keys,
     index_hits,
     index_maps,
     learn_existing_ids,
+    learn_existing_plan_ids,
     names_for_eqc,
     onto_rows,
     resolve_rows,
@@ -48,11 +49,12 @@ from eqc_enrich.resolve import (
     wanted_index_keys,
 )
 from eqc_enrich.settings import Settings, load_settings
+from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
 from eqc_enrich.summary import EqcCounts, PhaseTimer, RunSummary
 from eqc_enrich.writeback import IndexWriter
 
 BACKFLOW_SOURCE = "backflow"
-BACKFLOW_CONFIDENCE = 0.90
+BACKFLOW_CONFIDENCE = 1.00
 DEFAULT_NEGATIVE_TTL_S = 30 * 86_400.0
 
 
@@ -263,16 +265,26 @@ class _Run:
         since = utcnow() - timedelta(seconds=refresh) if refresh is not None else None
         wanted = wanted_index_keys(keyed)
         entries = store.lookup(wanted, updated_since=since)
-        self._record_index_hits(wanted, entries)
+        legacy = LegacyKeys.for_misses(keyed, self.columns.name, entries)
+        old_forms = store.lookup(legacy.wanted(), updated_since=since)
+        self._record_index_hits(wanted, entries, legacy.counts(old_forms))
         negatives: set[str] = set()
         if not self.options.retry_not_found:
             asked_since = utcnow() - timedelta(seconds=self.options.negative_ttl_s)
             negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
-        answers = Answers(overrides=overrides, index=index_maps(entries), learned=learn_existing_ids(keyed))
+        answers = Answers(
+            overrides=overrides,
+            index=index_maps(entries),
+            learned=learn_existing_ids(keyed),
+            legacy=legacy.answers(old_forms),
+        )
         return answers, negatives
 
     def _record_index_hits(
-        self, wanted: Mapping[str, list[str]], entries: Mapping[tuple[str, str], IndexEntry]
+        self,
+        wanted: Mapping[str, list[str]],
+        entries: Mapping[tuple[str, str], IndexEntry],
+        legacy: Mapping[str, dict[str, int]],
     ) -> None:
         found_by_type: dict[str, int] = {}
         for _, kind in entries:
@@ -280,6 +292,7 @@ class _Run:
         self.summary.index_hits_by_type = {
             str(kind): {"asked": len(keys), "found": found_by_type.get(str(kind), 0)} for kind, keys in wanted.items()
         }
+        self.summary.index_hits_by_type.update(legacy)  # `<type>_legacy`: old key forms asked and found
 
     def _select_eqc_names(self, pending: list[tuple[str, int]], negatives: set[str]) -> tuple[list[str], EqcCounts]:
         counts = EqcCounts()
@@ -390,16 +403,21 @@ class _Run:
     def _learn_backflow_and_hits(
         self, store: IndexStore, keyed: pl.DataFrame, answers: Answers, resolved: pl.DataFrame
     ) -> None:
-        known = answers.index.get(LookupType.CUSTOMER_NAME, {})
+        """Existing ids become index rows (names normalized, plan codes raw) unless the index already says so."""
+        learned = (
+            (LookupType.CUSTOMER_NAME, answers.learned),
+            (LookupType.PLAN_CODE, learn_existing_plan_ids(keyed)),
+        )
         batch = WriteBatch(
             entries=[
-                IndexEntry(name, LookupType.CUSTOMER_NAME, company_id, BACKFLOW_CONFIDENCE, BACKFLOW_SOURCE)
-                for name, company_id in answers.learned.items()
-                if name not in known
+                IndexEntry(key, kind, company_id, BACKFLOW_CONFIDENCE, BACKFLOW_SOURCE)
+                for kind, found in learned
+                for key, company_id in found.items()
+                if answers.index.get(kind, {}).get(key) != company_id
             ]
         )
         store.write(batch)
-        store.record_hits(index_hits(resolved, source_column=self.options.source_column))
+        store.record_hits(index_hits(resolved, answers, source_column=self.options.source_column))
 
     def _summarize_resolution(
         self, resolved: pl.DataFrame, stage: StageResult, counts: EqcCounts, *, rows: int
