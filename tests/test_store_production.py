@@ -210,7 +210,8 @@ def test_plan_and_run_as_a_least_privileged_role_find_old_key_forms_and_touch_ro
     before = index_rows(admin, schema)
 
     sim = sim_factory()
-    known = build_universe(sim.config.seed, sim.config.universe_size).companies[:2]
+    companies = build_universe(sim.config.seed, sim.config.universe_size).companies
+    known = [companies[0], next(company for company in companies if company.former_names)]
     names = [*LEGACY_NAMES, "甲乙丙有限公司", known[0].name, known[1].name, "回流测试有限公司"]
     month = tmp_path / "month.parquet"
     pl.DataFrame(
@@ -255,8 +256,10 @@ def test_plan_and_run_as_a_least_privileged_role_find_old_key_forms_and_touch_ro
     added = {key: row for key, row in after.items() if key not in before}
     old_forms = {"平市鑫源煤业有限公司", "某某科技有限公司", "华夏远航-已转出"}
     assert not {key for key, _ in added} & old_forms  # never written under an old form
-    provenance = {(row["source"], row["source_domain"], row["confidence"]) for row in added.values()}
-    assert ("eqc_api", "eqc_sync_lookup", Decimal("1.00")) in provenance
+    provenance = {(kind, row["source"], row["source_domain"]) for (_, kind), row in added.items()}
+    assert ("customer_name", "eqc_api", "eqc_sync_lookup") in provenance
+    assert ("former_name", "eqc_api", "eqc_sync_former_name") in provenance
+    assert added[(known[0].name, "customer_name")]["confidence"] == Decimal("1.00")  # 全称精确匹配
     assert added[("回流测试有限公司", "customer_name")]["source"] == "backflow"
     assert added[("P7007", "plan_code")]["company_id"] == "612300001"  # the plan's only rows agree on one id
     assert {row["source"] for row in added.values()} <= {"eqc_api", "backflow"}

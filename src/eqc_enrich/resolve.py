@@ -219,14 +219,15 @@ def learn_existing_plan_ids(keyed: pl.DataFrame) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class LegacyKeys:
-    """Old key forms to ask for names whose canonical key the index lacks (lookup type -> key -> forms).
+    """Old key forms (name key -> forms) for names whose canonical key neither `customer_name` nor
+    `former_name` has; both types are asked for them.
 
-    Only `customer_name` and `former_name` are tried, each for the keys that type missed; the forms come
-    from the raw names as the input spells them (`_legacy_keys.legacy_name_keys`). Nothing is ever written
-    under an old form.
+    A name the index knows under its canonical key resolves before an old form could, so only the misses
+    are worth a second query. The forms come from the raw names as the input spells them
+    (`_legacy_keys.legacy_name_keys`). Nothing is ever written under an old form.
     """
 
-    forms: Mapping[str, Mapping[str, list[str]]] = field(default_factory=dict)
+    forms: Mapping[str, list[str]] = field(default_factory=dict)
 
     TYPES: ClassVar[tuple[str, ...]] = (LookupType.CUSTOMER_NAME, LookupType.FORMER_NAME)
 
@@ -234,45 +235,39 @@ class LegacyKeys:
     def for_misses(
         cls, keyed: pl.DataFrame, name_column: str, found: Mapping[tuple[str, str], IndexEntry]
     ) -> LegacyKeys:
-        names = keyed.filter(pl.col(NAME_KEY) != "").select(pl.col(name_column).cast(pl.String), NAME_KEY).unique()
-        forms: dict[str, dict[str, list[str]]] = {}
-        for kind in cls.TYPES:
-            per_key: dict[str, list[str]] = {}
-            for raw, key in names.iter_rows():
-                if (key, kind) not in found and raw is not None:
-                    known = per_key.setdefault(key, [])
-                    known.extend(form for form in legacy_name_keys(raw) if form not in known)
-            forms[kind] = {key: found_forms for key, found_forms in per_key.items() if found_forms}
-        return cls(forms)
+        known = {key for key, kind in found if kind in cls.TYPES}
+        names = keyed.filter((pl.col(NAME_KEY) != "") & ~pl.col(NAME_KEY).is_in(list(known)))
+        forms: dict[str, list[str]] = {}
+        for raw, key in names.select(pl.col(name_column).cast(pl.String), NAME_KEY).unique().iter_rows():
+            if raw is not None:
+                collected = forms.setdefault(key, [])
+                collected.extend(form for form in legacy_name_keys(raw) if form not in collected)
+        return cls({key: collected for key, collected in forms.items() if collected})
 
     def wanted(self) -> dict[str, list[str]]:
-        """What to ask the index: every old form per lookup type."""
-        wanted: dict[str, list[str]] = {}
-        for kind, per_key in self.forms.items():
-            keys = list(dict.fromkeys(form for forms in per_key.values() for form in forms))
-            if keys:
-                wanted[kind] = keys
-        return wanted
+        """What to ask the index: every old form, under each name type."""
+        keys = self._all_forms()
+        return dict.fromkeys(self.TYPES, keys) if keys else {}
 
     def answers(self, found: Mapping[tuple[str, str], IndexEntry]) -> dict[str, IndexEntry]:
-        """Name key -> the entry of its first old form found (`customer_name` forms before `former_name`)."""
+        """Name key -> the entry of its first old form found (`customer_name` before `former_name`)."""
         result: dict[str, IndexEntry] = {}
-        for kind in self.TYPES:
-            for key, forms in self.forms.get(kind, {}).items():
-                if key in result:
-                    continue
-                entry = next((found[(form, kind)] for form in forms if (form, kind) in found), None)
-                if entry is not None:
-                    result[key] = entry
+        for key, forms in self.forms.items():
+            entry = next((found[(f, kind)] for kind in self.TYPES for f in forms if (f, kind) in found), None)
+            if entry is not None:
+                result[key] = entry
         return result
 
     def counts(self, found: Mapping[tuple[str, str], IndexEntry]) -> dict[str, dict[str, int]]:
         """`{"customer_name_legacy": {"asked": keys, "found": keys}, ...}` for the summary."""
-        counts: dict[str, dict[str, int]] = {}
-        for kind, keys in self.wanted().items():
-            hits = sum(1 for key in keys if (key, kind) in found)
-            counts[f"{kind}_legacy"] = {"asked": len(keys), "found": hits}
-        return counts
+        keys = self._all_forms()
+        return {
+            f"{kind}_legacy": {"asked": len(keys), "found": sum(1 for key in keys if (key, kind) in found)}
+            for kind in self.TYPES
+        }
+
+    def _all_forms(self) -> list[str]:
+        return list(dict.fromkeys(form for forms in self.forms.values() for form in forms))
 
 
 def _candidates(answers: Answers) -> list[tuple[str, pl.Expr]]:
