@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from eqc_enrich.index import IndexStore
 from eqc_enrich.simulator import build_universe
+from eqc_enrich.store import IndexStore
 
 DISTINCT_NAMES = 100_000
 _MARKERS = ("-已转出", "（已转出）", "(终止)", "-待转出", "(团托)", "及下属子企业", "-养老", "-福利")

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from eqc_enrich.index import IndexEntry, IndexStore
 from eqc_enrich.keys import LookupType
+from eqc_enrich.store import IndexEntry, IndexStore
 
 INDEX_ROWS = 1_000_000
 LOOKUP_KEYS = 100_000

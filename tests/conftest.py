@@ -3,25 +3,32 @@
 - `sim_factory`: start EQC simulators (`Simulator`) with test-friendly defaults; stopped at teardown.
 - `scripted_server`: a tiny stdlib HTTP server answering whatever the test scripts (status, headers, body),
   for answers the simulator cannot produce (403, 404, HTTP-date `Retry-After`, wrong-shape bodies, ...).
+- `index_db`: the same test on a SQLite file and on a fresh schema of the PostgreSQL server named by
+  `EQC_ENRICH_TEST_PG_URL`; `pg_schema`: just the latter (server URL, schema name).
 
-Both are real sockets on 127.0.0.1; nothing is mocked.
+The servers are real sockets on 127.0.0.1, the databases real files and servers; nothing is mocked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 from eqc_enrich._durations import RateLimit
 from eqc_enrich.simulator import Simulator, SimulatorConfig
+from eqc_enrich.store import IndexStore, init_index
 
 SIM_DEFAULTS: Mapping[str, Any] = {
     "latency": (0.0, 0.0),
@@ -177,3 +184,58 @@ def scripted_server() -> Iterator[ScriptedServer]:
         yield server
     finally:
         server.stop()
+
+
+# --- index databases: a real SQLite file, and a schema of a real PostgreSQL ---------------------------------
+
+PG_URL_ENV = "EQC_ENRICH_TEST_PG_URL"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDb:
+    """Where a test's index lives: `url` (a SQLite file URL, or the PostgreSQL server) and `schema`."""
+
+    url: str
+    schema: str | None
+    dialect: str
+
+    def open(self, **kwargs: Any) -> IndexStore:
+        """The store, after `index init` has created the tables (what the database owner does once)."""
+        init_index(self.url, schema=self.schema)
+        return IndexStore(self.url, schema=self.schema, **kwargs)
+
+    def cli(self) -> list[str]:
+        """`--db` and `--db-schema` for the command line."""
+        return ["--db", self.url, *(["--db-schema", self.schema] if self.schema else [])]
+
+
+def pg_url() -> str:
+    """The test server's URL; the test is skipped without one (and fails in CI, which must provide it)."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {PG_URL_ENV} (.ci/run starts PostgreSQL)")
+        pytest.skip(f"no PostgreSQL: set {PG_URL_ENV}")
+    return url
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(server URL, a fresh schema name): tests never see each other's rows; the schema is dropped after."""
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield url, schema
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def index_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexDb]:
+    """The same test on a SQLite file and on PostgreSQL (a schema of its own)."""
+    if request.param == "sqlite":
+        yield IndexDb(f"sqlite:///{tmp_path / 'index.db'}", None, "sqlite")
+        return
+    url, schema = request.getfixturevalue("pg_schema")
+    yield IndexDb(url, schema, "postgresql")

@@ -26,9 +26,9 @@ import polars as pl
 import pytest
 
 from eqc_enrich import RateLimit, RunOptions, RunProgress, enrich, enrich_async
-from eqc_enrich.index import IndexStore
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
+from eqc_enrich.store import IndexStore
 
 SCALE = 1000.0
 LIMIT = RateLimit(10, 60.0).scaled(SCALE)

@@ -2,67 +2,65 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 
-from eqc_enrich import IndexStoreError
-from eqc_enrich.index import IndexEntry, IndexStore, Payload, WriteBatch, redact_url
+from eqc_enrich import IndexConnectionError, IndexStoreError
+from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch, redact_url
 
-PG_URL = os.environ.get("EQC_ENRICH_TEST_PG_URL")
+if TYPE_CHECKING:
+    from tests.conftest import IndexDb
+
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexStore]:
-    if request.param == "sqlite":
-        opened = IndexStore(tmp_path / "index.db")
-        yield opened
-        opened.close()
-        return
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide EQC_ENRICH_TEST_PG_URL (.ci/run starts PostgreSQL)")
-        pytest.skip("no PostgreSQL: set EQC_ENRICH_TEST_PG_URL")
-    schema = f"t_{uuid.uuid4().hex[:12]}"  # a schema per test: tests never see each other's rows
-    opened = IndexStore(PG_URL, schema=schema)
+@pytest.fixture
+def store(index_db: IndexDb) -> Iterator[IndexStore]:
+    opened = index_db.open()
     yield opened
     opened.close()
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
 
 
-def entry(company_id: str, confidence: float, key: str = "示例公司", source: str = "eqc_api") -> IndexEntry:
-    return IndexEntry(key, "customer_name", company_id, confidence, source)
+def entry(
+    company_id: str, confidence: float, key: str = "示例公司", source: str = "eqc_api", domain: str | None = None
+) -> IndexEntry:
+    return IndexEntry(key, "customer_name", company_id, confidence, source, source_domain=domain)
 
 
 def row(store: IndexStore, key: str = "示例公司", kind: str = "customer_name") -> dict[str, Any]:
-    t = store.index
-    engine = store._engine
-    with engine.connect() as conn:
+    t = store.entries.table
+    with store._engine.connect() as conn:
         found = conn.execute(sa.select(t).where(t.c.lookup_key == key, t.c.lookup_type == kind)).mappings().one()
     return dict(found)
 
 
 def test_upsert_keeps_the_stronger_answer_and_counts_hits(store: IndexStore) -> None:
-    store.write(WriteBatch(entries=[entry("A", 0.80)]))
-    store.write(WriteBatch(entries=[entry("B", 0.80, source="manual")]))  # equal: not strictly higher
+    store.write(WriteBatch(entries=[entry("A", 0.80, domain="eqc_sync_lookup")]))
+    fresh = row(store)
+    assert (fresh["hit_count"], fresh["source_domain"]) == (0, "eqc_sync_lookup")
+    assert fresh["last_hit_at"] is not None  # a new row is stamped as used
+    store.write(WriteBatch(entries=[entry("B", 0.80, source="manual", domain="eqc_gui_manual")]))  # equal
     first = row(store)
     assert (first["company_id"], float(first["confidence"]), first["source"]) == ("A", 0.80, "eqc_api")
-    store.write(WriteBatch(entries=[entry("C", 0.95, source="manual")]))
+    assert first["source_domain"] == "eqc_sync_lookup"  # provenance travels with the id
+    store.write(WriteBatch(entries=[entry("C", 0.95, source="manual", domain="eqc_gui_manual")]))
     store.write(WriteBatch(entries=[entry("D", 0.60)]))
     final = row(store)
     assert (final["company_id"], float(final["confidence"]), final["source"]) == ("C", 0.95, "manual")
+    assert final["source_domain"] == "eqc_gui_manual"
     assert final["hit_count"] == 3  # every upsert after the first bumps it
+    assert final["updated_at"] >= first["updated_at"]
     assert store.count_entries() == 1
+
+
+def test_a_stronger_answer_without_provenance_clears_the_old_provenance(store: IndexStore) -> None:
+    store.write(WriteBatch(entries=[entry("A", 0.80, domain="eqc_sync_lookup")]))
+    store.write(WriteBatch(entries=[IndexEntry("示例公司", "customer_name", "B", 1.0, "backflow")]))
+    assert (row(store)["company_id"], row(store)["source_domain"]) == ("B", None)
 
 
 def test_one_batch_may_name_a_key_twice(store: IndexStore) -> None:
@@ -94,19 +92,21 @@ def test_payloads_are_never_overwritten_with_nothing(store: IndexStore) -> None:
     store.write(WriteBatch(payloads=[Payload("1", "示例", {"companyId": "1"}, {"businessInfodto": {"x": 1}})]))
     store.write(WriteBatch(payloads=[Payload("1", labels_json={"labels": []})]))
     with store._engine.connect() as conn:
-        saved = conn.execute(sa.select(store.payload)).mappings().one()
+        saved = conn.execute(sa.select(store.payloads.table)).mappings().one()
     assert saved["search_json"] == {"companyId": "1"}
     assert saved["depart_json"] == {"businessInfodto": {"x": 1}}
     assert saved["labels_json"] == {"labels": []}
     assert saved["search_key"] == "示例"
 
 
-def test_record_hits_bumps_counts_and_stamps_use(store: IndexStore) -> None:
-    store.write(WriteBatch(entries=[entry("A", 1.0)]))
-    store.record_hits({("示例公司", "customer_name"): 41, ("不存在", "customer_name"): 3})
+def test_record_hits_counts_one_use_per_key_per_call(store: IndexStore) -> None:
+    store.write(WriteBatch(entries=[entry("A", 1.0), IndexEntry("P1", "plan_code", "A", 1.0, "yaml")]))
+    store.record_hits({("示例公司", "customer_name"), ("不存在", "customer_name"), ("P1", "plan_code")})
+    store.record_hits([("示例公司", "customer_name"), ("示例公司", "customer_name")])  # the same use, named twice
     used = row(store)
-    assert used["hit_count"] == 41
+    assert used["hit_count"] == 2
     assert used["last_hit_at"] is not None
+    assert row(store, "P1", "plan_code")["hit_count"] == 1
 
 
 def test_run_journal(store: IndexStore) -> None:
@@ -118,10 +118,31 @@ def test_run_journal(store: IndexStore) -> None:
     assert run["settings_json"] == {"rate_limit": "10/60s"}
 
 
+def test_answers_and_their_claims_commit_together(store: IndexStore) -> None:
+    assert store.claims.claim(["示例公司", "乙公司"], "run-1", 60.0) == {"示例公司", "乙公司"}
+    store.write(WriteBatch(entries=[entry("A", 1.0)], released=["示例公司"]), owner="run-1")
+    assert store.claims.held_by_others(["示例公司", "乙公司"], "run-2") == {"乙公司"}
+    with pytest.raises(ValueError, match="owner"):
+        store.write(WriteBatch(released=["乙公司"]))
+
+
+def test_a_failed_commit_keeps_the_claims_and_stores_nothing(store: IndexStore) -> None:
+    store.claims.claim(["示例公司"], "run-1", 60.0)
+    too_long = "x" * 200  # the source column holds 50 characters: PostgreSQL refuses the row
+    batch = WriteBatch(entries=[entry("A", 1.0), entry("B", 1.0, key="乙", source=too_long)], released=["示例公司"])
+    if store.dialect == "sqlite":  # SQLite stores any length: make the batch fail on a NOT NULL instead
+        batch.entries.append(IndexEntry("丙", "customer_name", None, 1.0, "x"))  # type: ignore[arg-type]
+    with pytest.raises(IndexStoreError):
+        store.write(batch, owner="run-1")
+    assert store.count_entries() == 0
+    assert store.claims.held_by_others(["示例公司"], "run-2") == {"示例公司"}
+
+
 def test_a_bad_database_is_one_line_without_the_password() -> None:
-    with pytest.raises(IndexStoreError) as caught:
+    with pytest.raises(IndexConnectionError) as caught:
         IndexStore("postgresql+psycopg://user:s3cret@127.0.0.1:1/db")
     message = str(caught.value)
     assert "s3cret" not in message
     assert "\n" not in message
+    assert caught.value.transient
     assert "s3cret" not in redact_url("postgresql://u:s3cret@h/db")

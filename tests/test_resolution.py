@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from eqc_enrich import ConfigError, InputError, RunOptions, enrich, temp_company_id
-from eqc_enrich.index import IndexEntry, IndexStore, WriteBatch
 from eqc_enrich.output import write_table
 from eqc_enrich.read import read_table
+from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
 
 SALT = "test_salt"
 

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from eqc_enrich import RateLimit, RunControl, RunOptions, RunProgress, enrich, enrich_async, temp_company_id
-from eqc_enrich.index import IndexStore
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
+from eqc_enrich.store import IndexStore
 
 SCALE = 1000.0
 STORY_LIMIT = RateLimit(10, 60.0)
@@ -268,7 +268,7 @@ def test_details_fetches_and_stores_business_info_and_labels(tmp_path: Path) -> 
     store = IndexStore(db)
     try:
         with store._engine.connect() as conn:
-            payloads = conn.execute(sa.select(store.payload)).mappings().all()
+            payloads = conn.execute(sa.select(store.payloads.table)).mappings().all()
     finally:
         store.close()
     assert len(payloads) == len({p["company_id"] for p in payloads}) >= 1

@@ -9,15 +9,22 @@ The command line (`eqc-enrich run ...`) is a thin layer over these functions.
 """
 
 from eqc_enrich._durations import RateLimit, parse_duration, parse_rate_limit
-from eqc_enrich._errors import ConfigError, EqcEnrichError, IndexStoreError, InputError
+from eqc_enrich._errors import (
+    ConfigError,
+    EqcEnrichError,
+    IndexBusyError,
+    IndexConnectionError,
+    IndexStoreError,
+    InputError,
+)
 from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich.enrich import EnrichResult, PlanReport, RunControl, RunOptions, enrich, enrich_async, plan
 from eqc_enrich.eqc import EqcError
-from eqc_enrich.index import IndexStore
 from eqc_enrich.keys import LookupType, normalize_name, temp_company_id
 from eqc_enrich.model import Latency, Workload, lower_bound
 from eqc_enrich.resolve import Columns, Overrides
 from eqc_enrich.settings import Settings, load_settings
+from eqc_enrich.store import IndexStore
 from eqc_enrich.summary import RunSummary
 
 __version__ = "0.1.0"
@@ -29,6 +36,8 @@ __all__ = [
     "EqcEnrichError",
     "EqcError",
     "EqcStats",
+    "IndexBusyError",
+    "IndexConnectionError",
     "IndexStore",
     "IndexStoreError",
     "InputError",

@@ -20,8 +20,8 @@ from eqc_enrich._shared import DatabaseClaims, DatabaseLedger
 from eqc_enrich._stats import RunProgress
 from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import EqcClient
-from eqc_enrich.store import IndexStore
 from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult
+from eqc_enrich.store import IndexStore
 from eqc_enrich.writeback import IndexWriter
 
 __all__ = ["StageReport", "StopHandle", "run_eqc_stage"]

@@ -17,3 +17,19 @@ class InputError(EqcEnrichError):
 
 class IndexStoreError(EqcEnrichError):
     """The enrichment index cannot be opened, read or written."""
+
+    transient: bool = False
+    """True when the same call may succeed later unchanged (a lock held by another process, a lost connection)."""
+
+
+class IndexBusyError(IndexStoreError):
+    """Another process holds the lock this call waited for past the timeout (SQLite busy, PostgreSQL lock timeout,
+    serialization failure or deadlock): retrying later is the remedy."""
+
+    transient = True
+
+
+class IndexConnectionError(IndexStoreError):
+    """The database could not be reached, or the connection was lost mid-call."""
+
+    transient = True

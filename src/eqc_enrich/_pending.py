@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from eqc_enrich.index import IndexEntry, Payload, WriteBatch, redact_url
+from eqc_enrich.store import IndexEntry, Payload, WriteBatch, redact_url
 
 try:  # POSIX advisory locks; where they do not exist (Windows) files are loaded without the liveness check
     import fcntl

@@ -82,7 +82,7 @@ class DatabaseClaims:
         round_ = ClaimRound()
         store = self._store
         with store.transaction() as conn:
-            wanted = {LookupType.CUSTOMER_NAME: names}
+            wanted: dict[str, list[str]] = {LookupType.CUSTOMER_NAME: names}
             entries = store.entries.lookup(wanted, conn=conn)
             round_.found = {key: entry.company_id for (key, _), entry in entries.items()}
             since = utcnow() - timedelta(seconds=self._negative_ttl_s)

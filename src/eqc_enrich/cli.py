@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from eqc_enrich import _cli_sandbox, bench
+from eqc_enrich import _cli_index, _cli_sandbox, bench
 from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
 from eqc_enrich._errors import EqcEnrichError
 from eqc_enrich._stats import RunProgress
@@ -39,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _cli_sandbox.register(app)
+_cli_index.register(app)
 bench.register(app)
 
 EXIT_BUG = 1

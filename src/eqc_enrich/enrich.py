@@ -27,7 +27,6 @@ from eqc_enrich._errors import EqcEnrichError, IndexStoreError, InputError
 from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
 from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich.events import EventSink
-from eqc_enrich.index import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
 from eqc_enrich.keys import LookupType, is_shortened_key
 from eqc_enrich.lookup import LookupOutcome, LookupSettings
 from eqc_enrich.model import Latency, Workload, lower_bound, sequential_time, strict_lower_bound
@@ -37,11 +36,13 @@ from eqc_enrich.resolve import (
     NAME_KEY,
     Answers,
     Columns,
+    LegacyKeys,
     Overrides,
     distinct_keys,
     index_hits,
     index_maps,
     learn_existing_ids,
+    learn_existing_plan_ids,
     names_for_eqc,
     onto_rows,
     resolve_rows,
@@ -51,10 +52,11 @@ from eqc_enrich.resolve import (
     wanted_index_keys,
 )
 from eqc_enrich.settings import Settings, load_settings
+from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
 from eqc_enrich.summary import EqcCounts, PhaseTimer, RunSummary
 
 BACKFLOW_SOURCE = "backflow"
-BACKFLOW_CONFIDENCE = 0.90
+BACKFLOW_CONFIDENCE = 1.00
 DEFAULT_NEGATIVE_TTL_S = 30 * 86_400.0
 _FAILED_NAMES_LISTED = 200  # the summary lists this many failed names; the unresolved export lists all
 
@@ -209,16 +211,22 @@ def prepare(
     since = utcnow() - timedelta(seconds=refresh) if refresh is not None else None
     wanted = wanted_index_keys(keyed)
     entries = store.lookup(wanted, updated_since=since)
+    # names the canonical keys miss may sit in the index under the old tools' key forms (read, never written)
+    legacy = LegacyKeys.for_misses(keyed, columns.name, entries)
+    old_forms = store.lookup(legacy.wanted(), updated_since=since)
     negatives: set[str] = set()
     if not options.retry_not_found:
         asked_since = utcnow() - timedelta(seconds=options.negative_ttl_s)
         negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
     index = index_maps(entries)
-    answers = Answers(overrides=overrides, index=index, learned=learn_existing_ids(keyed))
+    answers = Answers(
+        overrides=overrides, index=index, learned=learn_existing_ids(keyed), legacy=legacy.answers(old_forms)
+    )
     pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
     pending = names_for_eqc(pre, id_column="__pre_id")
     names = keyed.filter(pl.col(NAME_KEY) != "")[NAME_KEY].unique().to_list()
     by_name = set(index.get(LookupType.CUSTOMER_NAME, {})) | set(index.get(LookupType.FORMER_NAME, {}))
+    by_name |= set(answers.legacy)
     counts = EqcCounts()
     open_names = [name for name, _ in pending if name not in negatives]
     counts.negative_cache_hits = len(pending) - len(open_names)
@@ -237,7 +245,7 @@ def prepare(
         negatives=negatives,
         distinct_names=len(names),
         index_names=sum(1 for name in names if name in by_name or name in negatives),
-        index_hits_by_type=_index_hits_by_type(wanted, entries),
+        index_hits_by_type={**_index_hits_by_type(wanted, entries), **legacy.counts(old_forms)},
         seconds={"normalize": normalized - started, "index_lookup": time.perf_counter() - normalized},
     )
 
@@ -417,17 +425,22 @@ class _Run:
     def _learn_backflow_and_hits(
         self, store: IndexStore, keyed: pl.DataFrame, answers: Answers, resolved: pl.DataFrame
     ) -> None:
-        known = answers.index.get(LookupType.CUSTOMER_NAME, {})
+        """Existing ids become index rows (names normalized, plan codes raw) unless the index already says so."""
+        learned = (
+            (LookupType.CUSTOMER_NAME, answers.learned),
+            (LookupType.PLAN_CODE, learn_existing_plan_ids(keyed)),
+        )
         batch = WriteBatch(
             entries=[
-                IndexEntry(name, LookupType.CUSTOMER_NAME, company_id, BACKFLOW_CONFIDENCE, BACKFLOW_SOURCE)
-                for name, company_id in answers.learned.items()
-                if name not in known
+                IndexEntry(key, kind, company_id, BACKFLOW_CONFIDENCE, BACKFLOW_SOURCE)
+                for kind, found in learned
+                for key, company_id in found.items()
+                if answers.index.get(kind, {}).get(key) != company_id
             ]
         )
         try:
             store.write(batch)
-            store.record_hits(index_hits(resolved, source_column=self.options.source_column))
+            store.record_hits(index_hits(resolved, answers, source_column=self.options.source_column))
         except IndexStoreError as exc:
             self.summary.warnings.append(f"backflow and hit counts not recorded: {exc}")
 

@@ -7,17 +7,16 @@ puts the answers back on the rows at the end.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import yaml
 
 from eqc_enrich._errors import ConfigError
-from eqc_enrich.index import IndexEntry
+from eqc_enrich._legacy_keys import legacy_name_keys
 from eqc_enrich.keys import (
     INDEX_PRIORITY,
     LookupType,
@@ -26,6 +25,7 @@ from eqc_enrich.keys import (
     normalize_name,
     temp_company_id,
 )
+from eqc_enrich.store import IndexEntry
 
 NAME_KEY = "__name_key"
 PLAN_KEY = "__plan_key"
@@ -36,9 +36,19 @@ ROWS = "__rows"
 SOURCE_OVERRIDE = "override"
 SOURCE_EXISTING = "existing"
 SOURCE_BACKFLOW = "backflow"  # a name whose id another row of this input carries in its id column
+SOURCE_LEGACY = "index:legacy"  # an index row found under an old key form only (see LegacyKeys)
 SOURCE_EQC = "eqc"
 SOURCE_TEMP = "temp"
 NO_TEMP_ID_KEYS = frozenset({"", "0"})
+TEMP_ID_PREFIX = "IN"  # temporary ids (keys.temp_company_id) are never learned back into the index
+
+INDEX_COLUMNS: Mapping[str, str] = {
+    LookupType.PLAN_CODE: PLAN_KEY,
+    LookupType.CUSTOMER_NAME: NAME_KEY,
+    LookupType.PLAN_CUSTOMER: PLAN_NAME_KEY,
+    LookupType.FORMER_NAME: NAME_KEY,
+}
+"""The key column each index lookup type is asked with."""
 
 
 def index_source(lookup_type: str) -> str:
@@ -144,13 +154,7 @@ def _map_distinct(series: pl.Series, fn: Callable[[Any], str | None], *, empty: 
 
 def wanted_index_keys(keyed: pl.DataFrame) -> dict[str, list[str]]:
     """Distinct keys per lookup type: the whole of what the index will be asked."""
-    names = _distinct(keyed[NAME_KEY])
-    return {
-        LookupType.PLAN_CODE: _distinct(keyed[PLAN_KEY]),
-        LookupType.CUSTOMER_NAME: names,
-        LookupType.PLAN_CUSTOMER: _distinct(keyed[PLAN_NAME_KEY]),
-        LookupType.FORMER_NAME: names,
-    }
+    return {str(kind): _distinct(keyed[column]) for kind, column in INDEX_COLUMNS.items()}
 
 
 def _distinct(series: pl.Series) -> list[str]:
@@ -164,6 +168,7 @@ class Answers:
     overrides: Overrides = field(default_factory=Overrides)
     index: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # lookup_type -> key -> id
     learned: Mapping[str, str] = field(default_factory=dict)  # names learned from existing ids this run
+    legacy: Mapping[str, IndexEntry] = field(default_factory=dict)  # name key -> entry found under an old form
     eqc: Mapping[str, str] = field(default_factory=dict)
     temp: Mapping[str, str] = field(default_factory=dict)
 
@@ -176,16 +181,94 @@ def index_maps(entries: Mapping[tuple[str, str], IndexEntry]) -> dict[str, dict[
     return maps
 
 
+def _real_existing_id() -> pl.Expr:
+    """An existing id worth learning: present, and not a temporary id some earlier run handed out."""
+    return pl.col(EXISTING_ID).is_not_null() & ~pl.col(EXISTING_ID).str.starts_with(TEMP_ID_PREFIX)
+
+
 def learn_existing_ids(keyed: pl.DataFrame) -> dict[str, str]:
-    """Name -> id from rows that already carry an id; where rows disagree, the most common id wins."""
+    """Name -> id from rows that already carry a real id; where rows disagree, the most common id wins."""
     pairs = (
-        keyed.filter((pl.col(NAME_KEY) != "") & pl.col(EXISTING_ID).is_not_null())
+        keyed.filter((pl.col(NAME_KEY) != "") & _real_existing_id())
         .group_by(NAME_KEY, EXISTING_ID)
         .agg(pl.col(ROWS).sum().alias("len"))
         .sort([NAME_KEY, "len", EXISTING_ID], descending=[False, True, False])
         .unique(subset=NAME_KEY, keep="first")
     )
     return dict(zip(pairs[NAME_KEY].to_list(), pairs[EXISTING_ID].to_list(), strict=True))
+
+
+def learn_existing_plan_ids(keyed: pl.DataFrame) -> dict[str, str]:
+    """Plan code -> id, only where every row of the plan code carries the same real id.
+
+    集合计划 codes are shared by many companies: one row without an id, or with another id, means the code
+    does not name one company, so nothing is learned from it.
+    """
+    plans = (
+        keyed.filter(pl.col(PLAN_KEY) != "")
+        .group_by(PLAN_KEY)
+        .agg(
+            _real_existing_id().all().alias("real"),
+            pl.col(EXISTING_ID).n_unique().alias("ids"),
+            pl.col(EXISTING_ID).first().alias("id"),
+        )
+        .filter(pl.col("real") & (pl.col("ids") == 1))
+        .sort(PLAN_KEY)
+    )
+    return dict(zip(plans[PLAN_KEY].to_list(), plans["id"].to_list(), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyKeys:
+    """Old key forms (name key -> forms) for names whose canonical key neither `customer_name` nor
+    `former_name` has; both types are asked for them.
+
+    A name the index knows under its canonical key resolves before an old form could, so only the misses
+    are worth a second query. The forms come from the raw names as the input spells them
+    (`_legacy_keys.legacy_name_keys`). Nothing is ever written under an old form.
+    """
+
+    forms: Mapping[str, list[str]] = field(default_factory=dict)
+
+    TYPES: ClassVar[tuple[str, ...]] = (LookupType.CUSTOMER_NAME, LookupType.FORMER_NAME)
+
+    @classmethod
+    def for_misses(
+        cls, keyed: pl.DataFrame, name_column: str, found: Mapping[tuple[str, str], IndexEntry]
+    ) -> LegacyKeys:
+        known = {key for key, kind in found if kind in cls.TYPES}
+        names = keyed.filter((pl.col(NAME_KEY) != "") & ~pl.col(NAME_KEY).is_in(list(known)))
+        forms: dict[str, list[str]] = {}
+        for raw, key in names.select(pl.col(name_column).cast(pl.String), NAME_KEY).unique().iter_rows():
+            if raw is not None:
+                collected = forms.setdefault(key, [])
+                collected.extend(form for form in legacy_name_keys(raw) if form not in collected)
+        return cls({key: collected for key, collected in forms.items() if collected})
+
+    def wanted(self) -> dict[str, list[str]]:
+        """What to ask the index: every old form, under each name type."""
+        keys = self._all_forms()
+        return dict.fromkeys(self.TYPES, keys) if keys else {}
+
+    def answers(self, found: Mapping[tuple[str, str], IndexEntry]) -> dict[str, IndexEntry]:
+        """Name key -> the entry of its first old form found (`customer_name` before `former_name`)."""
+        result: dict[str, IndexEntry] = {}
+        for key, forms in self.forms.items():
+            entry = next((found[(f, kind)] for kind in self.TYPES for f in forms if (f, kind) in found), None)
+            if entry is not None:
+                result[key] = entry
+        return result
+
+    def counts(self, found: Mapping[tuple[str, str], IndexEntry]) -> dict[str, dict[str, int]]:
+        """`{"customer_name_legacy": {"asked": keys, "found": keys}, ...}` for the summary."""
+        keys = self._all_forms()
+        return {
+            f"{kind}_legacy": {"asked": len(keys), "found": sum(1 for key in keys if (key, kind) in found)}
+            for kind in self.TYPES
+        }
+
+    def _all_forms(self) -> list[str]:
+        return list(dict.fromkeys(form for forms in self.forms.values() for form in forms))
 
 
 def _candidates(answers: Answers) -> list[tuple[str, pl.Expr]]:
@@ -198,20 +281,17 @@ def _candidates(answers: Answers) -> list[tuple[str, pl.Expr]]:
             list(mapping.keys()), list(mapping.values()), default=None, return_dtype=pl.String
         )
 
-    index_columns = {
-        LookupType.PLAN_CODE: PLAN_KEY,
-        LookupType.CUSTOMER_NAME: NAME_KEY,
-        LookupType.PLAN_CUSTOMER: PLAN_NAME_KEY,
-        LookupType.FORMER_NAME: NAME_KEY,
-    }
     found: list[tuple[str, pl.Expr]] = [
         (SOURCE_OVERRIDE, lookup(PLAN_KEY, answers.overrides.plans)),
         (SOURCE_OVERRIDE, lookup(NAME_KEY, answers.overrides.names)),
     ]
     for kind in INDEX_PRIORITY:
-        found.append((index_source(kind), lookup(index_columns[kind], answers.index.get(kind, {}))))
+        found.append((index_source(kind), lookup(INDEX_COLUMNS[kind], answers.index.get(kind, {}))))
     found.append((SOURCE_EXISTING, pl.col(EXISTING_ID)))
     found.append((SOURCE_BACKFLOW, lookup(NAME_KEY, answers.learned)))
+    # an old-form hit is weaker evidence than the row's own id or one learned from rows of the same name
+    legacy = {key: entry.company_id for key, entry in answers.legacy.items()}
+    found.append((SOURCE_LEGACY, lookup(NAME_KEY, legacy)))
     found.append((SOURCE_EQC, lookup(NAME_KEY, answers.eqc)))
     found.append((SOURCE_TEMP, lookup(NAME_KEY, answers.temp)))
     return found
@@ -247,23 +327,18 @@ def temp_ids(names: list[str], salt: str) -> dict[str, str]:
     return result
 
 
-def index_hits(resolved: pl.DataFrame, *, source_column: str) -> Counter[tuple[str, str]]:
-    """Rows answered per index entry (key, type), for `hit_count`."""
-    columns = {
-        LookupType.PLAN_CODE: PLAN_KEY,
-        LookupType.CUSTOMER_NAME: NAME_KEY,
-        LookupType.PLAN_CUSTOMER: PLAN_NAME_KEY,
-        LookupType.FORMER_NAME: NAME_KEY,
-    }
-    hits: Counter[tuple[str, str]] = Counter()
-    for kind, column in columns.items():
-        rows = (
-            resolved.filter(pl.col(source_column) == index_source(kind))
-            .group_by(column)
-            .agg(pl.col(ROWS).sum().alias("len"))
-        )
-        for key, count in zip(rows[column].to_list(), rows["len"].to_list(), strict=True):
-            hits[(key, str(kind))] += count
+def index_hits(resolved: pl.DataFrame, answers: Answers, *, source_column: str) -> set[tuple[str, str]]:
+    """The index entries (lookup_key, lookup_type) that answered at least one row: each counts one use.
+
+    Rows answered by an id learned this run carry an index source too, but no index entry answered them.
+    """
+    hits: set[tuple[str, str]] = set()
+    for kind, column in INDEX_COLUMNS.items():
+        known = answers.index.get(kind, {})
+        used = resolved.filter(pl.col(source_column) == index_source(kind))[column].unique().to_list()
+        hits.update((key, str(kind)) for key in used if key in known)
+    used = resolved.filter(pl.col(source_column) == SOURCE_LEGACY)[NAME_KEY].unique().to_list()
+    hits.update((answers.legacy[key].lookup_key, answers.legacy[key].lookup_type) for key in used)
     return hits
 
 

@@ -18,11 +18,13 @@ from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._pacing import Stopped
 from eqc_enrich._pending import PendingFile
 from eqc_enrich._policies import IndexWaitPolicy
-from eqc_enrich.index import IndexEntry, IndexStore, Payload, WriteBatch
 from eqc_enrich.keys import LookupType, normalize_name
 from eqc_enrich.lookup import LookupOutcome
+from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
 
 EQC_SOURCE = "eqc_api"
+LOOKUP_DOMAIN = "eqc_sync_lookup"  # source_domain of an EQC answer, as the existing EQC writer records it
+FORMER_NAME_DOMAIN = "eqc_sync_former_name"
 MIN_CACHED_CONFIDENCE = 0.60
 FORMER_NAME_FACTOR = 0.9
 
@@ -57,16 +59,19 @@ def batch_for(outcome: LookupOutcome, *, keep_payloads: bool = True) -> WriteBat
 def _entries(
     asked: str, company_id: str, full_name: str, confidence: float, former_names: tuple[str, ...]
 ) -> list[IndexEntry]:
-    entries = [IndexEntry(asked, LookupType.CUSTOMER_NAME, company_id, confidence, EQC_SOURCE)]
+    def entry(key: str, kind: LookupType, score: float, domain: str) -> IndexEntry:
+        return IndexEntry(key, kind, company_id, score, EQC_SOURCE, source_domain=domain)
+
+    entries = [entry(asked, LookupType.CUSTOMER_NAME, confidence, LOOKUP_DOMAIN)]
     official = normalize_name(full_name)
     if official and official != asked:
         # EQC named the company's registered name: asking that name would be an exact match.
-        entries.append(IndexEntry(official, LookupType.CUSTOMER_NAME, company_id, 1.0, EQC_SOURCE))
+        entries.append(entry(official, LookupType.CUSTOMER_NAME, 1.0, LOOKUP_DOMAIN))
     former_confidence = round(FORMER_NAME_FACTOR * confidence, 2)
     for former in former_names:
         key = normalize_name(former)
         if key and former_confidence >= MIN_CACHED_CONFIDENCE:
-            entries.append(IndexEntry(key, LookupType.FORMER_NAME, company_id, former_confidence, EQC_SOURCE))
+            entries.append(entry(key, LookupType.FORMER_NAME, former_confidence, FORMER_NAME_DOMAIN))
     return entries
 
 

@@ -15,11 +15,11 @@ import polars as pl
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.bench._config import BenchConfig
-from eqc_enrich.index import IndexEntry, IndexStore, WriteBatch
 from eqc_enrich.keys import LookupType, normalize_name
 from eqc_enrich.output import atomic_write
 from eqc_enrich.simulator import build_universe
 from eqc_enrich.simulator._universe import invent_absent_names
+from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
 
 NAME_COLUMN = "客户名称"
 PLAN_COLUMN = "计划代码"

@@ -27,7 +27,7 @@ from eqc_enrich.bench._ours import run_ours
 from eqc_enrich.bench._projection import month_shape
 from eqc_enrich.bench._report import Endpoint, build_report, write_report
 from eqc_enrich.bench._simproc import SimulatorProcess, SimulatorSpec
-from eqc_enrich.index import IndexStore
+from eqc_enrich.store import IndexStore
 
 Echo = Callable[[str], None]
 OLD_BACKOFF_S = 1.0  # the old client's first retry delay, in story seconds

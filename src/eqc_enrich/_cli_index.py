@@ -1,0 +1,195 @@
+"""The `index` commands: create the tables once (or print their SQL for a DBA), inspect, export, import, prune.
+
+Errors are `EqcEnrichError`s, which the console entry point turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from eqc_enrich._durations import format_duration, parse_duration
+from eqc_enrich.store import (
+    IndexStore,
+    export_entries,
+    import_entries,
+    index_stats,
+    init_index,
+    init_sql,
+    prune_index,
+    redact_url,
+)
+
+index_app = typer.Typer(
+    name="index",
+    help="The enrichment index: create its tables (index init), inspect, export, import, prune.",
+    no_args_is_help=True,
+)
+
+DbOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
+]
+SchemaOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+NegativeTtlOpt = Annotated[str, typer.Option(help="How long a 'not found' answer is trusted.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `index` command group to the project's command line."""
+    app.add_typer(index_app, name="index")
+
+
+@contextmanager
+def _store(db: str | None, schema: str | None) -> Iterator[IndexStore]:
+    store = IndexStore(db, schema=schema)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+@index_app.command("init")
+def init(
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    print_sql: Annotated[
+        bool, typer.Option("--print-sql", help="Print the PostgreSQL DDL and GRANT template; touch nothing.")
+    ] = False,
+) -> None:
+    """Create the tool's tables (and enrichment_index and the schema, if missing). Run once, as the owner."""
+    if print_sql:
+        typer.echo(init_sql(db_schema), nl=False)
+        return
+    report = init_index(db, schema=db_schema)
+    where = report.url + (f" (schema {report.schema})" if report.schema else "")
+    created = ", ".join(report.created) or "nothing (every table was there)"
+    typer.echo(f"index at {where}: created {created}")
+    if report.present and report.created:
+        typer.echo(f"already there, left as they were: {', '.join(report.present)}")
+
+
+@index_app.command("stats")
+def stats(
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    negative_ttl: NegativeTtlOpt = "30d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Rows by lookup type, source and confidence; negative cache; payloads; recent runs; claims; quota."""
+    ttl = parse_duration(negative_ttl)
+    with _store(db, db_schema) as store:
+        figures = index_stats(store, negative_ttl_s=ttl)
+    if as_json:
+        _print_json(figures)
+        return
+    for line in _stats_lines(figures, negative_ttl):
+        typer.echo(line)
+
+
+def _stats_lines(figures: dict[str, Any], negative_ttl: str) -> list[str]:
+    def tally(counts: dict[str, int]) -> str:
+        return ", ".join(f"{name} {n:,}" for name, n in counts.items()) or "-"
+
+    negatives = figures["negative_cache"]
+    lines = [
+        f"index: {figures['index']}",
+        f"entries: {figures['entries']:,}",
+        f"  by lookup type: {tally(figures['by_type'])}",
+        f"  by source: {tally(figures['by_source'])}",
+        f"  by confidence: {tally(figures['by_confidence'])}",
+        f"negative cache: {negatives['entries']:,} ({negatives['past_ttl']:,} past the {negative_ttl} TTL)",
+        f"payloads: {figures['payloads']:,}",
+        f"recent runs: {len(figures['recent_runs']) or 'none'}",
+    ]
+    for run in figures["recent_runs"]:
+        rows = f"rows {run['rows']:,}" if isinstance(run["rows"], int) else "rows -"
+        lines.append(f"  {run['started_at']}  {run['status']:<17} {rows}  {run['input']}  ({run['run_id']})")
+    lines.append(f"live claims: {sum(c['claims'] for c in figures['claims']):,}")
+    for claim in figures["claims"]:
+        lapse = format_duration(claim["expires_in_s"])
+        lines.append(f"  {claim['owner']}: {claim['claims']:,}, the last lapsing in {lapse}")
+    lines.append(f"quota rows: {len(figures['quota']) or 'none'}")
+    for quota in figures["quota"]:
+        last = _clock_text(quota["last_slot_at"])
+        paused = _clock_text(quota["paused_until"]) if quota["paused_until"] else "no pause"
+        lines.append(f"  {quota['quota_key']}: {quota['slots']:,} slots kept, last {last}, {paused}")
+    return lines
+
+
+def _clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+@index_app.command("export")
+def export(
+    file: Annotated[Path, typer.Argument(help="Where to write: .csv or .parquet.", show_default=False)],
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+) -> None:
+    """Write every index row to FILE (written to a temporary file, then renamed)."""
+    with _store(db, db_schema) as store:
+        rows = export_entries(store, file)
+        where = redact_url(store.url)
+    typer.echo(f"exported {rows:,} rows from {where} to {file}")
+
+
+@index_app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A .csv or .parquet file, as export writes.", show_default=False)],
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upsert FILE's rows (name keys normalized; the stronger answer wins) and report conflicting ids."""
+    with _store(db, db_schema) as store:
+        report = import_entries(store, file)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    typer.echo(
+        f"read {report.rows:,} rows ({report.skipped:,} without a usable key or id): {report.keys:,} keys; "
+        f"{report.inserted:,} new, {report.replaced:,} replaced by a stronger answer, "
+        f"{report.unchanged:,} the same, {report.kept:,} kept against a weaker one"
+    )
+    typer.echo(f"conflicts (same key, different company id): {len(report.conflicts):,}")
+    for c in report.conflicts:
+        typer.echo(
+            f"  {c['lookup_type']} {c['lookup_key']}: {c['against']} {c['existing_id']} "
+            f"({c['existing_confidence']:.2f}) vs file {c['file_id']} ({c['file_confidence']:.2f}) -> {c['kept_id']}"
+        )
+
+
+@index_app.command("prune")
+def prune(
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    negative_ttl: NegativeTtlOpt = "30d",
+    quota_keep: Annotated[str, typer.Option(help="Delete quota slots older than this.")] = "1d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete 'not found' answers past their TTL, lapsed claims and old quota slots."""
+    with _store(db, db_schema) as store:
+        removed = prune_index(
+            store, negative_ttl_s=parse_duration(negative_ttl), quota_keep_s=parse_duration(quota_keep)
+        )
+    if as_json:
+        _print_json(removed)
+        return
+    typer.echo(
+        f"deleted {removed['negatives']:,} negative answers older than {negative_ttl}, "
+        f"{removed['claims']:,} lapsed claims, {removed['quota_slots']:,} quota slots older than {quota_keep}"
+    )

@@ -1,0 +1,117 @@
+"""The shared quota: every send of every process on one EQC account, recorded as a reserved slot.
+
+The pacing rule itself (`decide`) belongs to the caller; this object only makes it safe across processes:
+the rule sees the slots every other process has reserved, and no two reservations of one quota interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from eqc_enrich.store._engine import Database
+
+__all__ = ["Decide", "QuotaLedger"]
+
+Decide = Callable[[list[float], float, float], float]
+"""`decide(recent_slot_times_ascending, paused_until, now) -> slot_time`: the caller's pure pacing rule."""
+
+
+class QuotaLedger:
+    """`eqc_quota` (one row per quota: the pause a server's Retry-After imposed) and `eqc_quota_slot` (one
+    row per reserved send). Times are seconds since the epoch on the shared clock: PostgreSQL's
+    `clock_timestamp()`, or the host's `time.time()` for a SQLite file (one host, one clock)."""
+
+    def __init__(self, db: Database, quota: sa.Table, slots: sa.Table) -> None:
+        self._db = db
+        self.quota = quota
+        self.slots = slots
+
+    def clock(self) -> float:
+        """Now, on the clock `reserve` and `pause` use: a Retry-After becomes `pause(key, clock() + seconds)`."""
+        with self._db.read() as c:
+            return self._db.clock(c)
+
+    def reserve(self, quota_key: str, owner: str, decide: Decide, *, recent: int, keep_s: float) -> tuple[float, float]:
+        """Reserve one send: returns `(slot_at, now)`; the caller sleeps `slot_at - now`, then sends.
+
+        One short transaction that serialises every reserver of `quota_key`, in any process: PostgreSQL
+        locks the quota's row (`SELECT ... FOR UPDATE`, the row inserted first if missing), SQLite takes the
+        file's write lock at `BEGIN IMMEDIATE`. Inside it: read the `recent` latest slots, read the clock,
+        call `decide` (keep it pure and quick: the lock is held), insert the slot it returns as given, and
+        delete this quota's slots older than `keep_s` (several windows; only `decide` knows the window).
+        """
+        if recent < 0 or keep_s <= 0:
+            raise ValueError("reserve needs recent >= 0 and keep_s > 0")
+        q, s = self.quota, self.slots
+        with self._db.begin() as c:
+            ensure = self._db.dialect.insert(q).values(quota_key=quota_key, paused_until=0.0)
+            c.execute(ensure.on_conflict_do_nothing(index_elements=[q.c.quota_key]))
+            locked = sa.select(q.c.paused_until).where(q.c.quota_key == quota_key).with_for_update()
+            paused_until = float(c.execute(locked).scalar_one())
+            now = self._db.clock(c)  # read only once the lock is held: a waiter must not use a stale now
+            latest = (
+                sa.select(s.c.slot_at).where(s.c.quota_key == quota_key).order_by(s.c.slot_at.desc()).limit(recent)
+            )
+            sends = sorted(float(value) for value in c.execute(latest).scalars())
+            slot_at = float(decide(sends, paused_until, now))
+            c.execute(sa.insert(s).values(quota_key=quota_key, owner=owner, slot_at=slot_at))
+            c.execute(sa.delete(s).where(s.c.quota_key == quota_key, s.c.slot_at < now - keep_s))
+        return slot_at, now
+
+    def pause(self, quota_key: str, until: float) -> None:
+        """Hold every process's sends on this quota until `until` (a Retry-After applies to the whole account);
+        an earlier pause never shortens a later one."""
+        insert = self._db.dialect.insert(self.quota).values(quota_key=quota_key, paused_until=float(until))
+        old = self.quota.c.paused_until
+        longer = sa.case((insert.excluded.paused_until > old, insert.excluded.paused_until), else_=old)
+        statement = insert.on_conflict_do_update(index_elements=[self.quota.c.quota_key], set_={"paused_until": longer})
+        with self._db.begin() as c:
+            c.execute(statement)
+
+    def paused_until(self, quota_key: str) -> float:
+        """The pause in force for `quota_key` (0.0 when none was ever set)."""
+        q = self.quota
+        with self._db.read() as c:
+            value = c.execute(sa.select(q.c.paused_until).where(q.c.quota_key == quota_key)).scalar_one_or_none()
+        return float(value) if value is not None else 0.0
+
+    def prune(self, older_than_s: float) -> int:
+        """Delete slots of every quota older than `older_than_s` seconds; returns how many."""
+        s = self.slots
+        with self._db.begin() as c:
+            cutoff = self._db.clock(c) - older_than_s
+            return int(c.execute(sa.delete(s).where(s.c.slot_at < cutoff)).rowcount)
+
+    def slots_of(self, quota_key: str) -> list[tuple[str, float]]:
+        """(owner, slot_at) of every slot kept for `quota_key`, in time order."""
+        s = self.slots
+        query = sa.select(s.c.owner, s.c.slot_at).where(s.c.quota_key == quota_key).order_by(s.c.slot_at, s.c.id)
+        with self._db.read() as c:
+            return [(str(owner), float(at)) for owner, at in c.execute(query).all()]
+
+    def tallies(self) -> list[dict[str, Any]]:
+        """Per quota: slots kept, the latest slot, the pause in force (for `index stats`)."""
+        q, s = self.quota, self.slots
+        per_key = (
+            sa.select(s.c.quota_key, sa.func.count().label("slots"), sa.func.max(s.c.slot_at).label("last_slot_at"))
+            .group_by(s.c.quota_key)
+            .subquery()
+        )
+        query = (
+            sa.select(q.c.quota_key, q.c.paused_until, per_key.c.slots, per_key.c.last_slot_at)
+            .select_from(q.outerjoin(per_key, per_key.c.quota_key == q.c.quota_key))
+            .order_by(q.c.quota_key)
+        )
+        with self._db.read() as c:
+            return [
+                {
+                    "quota_key": key,
+                    "slots": int(slots or 0),
+                    "last_slot_at": float(last) if last is not None else None,
+                    "paused_until": float(paused),
+                }
+                for key, paused, slots, last in c.execute(query).all()
+            ]

@@ -1,0 +1,177 @@
+"""The front object: one database, its tables as small objects, and transactions that span them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from eqc_enrich._errors import IndexStoreError
+from eqc_enrich.store._cache import Negatives, Payloads
+from eqc_enrich.store._claims import Claims
+from eqc_enrich.store._engine import SCHEMA_ENV, Database, database_url, redact_url
+from eqc_enrich.store._entries import Entries
+from eqc_enrich.store._journal import Journal
+from eqc_enrich.store._model import IndexEntry, WriteBatch, utcnow
+from eqc_enrich.store._quota import QuotaLedger
+from eqc_enrich.store._schema import Tables, define, missing_ddl, missing_tables
+
+__all__ = ["IndexStore", "InitReport", "init_index"]
+
+
+class IndexStore:
+    """The enrichment index and the tool's tables beside it: `enrichment_index` compatible with
+    `enterprise.enrichment_index`, the negative cache, raw payloads, the run journal, the shared quota and
+    the claims.
+
+    `db` is a SQLite path or a SQLAlchemy URL (default `EQC_ENRICH_DB`, else `./eqc_enrich.db`); `schema`
+    places the tables in a PostgreSQL schema (default `EQC_ENRICH_DB_SCHEMA`; ignored for SQLite).
+
+    `create` says whether missing tables are created on open. It defaults to True for a SQLite file (the
+    user's own embedded index) and to False for PostgreSQL, where a run issues no DDL at all: the tables
+    come from `eqc-enrich index init` (or the SQL of `--print-sql`, run by a DBA), and opening a database
+    without them fails with one line saying so.
+
+    Reads and writes are short transactions; each table object (`entries`, `negatives`, `payloads`,
+    `journal`, `quota`, `claims`) takes `conn=` to work inside `transaction()`.
+    """
+
+    def __init__(self, db: str | Path | None = None, *, schema: str | None = None, create: bool | None = None) -> None:
+        self.url = database_url(db)
+        self._db = Database(self.url)
+        self._engine = self._db.engine
+        self.schema = self._db.dialect.schema(schema or os.environ.get(SCHEMA_ENV) or None)
+        self.tables: Tables = define(self.schema)
+        t = self.tables
+        self.entries = Entries(self._db, t.index)
+        self.negatives = Negatives(self._db, t.negatives)
+        self.payloads = Payloads(self._db, t.payloads)
+        self.journal = Journal(self._db, t.journal)
+        self.quota = QuotaLedger(self._db, t.quota, t.quota_slots)
+        self.claims = Claims(self._db, t.claims)
+        try:
+            if self._db.dialect.creates_on_open if create is None else create:
+                _create_missing(self._db, t)
+            else:
+                self._require_tables()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect.name
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction for several table objects (pass the connection as `conn=`): all or nothing."""
+        with self._db.begin() as conn:
+            yield conn
+
+    # -- the run's calls -----------------------------------------------------------------------------------
+
+    def lookup(
+        self, wanted: Mapping[str, Iterable[str]], *, updated_since: datetime | None = None
+    ) -> dict[tuple[str, str], IndexEntry]:
+        """All entries for the wanted (lookup_type -> keys): one query per lookup type, whatever the count."""
+        return self.entries.lookup(wanted, updated_since=updated_since)
+
+    def known_negatives(self, names: Iterable[str], *, asked_since: datetime) -> set[str]:
+        """Names EQC said it does not know, asked recently enough to trust."""
+        return self.negatives.known(names, asked_since=asked_since)
+
+    def write(self, batch: WriteBatch, *, owner: str | None = None) -> None:
+        """Everything in one transaction, committed together or not at all: answers, negatives, payloads,
+        and the release of `owner`'s claims on `batch.released`."""
+        if not len(batch):
+            return
+        if batch.released and owner is None:
+            raise ValueError("a batch that releases claims needs the owner of those claims")
+        now = utcnow()
+        with self.transaction() as conn:
+            self.entries.upsert(batch.entries, now=now, conn=conn)
+            self.negatives.add(batch.negatives, now=now, conn=conn)
+            self.payloads.upsert(batch.payloads, now=now, conn=conn)
+            self.negatives.clear(batch.cleared_negatives, conn=conn)
+            if owner is not None:
+                self.claims.release(batch.released, owner, conn=conn)
+
+    def record_hits(self, keys: Iterable[tuple[str, str]]) -> None:
+        """`hit_count + 1` and `last_hit_at = now` for each (lookup_key, lookup_type) this run used: a use per
+        run, not per row (a mapping's counts are ignored, its keys are the entries used)."""
+        self.entries.record_hits(keys)
+
+    def count_entries(self) -> int:
+        return self.entries.count()
+
+    def journal_start(self, run_id: str, input_path: str, input_hash: str, settings: Mapping[str, Any]) -> None:
+        self.journal.start(run_id, input_path, input_hash, settings)
+
+    def journal_finish(self, run_id: str, status: str, counters: Mapping[str, Any]) -> None:
+        self.journal.finish(run_id, status, counters)
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self.journal.recent(limit)
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _require_tables(self) -> None:
+        with self._db.read() as conn:
+            missing = missing_tables(conn, self.tables)
+        if missing:
+            where = f" in schema {self.schema}" if self.schema else ""
+            command = f"eqc-enrich index init --db {redact_url(self.url)}"
+            if self.schema:
+                command += f" --db-schema {self.schema}"
+            raise IndexStoreError(
+                f"the index at {redact_url(self.url)} lacks table(s) {', '.join(missing)}{where}: the database owner "
+                f"creates them once with `{command}` (or runs the SQL of `--print-sql`)"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class InitReport:
+    """What `init_index` found and did."""
+
+    url: str
+    schema: str | None
+    created: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    statements: int = 0
+
+
+def init_index(db: str | Path | None = None, *, schema: str | None = None) -> InitReport:
+    """Create what is missing of the tool's tables (and the schema, and `enrichment_index` itself, exactly as
+    the reference migration defines it); an existing table is never altered. Run once by the database's
+    owner; returns which tables were created and which were there."""
+    url = database_url(db)
+    database = Database(url)
+    try:
+        tables = define(database.dialect.schema(schema or os.environ.get(SCHEMA_ENV) or None))
+        statements, created = _create_missing(database, tables)
+    finally:
+        database.close()
+    present = [table.name for table in tables.all if table.name not in created]
+    return InitReport(redact_url(url), tables.schema, created, present, statements)
+
+
+def _create_missing(database: Database, tables: Tables) -> tuple[int, list[str]]:
+    """Check on a reading connection first: the common case (all there) then never takes a write lock."""
+    with database.read() as conn:
+        statements, _ = missing_ddl(conn, tables)
+    if not statements:
+        return 0, []
+    with database.begin() as conn:
+        statements, created = missing_ddl(conn, tables)
+        for statement in statements:
+            conn.execute(statement)
+    return len(statements), created
