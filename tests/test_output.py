@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from eqc_enrich import InputError
 from eqc_enrich.output import (
     FORMULA_TRIGGERS,
+    WriteItem,
     _commit,
     default_output_path,
     ensure_writable,
@@ -27,7 +28,7 @@ from eqc_enrich.output import (
     write_table,
     write_tables,
 )
-from eqc_enrich.read import Table, read_table, table_format
+from eqc_enrich.read import Table, TableFormat, read_table, table_format
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -176,8 +177,10 @@ def test_a_failing_second_table_leaves_the_first_target_untouched(tmp_path: Path
 
 def test_a_failed_write_removes_the_directories_it_made(tmp_path: Path) -> None:
     nested = pl.DataFrame({"a": [[1, 2]]})
+    items: list[WriteItem] = [(pl.DataFrame({"a": [1]}), tmp_path / "x" / "ok.csv", None)]
+    items.append((nested, tmp_path / "y" / "z.csv", None))
     with pytest.raises(InputError):
-        write_tables([(pl.DataFrame({"a": [1]}), tmp_path / "x" / "ok.csv", None), (nested, tmp_path / "y" / "z.csv", None)])
+        write_tables(items)
     assert tree(tmp_path) == []
 
 
@@ -331,7 +334,8 @@ def test_xlsx_stores_formula_like_strings_as_text(tmp_path: Path) -> None:
         assert sheets
         for name in sheets:
             xml = book.read(name).decode("utf-8")
-            assert "<f>" not in xml and "<f " not in xml  # no formula element anywhere
+            assert "<f>" not in xml  # no formula element anywhere
+            assert "<f " not in xml
             assert "<hyperlink" not in xml  # and no link made from a URL-looking string
     back = read_table(tmp_path / "out.xlsx")
     assert back.sheet == "规模明细"
@@ -396,8 +400,8 @@ def test_frame_and_single_cell_neutralization_agree(cells: list[str]) -> None:
         ("m.xls", "csv", "m.enriched.csv"),
     ],
 )
-def test_default_output_path(source: str, fmt: str | None, expected: str) -> None:
-    assert default_output_path(Path(source), fmt).name == expected  # type: ignore[arg-type]
+def test_default_output_path(source: str, fmt: TableFormat | None, expected: str) -> None:
+    assert default_output_path(Path(source), fmt).name == expected
     table_format(default_output_path(Path(source), fmt))  # always a format we can write
 
 

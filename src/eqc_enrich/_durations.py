@@ -12,9 +12,10 @@ from eqc_enrich._errors import ConfigError
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "": 1.0}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*$")
 
-MAX_DURATION_S: Final[float] = 36_500 * 86_400.0
-"""The longest duration accepted (36500d, about a century): anything longer is a typo, and would overflow
-the timers, dates and integer arithmetic it feeds."""
+MAX_DURATION_S: Final[float] = 365_000 * 86_400.0
+"""The longest duration accepted (365000d, about a thousand years, room for the benchmark's "never expires"
+token): anything longer is a typo, and would overflow the dates and integer arithmetic it feeds (a date a
+few thousand years back no longer exists)."""
 
 MAX_RATE_REQUESTS: Final[int] = 1_000_000
 """The most requests a rate-limit window may allow; EQC allows 10, and the limiter keeps one slot per request."""

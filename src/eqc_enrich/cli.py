@@ -113,6 +113,9 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the timing breakdown at the end.")] = False,
     log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
+    keep_formulas: Annotated[
+        bool, typer.Option("--keep-formulas", help="Write text cells starting with = + - @ as they are (no leading ').")
+    ] = False,
 ) -> None:
     """Give every row of INPUT a company_id (and company_id_source)."""
     options = RunOptions(
@@ -134,6 +137,7 @@ def run(
         retry_not_found=retry_not_found,
         refresh_s=_optional_duration(refresh),
         check_token=check_token,
+        keep_formulas=keep_formulas,
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)

@@ -85,6 +85,7 @@ class RunOptions:
     grace_s: float = 5.0
     commit_interval_s: float = 0.5
     check_token: bool = False
+    keep_formulas: bool = False  # CSV outputs: no leading ' on text cells starting with = + - @ (output.py)
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
 
     def public(self) -> dict[str, Any]:
