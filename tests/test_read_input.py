@@ -198,7 +198,7 @@ def test_an_overrides_directory_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["9" * 400, "9" * 400 + "d", f"{365_001}d", "1e400s", "inf", "nan", math.inf, math.nan, 10**400, MAX_DURATION_S + 1],
+    ["9" * 400, "9" * 400 + "d", "365001d", "1e400s", "inf", "nan", math.inf, math.nan, 10**400, MAX_DURATION_S + 1],
 )
 def test_durations_refuse_infinity_nan_and_overflow(value: str | float) -> None:
     with pytest.raises(ConfigError) as info:
