@@ -113,6 +113,15 @@ def test_duplicate_excel_columns_are_refused_too(tmp_path: Path) -> None:
         read_table(path)
 
 
+def test_names_that_only_look_renamed_are_kept(tmp_path: Path) -> None:
+    csv = tmp_path / "look.csv"
+    csv.write_text("客户名称,客户名称_duplicated_0\n甲,乙\n", encoding="utf-8")
+    assert read_table(csv).frame.columns == ["客户名称", "客户名称_duplicated_0"]
+    xlsx = tmp_path / "look.xlsx"
+    pl.DataFrame({"客户名称": ["甲"], "客户名称_1": ["乙"]}).write_excel(xlsx, worksheet="规模明细")
+    assert read_table(xlsx).frame.columns == ["客户名称", "客户名称_1"]
+
+
 def test_a_directory_named_like_a_table_says_so(tmp_path: Path) -> None:
     (tmp_path / "x.csv").mkdir()
     with pytest.raises(InputError, match=r"x\.csv: is a directory, not a csv file"):

@@ -85,7 +85,10 @@ def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     """`neutralize_text` over every text cell and every column name; other columns are left alone."""
     columns = [name for name, dtype in frame.schema.items() if isinstance(dtype, _TEXT_DTYPES)]
     if columns:
-        frame = frame.with_columns(_neutralized(pl.col(name).cast(pl.String)).alias(name) for name in columns)
+        # One cheap anchored scan first: most columns (names, codes) have no such cell and are left as they are.
+        flags = frame.select(pl.col(name).cast(pl.String).str.contains(_TRIGGER_REGEX).any() for name in columns)
+        risky = [name for name in columns if flags[name][0]]
+        frame = frame.with_columns(_neutralized(pl.col(name).cast(pl.String)).alias(name) for name in risky)
     renames = {name: neutralize_text(name) for name in frame.columns if neutralize_text(name) != name}
     clashes = sorted(new for new in renames.values() if new in frame.columns)
     if clashes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -96,16 +97,27 @@ def _read_csv(path: Path) -> Table:
     data = text.encode("utf-8")
     # Every column as text: ids and codes keep their leading zeros, amounts keep their exact digits.
     frame = pl.read_csv(data, infer_schema=False)
-    if frame.width:
+    if _renamed_by_reader(frame.columns, _CSV_RENAMED):
         header = pl.read_csv(data, has_header=False, n_rows=1, infer_schema=False).row(0)
         _refuse_duplicate_columns(path, header)
     return Table(frame, path, "csv", encoding=encoding)
 
 
+_CSV_RENAMED: Final = re.compile(r"(.*)_duplicated_[0-9]+", re.DOTALL)
+_EXCEL_RENAMED: Final = re.compile(r"(.*)_[0-9]+", re.DOTALL)
+
+
+def _renamed_by_reader(columns: list[str], renamed: re.Pattern[str]) -> bool:
+    """Whether a column may be a repeated header the reader renamed (`客户名称_duplicated_0` beside
+    `客户名称` for polars, `客户名称_1` for fastexcel); only then is the raw header row read to be sure."""
+    present = set(columns)
+    return any((match := renamed.fullmatch(name)) is not None and match.group(1) in present for name in columns)
+
+
 def _refuse_duplicate_columns(path: Path, header: Iterable[object]) -> None:
-    """Readers quietly rename a repeated header (`客户名称_duplicated_0`, `客户名称_1`): a name would then be
-    read from one column and the other ignored, so a repeated name is an error. Blank header cells may
-    repeat: they name no column anyone asks for."""
+    """Readers quietly rename a repeated header: a name would then be read from one column and the other
+    ignored, so a repeated name is an error. Blank header cells may repeat: they name no column anyone
+    asks for."""
     counts = Counter(str(cell) for cell in header if cell is not None and str(cell).strip())
     repeated = [name for name, count in counts.items() if count > 1]
     if repeated:
@@ -135,16 +147,17 @@ def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None) -> Table:
 
     try:
         reader = fastexcel.read_excel(path)
-        chosen = _choose_sheet(path, reader.sheet_names, sheet)
-        header = reader.load_sheet(chosen, header_row=None, n_rows=1, dtypes="string").to_polars()
-    except InputError:
-        raise
     except Exception as exc:  # fastexcel raises its own exception types, one per failure kind
         raise InputError(f"{path}: not a readable Excel workbook: {_one_line(exc)}") from None
-    if header.height:
-        _refuse_duplicate_columns(path, header.row(0))
+    chosen = _choose_sheet(path, reader.sheet_names, sheet)
     with _quiet_dtype_fallback():
         frame = pl.read_excel(path, sheet_name=chosen, engine="calamine", infer_schema_length=None)
+    if _renamed_by_reader(frame.columns, _EXCEL_RENAMED):
+        try:
+            header = reader.load_sheet(chosen, header_row=None, n_rows=1, dtypes="string").to_polars()
+        except Exception as exc:  # as above: fastexcel's own exception types
+            raise InputError(f"{path}: cannot read the header row: {_one_line(exc)}") from None
+        _refuse_duplicate_columns(path, header.row(0) if header.height else ())
     return Table(frame, path, fmt, sheet=chosen)
 
 
