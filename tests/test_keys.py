@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from decimal import Decimal
 
@@ -13,11 +14,13 @@ from eqc_enrich import keys
 from eqc_enrich.keys import (
     ENTERPRISE_TYPES,
     INDEX_PRIORITY,
+    MAX_KEY_LENGTH,
     STATUS_MARKERS,
     LookupType,
     clean_company_id,
     clean_plan_code,
     is_real_company_id,
+    is_shortened_key,
     normalize_name,
     plan_customer_key,
     temp_company_id,
@@ -175,6 +178,67 @@ def test_spelling_variants_meet(left: str, right: str, space: str) -> None:
     assert normalize_name(left + space + right) == key
     assert normalize_name(_ascii_swapcase(left + right)) == key
     assert normalize_name(_to_full_width(left + right)) == key
+
+
+# --- names longer than the index column -----------------------------------------------------------------
+
+
+def _long_names() -> st.SearchStrategy[str]:
+    """Names past MAX_KEY_LENGTH, with the adversarial pieces at both ends and around the cut at 200."""
+    body = st.text(alphabet="中国平安公司有限北京ABCab123-_（）() 　", min_size=100, max_size=400)
+    return st.builds(
+        lambda head, left, middle, right, tail: head + left + middle + right + tail,
+        _adversarial(), body, _adversarial(), body, _adversarial(),
+    )  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_long_names())
+def test_long_names_give_bounded_fixed_point_keys(text: str) -> None:
+    key = normalize_name(text)
+    assert len(key) <= MAX_KEY_LENGTH
+    assert normalize_name(key) == key
+    assert normalize_name(text) == key
+    keys._normalize.cache_clear()  # the same key from scratch, not from the cache
+    assert normalize_name(text) == key
+    if is_shortened_key(key):
+        assert len(key) == 217
+
+
+@settings(max_examples=300, deadline=None)
+@given(_long_names(), st.sampled_from(["甲", "乙公司", "A"]))
+def test_long_names_that_share_a_prefix_get_different_keys(text: str, ending: str) -> None:
+    first, second = normalize_name(text + "丙" + ending), normalize_name(text + "丁" + ending)
+    if len(first) > 200 and len(second) > 200:
+        assert first != second
+
+
+def test_shortened_key_form_is_fixed_and_documented() -> None:
+    name = "中" * 300
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16].upper()
+    key = normalize_name(name)
+    assert key == "中" * 200 + "#" + digest
+    assert digest == "FF396AA85ACBEC90"  # keys are stored: the scheme must never change
+    assert is_shortened_key(key)
+    assert normalize_name(key) == key
+    assert temp_company_id(name, "s") == temp_company_id(key, "s")
+
+
+def test_keys_up_to_the_limit_are_kept_whole() -> None:
+    exact = "中" * MAX_KEY_LENGTH
+    assert normalize_name(exact) == exact
+    assert not is_shortened_key(exact)
+    over = normalize_name(exact + "国")
+    assert is_shortened_key(over)
+    assert over.startswith("中" * 200 + "#")
+    assert normalize_name(" 公司 " * 100) == "公司" * 100  # whitespace does not count: the key is measured
+
+
+@pytest.mark.parametrize(
+    "key", ["", "中国平安", "中" * 200 + "#ff396aa85acbec90", "中" * 199 + "#FF396AA85ACBEC90", "中" * 200 + "#FF39"]
+)
+def test_ordinary_keys_are_not_shortened(key: str) -> None:
+    assert not is_shortened_key(key)
 
 
 def test_mapping_fast_path_sees_every_mapped_char() -> None:

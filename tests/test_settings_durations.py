@@ -13,7 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
+from eqc_enrich._durations import (
+    MAX_DURATION_S,
+    RateLimit,
+    format_duration,
+    parse_duration,
+    parse_range,
+    parse_rate_limit,
+)
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.eqc import parse_retry_after
 from eqc_enrich.settings import DEFAULT_BASE_URL, Settings, env_file_path, load_settings
@@ -137,7 +144,11 @@ def test_parse_duration_nan_is_a_config_error() -> None:
 @given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["ms", "s", "m", "h", "d", ""]))
 def test_parse_duration_units(count: int, unit: str) -> None:
     factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "": 1.0}[unit]
-    assert parse_duration(f"{count}{unit}") == pytest.approx(count * factor)
+    if count * factor > MAX_DURATION_S:
+        with pytest.raises(ConfigError, match="too long"):
+            parse_duration(f"{count}{unit}")
+    else:
+        assert parse_duration(f"{count}{unit}") == pytest.approx(count * factor)
 
 
 # --- parse_rate_limit and RateLimit -------------------------------------------------------------------------

@@ -5,23 +5,51 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from eqc_enrich._errors import ConfigError
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "": 1.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*$")
+
+MAX_DURATION_S: Final[float] = 365_000 * 86_400.0
+"""The longest duration accepted (365000d, about a thousand years, room for the benchmark's "never expires"
+token): anything longer is a typo, and would overflow the dates and integer arithmetic it feeds (a date a
+few thousand years back no longer exists)."""
+
+MAX_RATE_REQUESTS: Final[int] = 1_000_000
+"""The most requests a rate-limit window may allow; EQC allows 10, and the limiter keeps one slot per request."""
+
+_SHOWN_CHARS = 40
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds from `250ms`, `30s`, `2m`, `1h`, `30d` or a bare number of seconds."""
+    """Seconds from `250ms`, `30s`, `2m`, `1h`, `30d` or a bare number of seconds (at most `MAX_DURATION_S`)."""
     if isinstance(text, int | float):
-        if not math.isfinite(text) or text < 0:
-            raise ConfigError(f"duration must be a finite, non-negative number of seconds: {text}")
-        return float(text)
+        try:
+            seconds = float(text)
+        except OverflowError:
+            seconds = math.inf
+        return _bounded(seconds, _shown(text))
     match = _DURATION.match(text)
     if not match:
-        raise ConfigError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 2m, 1h, 30d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+        raise ConfigError(f"not a duration: {_shown(text)} (use e.g. 500ms, 30s, 2m, 1h, 30d)")
+    return _bounded(float(match.group(1)) * _UNITS[match.group(2)], _shown(text))
+
+
+def _bounded(seconds: float, shown: str) -> float:
+    """The one place a duration's range is checked, so `inf` (from `1e400` or 400 digits) never gets through."""
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"duration must be a finite, non-negative number of seconds: {shown}")
+    if seconds > MAX_DURATION_S:
+        raise ConfigError(f"duration too long: {shown} (at most {MAX_DURATION_S / 86_400:.0f}d)")
+    return seconds
+
+
+def _shown(value: object) -> str:
+    """The value as an error message quotes it: its repr, cut short so that the message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 5]}...{text[-2:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +60,15 @@ class RateLimit:
     window_s: float
 
     def __post_init__(self) -> None:
-        if self.requests < 1 or self.window_s <= 0:
-            raise ConfigError(f"rate limit must be at least 1 request per positive window, got {self}")
+        if not 1 <= self.requests <= MAX_RATE_REQUESTS:
+            raise ConfigError(
+                f"rate limit must allow 1 to {MAX_RATE_REQUESTS:,} requests per window, got {_shown(self.requests)}"
+            )
+        if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_DURATION_S):
+            raise ConfigError(
+                f"rate limit window must be positive and at most {MAX_DURATION_S / 86_400:.0f}d, "
+                f"got {self.window_s:g}s"
+            )
 
     @property
     def per_second(self) -> float:
@@ -44,29 +79,37 @@ class RateLimit:
 
     def __str__(self) -> str:
         """The form `parse_rate_limit` reads back: `10/60s`, `10/60ms`."""
-        window = f"{self.window_s * 1000:g}ms" if self.window_s < 1 else f"{self.window_s:g}s"
+        # 12 significant digits: no exponent below 1e12 s, so every window allowed reads back
+        window = f"{self.window_s * 1000:.12g}ms" if self.window_s < 1 else f"{self.window_s:.12g}s"
         return f"{self.requests}/{window}"
 
 
 def parse_rate_limit(text: str) -> RateLimit:
     """`10/60s` -> 10 requests per 60 s; the window defaults to seconds."""
     count, sep, window = text.partition("/")
-    if not sep or not re.fullmatch(r"[0-9]+", count.strip()):
-        raise ConfigError(f"not a rate limit: {text!r} (use e.g. 10/60s)")
-    return RateLimit(int(count), parse_duration(window))
+    digits = count.strip()
+    if not sep or not re.fullmatch(r"[0-9]+", digits):
+        raise ConfigError(f"not a rate limit: {_shown(text)} (use e.g. 10/60s)")
+    if len(digits.lstrip("0")) > len(str(MAX_RATE_REQUESTS)):  # before int(), which refuses past 4300 digits
+        raise ConfigError(
+            f"rate limit must allow 1 to {MAX_RATE_REQUESTS:,} requests per window, got {_shown(digits)}"
+        )
+    return RateLimit(int(digits), parse_duration(window))
 
 
 def parse_range(text: str) -> tuple[float, float]:
     """`20-60s` -> (20.0, 60.0); a single duration is a range of one value."""
-    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*-\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$", text)
+    match = re.match(
+        r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*-\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*$", text
+    )
     if match is None:
         value = parse_duration(text)
         return value, value
     low_unit = match.group(2) or match.group(4)
-    low = float(match.group(1)) * _UNITS[low_unit]
-    high = float(match.group(3)) * _UNITS[match.group(4)]
+    low = _bounded(float(match.group(1)) * _UNITS[low_unit], _shown(text))
+    high = _bounded(float(match.group(3)) * _UNITS[match.group(4)], _shown(text))
     if low > high:
-        raise ConfigError(f"range goes backwards: {text!r}")
+        raise ConfigError(f"range goes backwards: {_shown(text)}")
     return low, high
 
 

@@ -26,7 +26,7 @@ from eqc_enrich._stats import RunProgress
 from eqc_enrich.enrich import EnrichResult, RunControl, RunOptions, enrich_async, plan
 from eqc_enrich.events import EventLog
 from eqc_enrich.model import Latency
-from eqc_enrich.output import default_output_path, unresolved_path
+from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
 from eqc_enrich.progress import ProgressDisplay
 from eqc_enrich.resolve import Columns
 from eqc_enrich.settings import load_settings
@@ -124,6 +124,9 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the timing breakdown at the end.")] = False,
     log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
+    keep_formulas: Annotated[
+        bool, typer.Option("--keep-formulas", help="Write text cells starting with = + - @ as they are (no leading ').")
+    ] = False,
 ) -> None:
     """Give every row of INPUT a company_id (and company_id_source)."""
     options = RunOptions(
@@ -147,9 +150,11 @@ def run(
         check_token=check_token,
         eqc_down_wait_s=parse_duration(eqc_down_wait),
         index_wait_s=parse_duration(index_wait),
+        keep_formulas=keep_formulas,
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)
+    ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False)
     mode = ProgressDisplay.choose_mode(quiet=quiet)
     interval = parse_duration(progress_interval)
     result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)

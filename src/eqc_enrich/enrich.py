@@ -92,7 +92,7 @@ class RunOptions:
     check_token: bool = False
     eqc_down_wait_s: float | None = None  # how long to wait for an unreachable EQC (OutagePolicy default)
     index_wait_s: float | None = None  # how long answers may wait for an index that cannot be written
-    keep_formulas: bool = False  # write text cells starting with = + - @ as they are
+    keep_formulas: bool = False  # CSV outputs: no leading ' on text cells starting with = + - @ (output.py)
     quota_key: str | None = None  # the shared quota's account (default WDH_EQC_QUOTA_KEY, else the EQC URL)
     claim_lease_s: float = 60.0  # how long a claim on a name outlives its process
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise

@@ -3,6 +3,13 @@
 Every index lookup, EQC query and temporary id starts from `normalize_name`, so that the many spellings
 of one company in the source sheets ("公司A-已转出", "公司Ａ", " 公司A ") meet on one key. The key must be a
 fixed point (normalizing it again changes nothing) and must never eat part of a real name.
+
+A key has at most `MAX_KEY_LENGTH` (255) characters, the width of the index's `lookup_key` column. A longer
+normalized name becomes its first 200 characters, `#`, and the first 16 hex digits (upper case) of the
+SHA-256 of the whole normalized name (UTF-8): the same long name gives the same key every run, two long
+names that share their first 200 characters still get different keys, and the shortened key is itself a
+fixed point of `normalize_name`. `is_shortened_key` tells such keys apart: they can be looked up and
+stored, but are not a name EQC can be asked about.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ __all__ = [
     "ENTERPRISE_TYPES",
     "ID_PLACEHOLDERS",
     "INDEX_PRIORITY",
+    "MAX_KEY_LENGTH",
     "NAME_PLACEHOLDERS",
     "STATUS_MARKERS",
     "LookupType",
     "clean_company_id",
     "clean_plan_code",
     "is_real_company_id",
+    "is_shortened_key",
     "normalize_name",
     "plan_customer_key",
     "temp_company_id",
@@ -217,20 +226,54 @@ def _strip_pass(text: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 17)
 def _normalize(text: str) -> str:
-    """Canonicalize, then strip until a fixed point: that is what makes `normalize_name` idempotent."""
+    """Canonicalize, strip until a fixed point (what makes `normalize_name` idempotent), then bound the length."""
     current = _canonical_chars(text)
     while True:
         following = _strip_pass(current)
         if following == current:
-            return current
+            return _bounded_key(current)
         current = following
 
 
 def normalize_name(text: str | None) -> str:
-    """The lookup key of a customer name; "" when there is no usable name."""
+    """The lookup key of a customer name; "" when there is no usable name; at most `MAX_KEY_LENGTH` characters."""
     if text is None:
         return ""
     return _normalize(text)
+
+
+# --- bounded keys -----------------------------------------------------------------------------------
+
+MAX_KEY_LENGTH: Final[int] = 255
+"""The longest key, the width of the index's `lookup_key` column; longer names are shortened (module doc)."""
+
+_KEY_PREFIX_LENGTH: Final[int] = 200
+_KEY_HASH_DIGITS: Final[int] = 16
+_KEY_HASH_SEPARATOR: Final[str] = "#"
+_SHORTENED_KEY: Final = re.compile(
+    rf".{{{_KEY_PREFIX_LENGTH}}}{re.escape(_KEY_HASH_SEPARATOR)}[0-9A-F]{{{_KEY_HASH_DIGITS}}}", re.DOTALL
+)
+
+
+def _bounded_key(key: str) -> str:
+    """A key that fits the index column and still tells apart long names a plain cut would merge.
+
+    Normalizing the result changes nothing: the prefix is part of a fixed point, and the `#` plus hex
+    digits that now end it match no rule that looks at the end of a name.
+    """
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:_KEY_HASH_DIGITS].upper()
+    return f"{key[:_KEY_PREFIX_LENGTH]}{_KEY_HASH_SEPARATOR}{digest}"
+
+
+def is_shortened_key(key: str) -> bool:
+    """Whether `key` is the shortened form of a name too long for the index, which is no name EQC knows.
+
+    A real name of exactly that shape (200 characters, `#`, 16 upper-case hex digits) would be taken for
+    one too; such names do not occur in the source sheets.
+    """
+    return _SHORTENED_KEY.fullmatch(key) is not None
 
 
 # --- temporary ids ----------------------------------------------------------------------------------
@@ -293,7 +336,3 @@ def plan_customer_key(plan_code: str, normalized_name: str) -> str:
     """The `plan_customer` lookup key: one company can sit under several plans and vice versa."""
     return f"{plan_code}|{normalized_name}"
 
-
-def is_shortened_key(key: str) -> bool:
-    """Placeholder until the bounded-key scheme lands: a key too long for the index column."""
-    return len(key) > 255

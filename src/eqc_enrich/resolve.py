@@ -95,9 +95,16 @@ class Overrides:
         if path is None:
             return cls()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"overrides {path}: {str(exc).splitlines()[0]}") from None
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"overrides {path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"overrides {path}: {exc.strerror or exc}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: e.g. a date like 2024-13-45
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"overrides {path}: not valid YAML: {reason}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"overrides {path}: expected a mapping with plan_code and customer_name")
         plans = _id_map(path, data.get("plan_code") or data.get("plans") or {}, clean_plan_code)
@@ -110,7 +117,7 @@ def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, 
         raise ConfigError(f"overrides {path}: each section must map keys to company ids")
     result: dict[str, str] = {}
     for key, value in raw.items():
-        company_id = clean_company_id(value)
+        company_id = None if isinstance(value, dict | list) else clean_company_id(value)
         cleaned = clean_key(str(key))
         if not cleaned or company_id is None:
             raise ConfigError(f"overrides {path}: entry {key!r}: {value!r} is not a key and a company id")

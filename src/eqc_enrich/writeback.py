@@ -32,8 +32,6 @@ FORMER_NAME_FACTOR = 0.9
 def batch_for(outcome: LookupOutcome, *, keep_payloads: bool = True) -> WriteBatch:
     """What one answer teaches the index; failures and skips teach nothing."""
     batch = WriteBatch()
-    if outcome.status in ("found", "not_found", "failed"):
-        batch.released.append(outcome.name)  # the claim goes in the same commit as the answer
     if outcome.status == "not_found":
         batch.negatives.append(outcome.name)
         return batch
@@ -127,8 +125,8 @@ class IndexWriter:
 
     def add(self, outcome: LookupOutcome) -> None:
         batch = batch_for(outcome, keep_payloads=self._keep_payloads)
-        if self._owner is None:
-            batch.released.clear()  # no claims were taken: nothing to give back
+        if self._owner is not None and outcome.status in ("found", "not_found", "failed"):
+            batch.released.append(outcome.name)  # the claim goes in the same commit as the answer
         self._pending.extend(batch)
         if not self.writable:
             self._spill(batch)
