@@ -224,7 +224,7 @@ def test_idle_ttl_is_refreshed_by_use() -> None:
 
 
 def test_max_age_expires_busy_tokens_again_and_again() -> None:
-    config = SimulatorConfig(latency=(0.0, 0.0), token_max_age=400.0, time_scale=1000.0)  # 0.4 s
+    config = SimulatorConfig(latency=(0.0, 0.0), token_max_age=400.0, time_scale=1000.0, scale_token_lifetimes=True)
     with Simulator(config) as local, httpx.Client(base_url=local.url) as http:
         for _ in range(2):
             token = local.issue_token()
@@ -427,7 +427,7 @@ _CLI = "import typer; from eqc_enrich._cli_sandbox import register; app = typer.
 
 
 def test_simulate_command_serves_until_interrupted() -> None:
-    env = {**os.environ, "WDH_EQC_TOKEN": "secret-token-value", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "EQC_SIM_TOKEN": "secret-token-value", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-c", _CLI, "simulate", "--time-scale", "1000", "--latency", "0s", "--seed", "7"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
