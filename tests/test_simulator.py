@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from eqc_enrich._cli_sandbox import register
+from eqc_enrich._cli_sandbox import _describe, register, run_command
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.simulator import Simulator, SimulatorConfig, Universe, build_universe, canonical_key
@@ -468,3 +468,30 @@ def test_simulate_command_bad_option_is_one_line(option: str, message: str) -> N
     assert "Traceback" not in result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_token_lifetimes_are_wall_clock_at_any_time_scale() -> None:
+    """At time scale 1000 a 0.6 s token still lives 0.6 s: only latency and the quota window are scaled."""
+    config = SimulatorConfig(latency=(0.0, 0.0), time_scale=1000.0, token_ttl=0.6)
+    with Simulator(config) as local, httpx.Client(base_url=local.url, headers={"token": "sim-token"}) as http:
+        time.sleep(0.3)  # 300 ms idle: scaled, the ttl would have been 0.6 ms
+        assert "error" not in http.get(SEARCH, params={"key": "x"}).json()
+        time.sleep(0.9)
+        assert http.get(SEARCH, params={"key": "x"}).json()["error"] == "TokenExpired"
+
+
+def test_simulate_states_its_real_token_lifetime_and_the_run_command() -> None:
+    config = SimulatorConfig(time_scale=1000.0)
+    banner = _describe("http://127.0.0.1:1234", config)
+    assert "token ttl 30m00s wall clock" in banner
+    assert "rate limit 10/60s per token (at time scale 1000: 20ms-60ms, 10/60ms)" in banner
+    assert "sim-token" not in banner
+    scaled = _describe("http://127.0.0.1:1234", SimulatorConfig(time_scale=1000.0, scale_token_lifetimes=True))
+    assert "token ttl 1.8s wall clock" in scaled
+    command = run_command("http://127.0.0.1:1234", config, "sim-token")
+    assert command == (
+        "WDH_EQC_TOKEN=sim-token eqc-enrich run month.xlsx --eqc-url http://127.0.0.1:1234 "
+        "--rate-limit 10/60ms --timeout 1s --db eqc_enrich_sim.db"
+    )
+    real_speed = run_command("http://127.0.0.1:1234", SimulatorConfig(), "sim-token")
+    assert "--rate-limit 10/60s --timeout 120s" in real_speed
