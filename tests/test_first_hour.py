@@ -28,6 +28,7 @@ from eqc_enrich.model import Latency
 from eqc_enrich.resolve import Columns
 from eqc_enrich.simulator import Simulator, SimulatorConfig, write_month
 
+README = Path(__file__).parents[1] / "README.md"
 TOKEN = "first-hour-secret-token-42"
 SCALE = 1000.0
 _SCRIPT = Path(sys.executable).with_name("eqc-enrich")
@@ -85,13 +86,24 @@ def _printed_run_command(proc: subprocess.Popen[str]) -> str:
     raise AssertionError("no run command among the simulator's first lines")
 
 
+def readme_section_code(title: str) -> list[list[str]]:
+    """The code blocks of one README section, each as its lines without comments."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    return [[line.split("#")[0].strip() for line in block.splitlines() if line.strip()] for block in blocks]
+
+
 def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
-    made = cli("make-data", "month.xlsx", "--rows", "300", cwd=tmp_path)
+    (make_data, simulate), (readme_run,) = readme_section_code("Try it against the simulator")
+    assert make_data == "eqc-enrich make-data month.xlsx"
+    assert simulate == "eqc-enrich simulate --time-scale 1000"
+    made = cli(*shlex.split(make_data)[1:], "--rows", "300", cwd=tmp_path)  # the README's month, smaller
     assert made.returncode == 0, made.stderr
     # a real EQC token in the shell must neither be adopted by the simulator nor printed by it
     sim_env = {**os.environ, "WDH_EQC_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [*EQC_ENRICH, "simulate", "--time-scale", "1000"],
+        [*EQC_ENRICH, *shlex.split(simulate)[1:]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -101,6 +113,7 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
     )
     try:
         command = _printed_run_command(proc)
+        assert re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", command) == readme_run  # as the README shows it
         words = shlex.split(command)
         assignment, program, *args = words
         name, _, token = assignment.partition("=")
