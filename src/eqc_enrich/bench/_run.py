@@ -41,8 +41,7 @@ def require_charts() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError(
-            "the benchmark draws its charts with matplotlib, which is not installed: "
-            "pip install 'eqc-enrich[bench]'"
+            "the benchmark draws its charts with matplotlib, which is not installed: pip install 'eqc-enrich[bench]'"
         ) from None
 
 
