@@ -192,7 +192,7 @@ def token_command(sim: Simulator, log: Path) -> str:
 def test_token_expiring_repeatedly_costs_one_refresh_per_expiry(month: Path, tmp_path: Path) -> None:
     config = SimulatorConfig(
         seed=5, latency=(20.0, 60.0), time_scale=SCALE, rate_limit=RateLimit(10, 60.0), tokens=(TOKEN,),
-        token_ttl=86_400.0, token_max_age=400.0,  # 0.4 s at this scale: several expiries in one run
+        token_ttl=86_400.0, token_max_age=400.0, scale_token_lifetimes=True,  # 0.4 s: several expiries
     )  # fmt: skip
     log = tmp_path / "refreshes.log"
     with Simulator(config) as sim:
@@ -219,7 +219,7 @@ def test_token_expiring_repeatedly_costs_one_refresh_per_expiry(month: Path, tmp
 def test_without_a_refresh_command_the_run_completes_with_exit_3(month: Path, tmp_path: Path) -> None:
     config = SimulatorConfig(
         seed=5, latency=(20.0, 60.0), time_scale=SCALE, rate_limit=RateLimit(10, 60.0), tokens=(TOKEN,),
-        token_ttl=86_400.0, token_max_age=400.0,
+        token_ttl=86_400.0, token_max_age=400.0, scale_token_lifetimes=True,
     )  # fmt: skip
     with Simulator(config) as sim:
         done = cli(*run_args(month, sim, tmp_path, "--quiet"), env={"WDH_EQC_TOKEN_COMMAND": ""})

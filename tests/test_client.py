@@ -339,7 +339,7 @@ def test_expired_token_via_admin_endpoint_both_forms(sim_factory: SimFactory) ->
 
 
 def test_token_max_age_expires_a_busy_token(sim_factory: SimFactory) -> None:
-    sim = sim_factory(time_scale=1000.0, token_max_age=100.0)  # 0.1 s on the simulator's clock
+    sim = sim_factory(time_scale=1000.0, token_max_age=100.0, scale_token_lifetimes=True)  # 0.1 s
     company = companies(sim)[0]
 
     async def main() -> TokenExpiredError:

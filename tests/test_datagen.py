@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from eqc_enrich._cli_sandbox import register
 from eqc_enrich._errors import ConfigError, InputError
+from eqc_enrich.keys import normalize_name
 from eqc_enrich.simulator import build_universe, make_month, write_month
-from eqc_enrich.simulator._datagen import SHEET, truth_path
+from eqc_enrich.simulator._datagen import SHEET, default_companies, truth_path
 
 SAMPLE = Path(__file__).parent / "data" / "annuity_performance_sample.parquet"  # a copy of shared/data/
 MARKERS = ("-已转出", "（已转出）", "(终止)", "-待转出", "(团托)", "及下属子企业", "-养老", "-福利")
@@ -168,3 +169,31 @@ def test_make_data_command_bad_option_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "unsupported file type '.txt'" in result.output
+
+
+def test_make_data_companies_follow_the_rows_as_in_a_real_month(tmp_path: Path) -> None:
+    """About 12 rows a customer, as the story's month (30,986 rows, 2,500 companies, 2,587 normalized names)."""
+    out = tmp_path / "m.parquet"
+    result = CliRunner().invoke(cli(), ["make-data", str(out), "--rows", "3000"])
+    assert result.exit_code == 0, result.output
+    assert default_companies(3_000) == 242
+    assert "242 distinct companies" in result.output
+    data, truth = pl.read_parquet(out), pl.read_parquet(truth_path(out))
+    named = truth.filter(pl.col("name").is_not_null())
+    assert named["name"].n_unique() == 242
+    assert 11 < data.height / named["name"].n_unique() < 14
+    keys = {normalize_name(raw) for raw in data["客户名称"].drop_nulls().to_list()} - {""}
+    assert 242 <= len(keys) <= 242 * 1.1  # stems and former names add a few, as in the real month
+    # the ground truth stays exact: every named row's raw name leads the simulator to its company
+    universe = build_universe(7)
+    rows = pl.concat([data.select("客户名称"), truth], how="horizontal").filter(pl.col("name").is_not_null())
+    for raw, expected in rows.select("客户名称", "company_id").iter_rows():
+        found = universe.search(strip_marker(raw))
+        assert (found[0][0].company_id if found else None) == expected, raw
+
+
+def test_default_companies_keep_the_real_month_ratio() -> None:
+    assert default_companies(30_986) == 2_500
+    assert default_companies(1) == 1
+    for rows in (120, 1_000, 10_000, 100_000):
+        assert 12 <= rows / default_companies(rows) <= 13

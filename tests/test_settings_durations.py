@@ -437,3 +437,45 @@ def test_settings_constructed_directly(clean_env: Path) -> None:
     settings = Settings(eqc_token=SecretStr(TOKEN), eqc_rate_limit=2, eqc_rate_limit_window=0.5)
     assert settings.token_value() == TOKEN
     assert settings.rate_limit == RateLimit(2, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("limit", "window", "expected"),
+    [
+        ("10/60s", None, RateLimit(10, 60.0)),
+        ("10/60ms", None, RateLimit(10, 0.06)),
+        (" 5/2m ", None, RateLimit(5, 120.0)),
+        ("10/60s", "60", RateLimit(10, 60.0)),  # a window that agrees is fine
+        ("20", "30", RateLimit(20, 30.0)),
+        ("20", None, RateLimit(20, 60.0)),
+    ],
+)
+def test_rate_limit_setting_takes_both_forms(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, limit: str, window: str | None, expected: RateLimit
+) -> None:
+    """The old integer (with WDH_EQC_RATE_LIMIT_WINDOW) or what `--rate-limit` takes."""
+    monkeypatch.setenv("WDH_EQC_RATE_LIMIT", limit)
+    if window is not None:
+        monkeypatch.setenv("WDH_EQC_RATE_LIMIT_WINDOW", window)
+    assert load_settings().rate_limit == expected
+
+
+@pytest.mark.parametrize("limit", ["lots", "10/", "10/soon", "10/0s", "0/60s", "-3", "1.5", "10/60s/2"])
+def test_nonsense_rate_limit_setting_is_one_clear_line(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    monkeypatch.setenv("WDH_EQC_RATE_LIMIT", limit)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith("WDH_EQC_RATE_LIMIT: ")
+    assert "10/60s" in message  # says what a good value looks like
+    assert "\n" not in message
+    assert "Value error" not in message
+
+
+def test_rate_limit_and_a_different_window_contradict(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WDH_EQC_RATE_LIMIT", "10/60s")
+    monkeypatch.setenv("WDH_EQC_RATE_LIMIT_WINDOW", "30")
+    with pytest.raises(ConfigError, match=r"^WDH_EQC_RATE_LIMIT 10/60s and WDH_EQC_RATE_LIMIT_WINDOW 30 disagree"):
+        load_settings()

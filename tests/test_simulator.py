@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from eqc_enrich._cli_sandbox import register
+from eqc_enrich._cli_sandbox import _describe, register, run_command
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.simulator import Simulator, SimulatorConfig, Universe, build_universe, canonical_key
@@ -224,7 +224,7 @@ def test_idle_ttl_is_refreshed_by_use() -> None:
 
 
 def test_max_age_expires_busy_tokens_again_and_again() -> None:
-    config = SimulatorConfig(latency=(0.0, 0.0), token_max_age=400.0, time_scale=1000.0)  # 0.4 s
+    config = SimulatorConfig(latency=(0.0, 0.0), token_max_age=400.0, time_scale=1000.0, scale_token_lifetimes=True)
     with Simulator(config) as local, httpx.Client(base_url=local.url) as http:
         for _ in range(2):
             token = local.issue_token()
@@ -427,7 +427,7 @@ _CLI = "import typer; from eqc_enrich._cli_sandbox import register; app = typer.
 
 
 def test_simulate_command_serves_until_interrupted() -> None:
-    env = {**os.environ, "WDH_EQC_TOKEN": "secret-token-value", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "EQC_SIM_TOKEN": "secret-token-value", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-c", _CLI, "simulate", "--time-scale", "1000", "--latency", "0s", "--seed", "7"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -468,3 +468,30 @@ def test_simulate_command_bad_option_is_one_line(option: str, message: str) -> N
     assert "Traceback" not in result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_token_lifetimes_are_wall_clock_at_any_time_scale() -> None:
+    """At time scale 1000 a 0.6 s token still lives 0.6 s: only latency and the quota window are scaled."""
+    config = SimulatorConfig(latency=(0.0, 0.0), time_scale=1000.0, token_ttl=0.6)
+    with Simulator(config) as local, httpx.Client(base_url=local.url, headers={"token": "sim-token"}) as http:
+        time.sleep(0.3)  # 300 ms idle: scaled, the ttl would have been 0.6 ms
+        assert "error" not in http.get(SEARCH, params={"key": "x"}).json()
+        time.sleep(0.9)
+        assert http.get(SEARCH, params={"key": "x"}).json()["error"] == "TokenExpired"
+
+
+def test_simulate_states_its_real_token_lifetime_and_the_run_command() -> None:
+    config = SimulatorConfig(time_scale=1000.0)
+    banner = _describe("http://127.0.0.1:1234", config)
+    assert "token ttl 30m00s wall clock" in banner
+    assert "rate limit 10/60s per token (at time scale 1000: 20ms-60ms, 10/60ms)" in banner
+    assert "sim-token" not in banner
+    scaled = _describe("http://127.0.0.1:1234", SimulatorConfig(time_scale=1000.0, scale_token_lifetimes=True))
+    assert "token ttl 1.8s wall clock" in scaled
+    command = run_command("http://127.0.0.1:1234", config, "sim-token")
+    assert command == (
+        "WDH_EQC_TOKEN=sim-token eqc-enrich run month.xlsx --eqc-url http://127.0.0.1:1234 "
+        "--rate-limit 10/60ms --timeout 1s --db eqc_enrich_sim.db"
+    )
+    real_speed = run_command("http://127.0.0.1:1234", SimulatorConfig(), "sim-token")
+    assert "--rate-limit 10/60s --timeout 120s" in real_speed

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,6 +16,11 @@ from eqc_enrich._errors import EqcEnrichError
 
 if TYPE_CHECKING:  # the simulator (starlette, uvicorn, polars) loads only when a command needs it
     from eqc_enrich.simulator import SimulatorConfig
+
+
+SIM_TOKEN = "sim-token"  # the simulator's test token: no secret, it opens nothing but the local simulator
+SIM_INDEX = "eqc_enrich_sim.db"
+TRY_MONTH = "month.xlsx"
 
 
 def register(app: typer.Typer) -> None:
@@ -31,16 +39,25 @@ def simulate(
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the company universe (match make-data's).")] = 7,
     latency: Annotated[str, typer.Option(help="Latency range per request, e.g. 20-60s.")] = "20-60s",
-    time_scale: Annotated[float, typer.Option(help="Divide every duration by this (1000: 20-60 ms).")] = 1.0,
+    time_scale: Annotated[
+        float, typer.Option(help="Divide latency and rate-limit window by this (1000: 20-60 ms, 10/60ms).")
+    ] = 1.0,
     rate_limit: Annotated[str, typer.Option(help="Requests per window per token, e.g. 10/60s.")] = "10/60s",
-    token: Annotated[str, typer.Option(envvar="WDH_EQC_TOKEN", help="Token the server accepts.")] = "sim-token",
-    token_ttl: Annotated[str, typer.Option(help="A token expires after this long unused.")] = "30m",
-    token_max_age: Annotated[str | None, typer.Option(help="A token expires this long after issue.")] = None,
+    token: Annotated[
+        str, typer.Option(envvar="EQC_SIM_TOKEN", help="Token the simulator accepts (its own, not an EQC one).")
+    ] = SIM_TOKEN,
+    token_ttl: Annotated[str, typer.Option(help="A token expires after this long unused (wall clock).")] = "30m",
+    token_max_age: Annotated[
+        str | None, typer.Option(help="A token expires this long after issue (wall clock).")
+    ] = None,
+    scale_token_ttl: Annotated[
+        bool, typer.Option("--scale-token-ttl", help="Divide token ttl and max age by the time scale too.")
+    ] = False,
     fail_rate: Annotated[float, typer.Option(help="Share of answers that are 500/502/503.")] = 0.0,
     timeout_rate: Annotated[float, typer.Option(help="Share of requests held without an answer.")] = 0.0,
     malformed_rate: Annotated[float, typer.Option(help="Share of answers with a broken JSON body.")] = 0.0,
 ) -> None:
-    """Serve a local EQC on loopback until Ctrl-C."""
+    """Serve a local EQC on loopback until Ctrl-C, and print the `run` command that talks to it."""
     from eqc_enrich.simulator import Simulator, SimulatorConfig
 
     try:
@@ -48,12 +65,15 @@ def simulate(
             seed=seed, latency=parse_range(latency), time_scale=time_scale, rate_limit=parse_rate_limit(rate_limit),
             tokens=(token,), token_ttl=parse_duration(token_ttl),
             token_max_age=None if token_max_age is None else parse_duration(token_max_age),
+            scale_token_lifetimes=scale_token_ttl,
             fail_rate=fail_rate, timeout_rate=timeout_rate, malformed_rate=malformed_rate,
         )  # fmt: skip
         sim = Simulator(config, host=host, port=port).start()
     except (EqcEnrichError, OSError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(_describe(sim.url, config))
+    typer.echo(f"make a month it knows:  eqc-enrich make-data {TRY_MONTH} --seed {config.seed}")
+    typer.echo(f"then run against it:    {run_command(sim.url, config, token)}")
     try:
         while True:
             time.sleep(0.5)
@@ -63,16 +83,39 @@ def simulate(
         sim.stop()
 
 
+def run_command(url: str, config: SimulatorConfig, token: str, month: str = TRY_MONTH) -> str:
+    """The `eqc-enrich run` line that talks to this simulator at its own speed, ready to paste.
+
+    The token is the simulator's own (never read from WDH_EQC_TOKEN, so a real EQC token cannot end up
+    here). The index is a file of its own: simulated companies must not land in a real index.
+    """
+    slowest = config.latency[1] / config.time_scale
+    timeout = max(1.0, 2 * slowest)  # twice the slowest call, never under a second
+    args = [
+        "eqc-enrich", "run", month, "--eqc-url", url, "--rate-limit", str(config.rate_limit.scaled(config.time_scale)),
+        "--timeout", f"{timeout:g}s", "--db", SIM_INDEX,
+    ]  # fmt: skip
+    if os.name == "nt":
+        return f'$env:WDH_EQC_TOKEN="{token}"; ' + subprocess.list2cmdline(args)
+    return f"WDH_EQC_TOKEN={shlex.quote(token)} " + shlex.join(args)
+
+
 def _describe(url: str, config: SimulatorConfig) -> str:
     """One line: where it listens and how it behaves (never the token)."""
     low, high = config.latency
+    scale = config.time_scale
     faults = f"5xx {config.fail_rate:.0%}, timeout {config.timeout_rate:.0%}, malformed {config.malformed_rate:.0%}"
-    max_age = "" if config.token_max_age is None else f", max age {format_duration(config.token_max_age)}"
+    ttl = format_duration(config.token_seconds(config.token_ttl))
+    age = config.token_max_age
+    max_age = "" if age is None else f", max age {format_duration(config.token_seconds(age))}"
+    speed = ""
+    if scale != 1:
+        scaled_latency = f"{format_duration(low / scale)}-{format_duration(high / scale)}"
+        speed = f" (at time scale {scale:g}: {scaled_latency}, {config.rate_limit.scaled(scale)})"
     return (
         f"EQC simulator on {url}  seed {config.seed}, {config.universe_size:,} companies, "
-        f"latency {format_duration(low)}-{format_duration(high)}, time scale {config.time_scale:g}, "
-        f"rate limit {config.rate_limit} per token, token ttl {format_duration(config.token_ttl)}{max_age}, "
-        f"faults: {faults}  (Ctrl-C stops)"
+        f"latency {format_duration(low)}-{format_duration(high)}, rate limit {config.rate_limit} per token{speed}, "
+        f"token ttl {ttl}{max_age} wall clock, faults: {faults}  (Ctrl-C stops)"
     )
 
 
@@ -80,7 +123,10 @@ def make_data(
     out: Annotated[Path, typer.Argument(help="File to write: .xlsx (sheet 规模明细), .csv or .parquet.")],
     rows: Annotated[int, typer.Option(help="Rows to generate.")] = 30_986,
     seed: Annotated[int, typer.Option(help="Seed (the simulator must run with the same one).")] = 7,
-    companies: Annotated[int, typer.Option(help="Distinct customer companies.")] = 2_500,
+    companies: Annotated[
+        int | None,
+        typer.Option(min=1, help="Distinct customer companies [rows / 12.4, as in a real month].", show_default=False),
+    ] = None,
     unknown_share: Annotated[float, typer.Option(help="Share of customers EQC does not know.")] = 0.05,
 ) -> None:
     """Write a synthetic annuity_performance month and its ground truth (<stem>.truth.parquet)."""

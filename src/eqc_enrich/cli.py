@@ -9,6 +9,7 @@ after every retry; 5 EQC unavailable; 6 the index could not be written (answers 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import os
 import signal
@@ -18,10 +19,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
+
+# typer 0.29 carries its own copy of click; these are the exceptions its parser raises (pinned in pyproject)
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from eqc_enrich import _cli_index, _cli_sandbox, bench
 from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
-from eqc_enrich._errors import EqcEnrichError
+from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._stats import RunProgress
 from eqc_enrich.enrich import EnrichResult, RunControl, RunOptions, enrich_async, plan
 from eqc_enrich.events import EventLog
@@ -30,6 +35,7 @@ from eqc_enrich.output import default_output_path, ensure_writable, unresolved_p
 from eqc_enrich.progress import ProgressDisplay
 from eqc_enrich.resolve import Columns
 from eqc_enrich.settings import load_settings
+from eqc_enrich.summary import EXIT_CODES
 
 app = typer.Typer(
     name="eqc-enrich",
@@ -60,7 +66,9 @@ def _optional_rate(text: str | None) -> RateLimit | None:
     return parse_rate_limit(text) if text is not None else None
 
 
-InputArg = Annotated[Path, typer.Argument(help="CSV, XLSX/XLS or Parquet file of one month.", show_default=False)]
+InputArg = Annotated[
+    Path, typer.Argument(metavar="INPUT", help="CSV, XLSX/XLS or Parquet file of one month.", show_default=False)
+]
 SheetOpt = Annotated[str | None, typer.Option(help="Excel sheet (default 规模明细, or the only sheet).")]
 NameColOpt = Annotated[str, typer.Option(help="Column with the customer name.")]
 PlanColOpt = Annotated[str | None, typer.Option(help="Column with the plan code (default 计划代码, if present).")]
@@ -194,7 +202,10 @@ def _run_with_signals(
         events = EventLog(log_json, progress, interval_s=interval_s) if log_json else None
         display.start()
         if events is not None:
-            events.start(input=str(input_path), output=str(output), options=options.public())
+            in_force = options.rate_limit or settings.rate_limit  # the option, else the WDH_* setting
+            events.start(
+                input=str(input_path), output=str(output), options={**options.public(), "rate_limit": str(in_force)}
+            )
         result: EnrichResult | None = None
         try:
             result = await enrich_async(
@@ -352,24 +363,49 @@ def plan_command(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the generated month, index and outputs.")] = Path("demo-output"),
-    rows: Annotated[int, typer.Option(min=1)] = 30_986,
+    rows: Annotated[
+        int, typer.Option(min=1, help="Rows of the generated month (the story's month has 30,986).")
+    ] = 30_986,
     time_scale: Annotated[float, typer.Option(min=1.0, help="Speed-up of the simulated EQC.")] = 1000.0,
-    seed: Annotated[int, typer.Option()] = 7,
+    seed: Annotated[int, typer.Option(help="Seed of the generated month and the simulated companies.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Also print each run's full summary as JSON.")] = False,
+    progress_interval: Annotated[str, typer.Option(help="Interval of plain progress lines off a terminal.")] = "1s",
 ) -> None:
-    """Simulated EQC (time-scaled), a generated month, a cold run and a warm run, both summaries."""
+    """Simulated EQC (time-scaled), a generated month, a cold run and a warm run, a short summary of each."""
     from eqc_enrich.demo import run_demo
 
-    run_demo(out, rows=rows, time_scale=time_scale, seed=seed)
+    run_demo(
+        out, rows=rows, time_scale=time_scale, seed=seed, as_json=as_json,
+        progress_interval_s=parse_duration(progress_interval),
+    )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: our errors become one line on stderr and exit code 2, never a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every error is one line on stderr, never a traceback or a boxed panel.
+
+    Usage errors (a misspelt option, a missing argument) exit 2 like our own input errors; `--help` and a
+    bare `eqc-enrich` still print the full help.
+    """
+    command = typer.main.get_command(app)
+    _plain_flags(command)
     try:
-        return app(args=argv, standalone_mode=True)
+        code = command.main(args=argv, prog_name="eqc-enrich", standalone_mode=False)
+    except NoArgsIsHelpError:  # the help has been printed already
+        sys.exit(EXIT_USAGE)
+    except UsageError as exc:
+        typer.echo(f"error: {_usage_message(exc)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except IndexStoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        # busy or unreachable is the index being away (like a run that ends index_unavailable); else a setting
+        sys.exit(EXIT_CODES["index_unavailable"] if getattr(exc, "transient", False) else EXIT_USAGE)
     except EqcEnrichError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug: one line (the token cannot be in it: no request is ever in a message)
@@ -381,6 +417,31 @@ def main(argv: list[str] | None = None) -> Any:
             err=True,
         )
         sys.exit(EXIT_BUG)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: UsageError) -> str:
+    """Click's message on one line, the closest option named as a suggestion, and where the help is."""
+    if isinstance(exc, NoSuchOption) and exc.possibilities:
+        best = difflib.get_close_matches(exc.option_name, list(exc.possibilities), n=1, cutoff=0.0)
+        message = f"{exc.message} (did you mean {best[0]}?)"
+    else:
+        message = exc.format_message()
+    message = " ".join(message.split())
+    if exc.ctx is not None:
+        message += ("" if message.endswith((".", "?")) else ".") + f" See '{exc.ctx.command_path} --help'."
+    return message
+
+
+def _plain_flags(command: Any) -> None:
+    """typer 0.29 labels every on/off flag `<bool>` in --help, as if it took a value (which it rejects):
+    show flags bare, the way they are typed."""
+    ctx = command.context_class(command)
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags(sub)
 
 
 if __name__ == "__main__":

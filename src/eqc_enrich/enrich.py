@@ -98,9 +98,16 @@ class RunOptions:
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
 
     def public(self) -> dict[str, Any]:
-        """The options as the run journal records them: no token, no token command, no salt."""
+        """The options as the run journal and `--log-json` record them, as plain JSON values with their real
+        types (the rate limit as `10/60s`, durations in seconds); no token, no token command, no salt, and
+        no password of a database URL."""
+        from eqc_enrich.events import jsonable  # events imports nothing of this module; kept local to the method
+
         hidden = {"token", "token_command", "salt"}
-        return {k: str(v) if v is not None else None for k, v in self.__dict__.items() if k not in hidden}
+        shown = {k: jsonable(v) for k, v in self.__dict__.items() if k not in hidden}
+        if isinstance(self.db, str) and "://" in self.db:
+            shown["db"] = redact_url(self.db)
+        return shown
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eqc_enrich._durations import RateLimit
+from eqc_enrich._durations import RateLimit, parse_rate_limit
 from eqc_enrich._errors import ConfigError
 
 DEFAULT_BASE_URL = "https://eqc.pingan.com"
@@ -24,13 +26,44 @@ class Settings(BaseSettings):
     eqc_base_url: str = DEFAULT_BASE_URL
     eqc_timeout: float = Field(default=30.0, gt=0)
     eqc_retry_max: int = Field(default=3, ge=0)
-    eqc_rate_limit: int = Field(default=10, ge=1)
+    eqc_rate_limit: int | str = 10  # requests per window, or the whole limit as `--rate-limit` takes it: 10/60s
     eqc_rate_limit_window: float = Field(default=60.0, gt=0)
     alias_salt: SecretStr = SecretStr("")
     eqc_quota_key: str | None = None  # several EQC accounts behind one URL: name each account's shared quota
 
+    @field_validator("eqc_rate_limit", mode="before")
+    @classmethod
+    def _rate_limit_form(cls, value: object) -> int | str:
+        """A whole number of requests (the old form), or N/DURATION like the command-line option."""
+        text = str(value).strip()
+        if re.fullmatch(r"[0-9]+", text):
+            if int(text) < 1:
+                raise ValueError(f"must be at least 1 request, got {text}")
+            return int(text)
+        try:
+            parse_rate_limit(text)
+        except ConfigError:
+            raise ValueError(
+                f"not a rate limit: {text!r} (use a number of requests, e.g. 10, or N/DURATION, e.g. 10/60s)"
+            ) from None
+        return text
+
+    @model_validator(mode="after")
+    def _one_window(self) -> Self:
+        """`10/60s` carries its own window; a different WDH_EQC_RATE_LIMIT_WINDOW beside it is a contradiction."""
+        if isinstance(self.eqc_rate_limit, str) and "eqc_rate_limit_window" in self.model_fields_set:
+            window = parse_rate_limit(self.eqc_rate_limit).window_s
+            if window != self.eqc_rate_limit_window:
+                raise ValueError(
+                    f"WDH_EQC_RATE_LIMIT {self.eqc_rate_limit} and WDH_EQC_RATE_LIMIT_WINDOW "
+                    f"{self.eqc_rate_limit_window:g} disagree about the window: drop one of them"
+                )
+        return self
+
     @property
     def rate_limit(self) -> RateLimit:
+        if isinstance(self.eqc_rate_limit, str):
+            return parse_rate_limit(self.eqc_rate_limit)
         return RateLimit(self.eqc_rate_limit, self.eqc_rate_limit_window)
 
     def token_value(self) -> str | None:
@@ -48,5 +81,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
         return Settings(_env_file=path if path.is_file() else None)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "WDH_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise ConfigError(f"{name}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check across settings: its message names them
+            raise ConfigError(message) from None
+        raise ConfigError(f"WDH_{str(first['loc'][0]).upper()}: {message}") from None

@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from eqc_enrich._durations import RateLimit, format_duration, parse_range, parse_rate_limit
+from eqc_enrich._errors import ConfigError
 from eqc_enrich.bench._config import DEFAULT_TIME_SCALE, STORY_LATENCY_S, STORY_RATE, BenchConfig
 from eqc_enrich.bench._input import NAME_COLUMN, BenchInput, copy_index, prepare_input
 from eqc_enrich.bench._measure import RunMeasure, from_old_flow, from_ours
@@ -32,6 +33,16 @@ from eqc_enrich.store import IndexStore
 Echo = Callable[[str], None]
 OLD_BACKOFF_S = 1.0  # the old client's first retry delay, in story seconds
 _PROGRESS_STEPS = 10
+
+
+def require_charts() -> None:
+    """The report's charts need matplotlib (the `bench` extra): say so before the benchmark, not after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "the benchmark draws its charts with matplotlib, which is not installed: pip install 'eqc-enrich[bench]'"
+        ) from None
 
 
 def _stderr(line: str) -> None:
@@ -71,6 +82,7 @@ def run_bench(
 
 
 def execute(config: BenchConfig, echo: Echo) -> dict[str, Any]:
+    require_charts()
     with tempfile.TemporaryDirectory(prefix="eqc-bench-") as tmp:
         work = Path(tmp)
         data = prepare_input(config, work)

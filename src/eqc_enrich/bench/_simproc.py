@@ -47,7 +47,7 @@ class SimulatorSpec:
 
     def environment(self) -> dict[str, str]:
         """The token travels in the environment, not on the command line where `ps` shows it."""
-        return {**os.environ, "WDH_EQC_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, "EQC_SIM_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
 
 
 class SimulatorProcess:

@@ -37,7 +37,13 @@ DEFAULT_RATE_LIMIT = RateLimit(10, 60.0)  # what users configure for the real se
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
-    """How the simulated service behaves. Every duration is in real-service seconds, divided by time_scale."""
+    """How the simulated service behaves.
+
+    Latency and the rate-limit window are real-service seconds, divided by time_scale. Token lifetimes are
+    wall-clock seconds: a client paced for the scaled quota still idles like a person between runs, and a
+    30 min token that dies after 1.8 s would end every try-out with "token expired". Set
+    `scale_token_lifetimes` to divide them too (for tests that want expiry to come quickly).
+    """
 
     seed: int = 7
     universe_size: int = 60_000
@@ -47,6 +53,7 @@ class SimulatorConfig:
     tokens: tuple[str, ...] = ("sim-token",)
     token_ttl: float = 1800.0
     token_max_age: float | None = None
+    scale_token_lifetimes: bool = False
     fail_rate: float = 0.0
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
@@ -73,6 +80,10 @@ class SimulatorConfig:
     def scaled(self, seconds: float) -> float:
         """Real-service seconds -> seconds on this simulator's clock."""
         return seconds / self.time_scale
+
+    def token_seconds(self, seconds: float) -> float:
+        """A token lifetime in wall-clock seconds: as given, or scaled when asked to."""
+        return self.scaled(seconds) if self.scale_token_lifetimes else seconds
 
 
 # --- tokens -------------------------------------------------------------------------------------------------
@@ -272,7 +283,7 @@ class SimulatorState:
     def __init__(self, config: SimulatorConfig, universe: Universe | None = None) -> None:
         self.config = config
         self.universe = build_universe(config.seed, config.universe_size) if universe is None else universe
-        self.tokens = TokenStore(config.tokens, config.scaled(config.token_ttl), self._max_age())
+        self.tokens = TokenStore(config.tokens, config.token_seconds(config.token_ttl), self._max_age())
         self.limits = TokenLimits(config.rate_limit.scaled(config.time_scale))
         self.stats = Stats()
         self.closing = asyncio.Event()
@@ -280,7 +291,7 @@ class SimulatorState:
 
     def _max_age(self) -> float | None:
         age = self.config.token_max_age
-        return None if age is None else self.config.scaled(age)
+        return None if age is None else self.config.token_seconds(age)
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot(self.limits.max_in_window)

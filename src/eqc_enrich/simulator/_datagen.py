@@ -27,6 +27,7 @@ _ZIPF_EXPONENT = 1.05
 _ZIPF_OFFSET = 10  # Zipf-Mandelbrot: heavy reuse without one customer owning a tenth of the month
 _PLACEHOLDER_SHARE = 0.02
 _PLACEHOLDERS = ("N", "NULL", "")
+REAL_MONTH_ROWS, REAL_MONTH_COMPANIES = 30_986, 2_500  # about 12 rows a company (2,587 normalized names)
 
 SCHEMA: dict[str, pl.DataType] = {
     "月度": pl.Datetime("ns"),
@@ -222,6 +223,11 @@ def _collective_row(rng: random.Random) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def default_companies(rows: int) -> int:
+    """Distinct customers of a month with `rows` rows, at the real month's ratio (2,500 in 30,986 rows)."""
+    return max(1, round(rows * REAL_MONTH_COMPANIES / REAL_MONTH_ROWS))
+
+
 def _check(rows: int, companies: int, unknown_share: float, existing_id_share: float) -> None:
     if rows < 0 or companies < 1:
         raise ConfigError(f"need rows >= 0 and companies >= 1, got rows={rows}, companies={companies}")
@@ -231,14 +237,18 @@ def _check(rows: int, companies: int, unknown_share: float, existing_id_share: f
 
 def make_month(
     seed: int,
-    rows: int = 30_986,
-    companies: int = 2_500,
+    rows: int = REAL_MONTH_ROWS,
+    companies: int | None = None,
     unknown_share: float = 0.05,
     universe_size: int = 60_000,
     existing_id_share: float = 0.15,
     month: date = date(2025, 1, 1),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(data, truth) for one month; the same arguments always give the same frames."""
+    """(data, truth) for one month; the same arguments always give the same frames.
+
+    `companies` defaults to the real month's share of distinct customers for this many rows.
+    """
+    companies = default_companies(rows) if companies is None else companies
     _check(rows, companies, unknown_share, existing_id_share)
     rng = random.Random(f"eqc-enrich-datagen:{seed}")
     single = rows - round(rows * COLLECTIVE_SHARE)
@@ -285,8 +295,8 @@ def write_frames(path: Path, data: pl.DataFrame, truth: pl.DataFrame) -> Path:
 def write_month(
     path: Path,
     seed: int = 7,
-    rows: int = 30_986,
-    companies: int = 2_500,
+    rows: int = REAL_MONTH_ROWS,
+    companies: int | None = None,
     unknown_share: float = 0.05,
     universe_size: int = 60_000,
     existing_id_share: float = 0.15,
