@@ -139,7 +139,8 @@ def test_eqc_gone_mid_run_stops_sending_keeps_every_answer_and_ends_eqc_unavaila
         asked_again = set(back.state.stats.search_keys)
     assert again.summary.status == "completed"
     assert not asked_again & answered
-    assert len(asked_again) == eqc.not_asked
+    # the names never asked (fewer where an answer named a company's registered name, which the index now has)
+    assert eqc.not_asked - eqc.found <= len(asked_again) <= eqc.not_asked
     assert every_known_row_right(again.frame, truth)
 
 
@@ -164,7 +165,7 @@ def test_eqc_back_within_the_wait_resumes_and_completes_asking_nothing_answered_
     finally:
         for sim in second:
             sim.stop()
-    assert result.summary.status == "completed"
+    assert result.summary.status == "completed", result.summary.message
     assert result.exit_code == 0
     assert result.summary.eqc_outages == 1
     assert result.summary.eqc.failed == 0
@@ -386,7 +387,7 @@ def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp
     IndexStore(db).close()
     args: list[str | Path] = [
         month_file, "--db", db, "--rate-limit", "10/60ms", "--timeout", "2s", "--index-wait", "60s",
-        "--concurrency", "4", "--quiet",
+        "--concurrency", "4", "--claim-lease", "0.5s", "--quiet",
     ]  # fmt: skip
     with Simulator(sim_config()) as sim:
         run = subprocess.Popen(
@@ -401,10 +402,11 @@ def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp
             assert run.poll() is None
             time.sleep(0.01)
         locker = Locker(db, 60)
-        while not side_files(db) or side_files(db)[0].stat().st_size == 0 or len(_lines(side_files(db)[0])) < 3:
+        while not side_files(db) or not _lines(side_files(db)[0]):
             assert time.monotonic() < deadline
             assert run.poll() is None
             time.sleep(0.01)
+        time.sleep(0.3)  # the answers still in flight at the lock land in the side file too
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
         asked_first = set(sim.state.stats.search_keys)
@@ -426,7 +428,8 @@ def test_sigkill_mid_run_repeats_at_most_the_requests_in_flight(month_file: Path
     """Commits follow the quota (at least one per slot), so a kill at 1000x loses no more than at 1x."""
     db = tmp_path / "index.db"
     args: list[str | Path] = [
-        month_file, "--db", db, "--rate-limit", "10/60ms", "--timeout", "2s", "--concurrency", "4", "--quiet",
+        month_file, "--db", db, "--rate-limit", "10/60ms", "--timeout", "2s", "--concurrency", "4",
+        "--claim-lease", "0.5s", "--quiet",
     ]  # fmt: skip
     with Simulator(sim_config()) as sim:
         run = subprocess.Popen(

@@ -304,4 +304,4 @@ def test_keep_formulas_reaches_the_run_options(
     code, err = run_cli(["run", month_csv, "--keep-formulas", "--log-json", events, *offline(tmp_path)], capfd)
     assert code == 0, err
     start = json.loads(events.read_text(encoding="utf-8").splitlines()[0])
-    assert start["options"]["keep_formulas"] == "True"
+    assert start["options"]["keep_formulas"] is True  # a real JSON bool

@@ -96,9 +96,7 @@ async def run_eqc_stage(
             if lookup is not None:
                 lookup.stop("index", f"the index could not be written: {error}")
 
-        claims = DatabaseClaims(
-            store, owner, lease_s=config.claim_lease_s, negative_ttl_s=config.negative_ttl_s
-        )
+        claims = DatabaseClaims(store, owner, lease_s=config.claim_lease_s)
         writer = IndexWriter(
             store,
             interval_s=config.commit_interval_s,
@@ -113,7 +111,7 @@ async def run_eqc_stage(
         )
         lookup = EqcLookup(
             client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=events,
-            before_send=(writer,), limiter=limiter, claims=claims,
+            before_send=(writer,), limiter=limiter, claims=claims, on_store_error=writer.report_trouble,
         )  # fmt: skip
         progress.effective_rate = lookup.limiter.effective_rate
         handle.attach(lookup)

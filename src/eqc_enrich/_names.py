@@ -80,21 +80,26 @@ class NameSource:
         if self._claims is None:
             self._ready.extend(chunk)
             return
-        self._take(await self._claims.claim(chunk))
+        try:
+            round_ = await self._claims.claim(chunk)
+        except BaseException:
+            self._todo.extendleft(reversed(chunk))  # the index did not answer: these names are still to do
+            raise
+        self._take(round_)
 
     async def _recheck(self) -> None:
         now = self._clock()
         due = [name for name, at in self._held.items() if at <= now]
-        for name in due:
-            del self._held[name]
         if due and self._claims is not None:
-            self._take(await self._claims.claim(due))
+            self._take(await self._claims.claim(due))  # on an error the names stay held, to look at again
 
     def _take(self, round_: ClaimRound) -> None:
         self._ready.extend(round_.mine)
         self.claimed.update(round_.mine)
         self._settled.extend(Settled(name, company_id) for name, company_id in round_.found.items())
         self._settled.extend(Settled(name, None) for name in round_.not_found)
+        for name in (*round_.mine, *round_.found, *round_.not_found):
+            self._held.pop(name, None)
         later = self._clock() + self._recheck_s
         for name in round_.held:
             if name not in self._held:

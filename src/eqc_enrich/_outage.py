@@ -103,7 +103,10 @@ class EqcOutage:
             if not self._probing and now >= self._next_probe_at:
                 self._probing = True
                 return True
-            deadline = min(self._next_probe_at, self.down_since + self._policy.wait_s + 1e-3)
+            # While a probe is out, only its answer (or the bound) changes anything: wait for that, not for a
+            # probe time already past, or every waiting request would spin.
+            next_turn = self.down_since + self._policy.wait_s if self._probing else self._next_probe_at
+            deadline = min(next_turn, self.down_since + self._policy.wait_s) + 1e-3
             await self._wait_change(stop, max(0.0, deadline - now))
         return False
 

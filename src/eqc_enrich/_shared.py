@@ -18,7 +18,6 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._pacing import Rule
@@ -69,11 +68,13 @@ class ClaimRound:
 class DatabaseClaims:
     """Claims on names in the index database, with the index checked first (someone may have answered)."""
 
-    def __init__(self, store: IndexStore, owner: str, *, lease_s: float, negative_ttl_s: float) -> None:
+    def __init__(self, store: IndexStore, owner: str, *, lease_s: float) -> None:
         self._store = store
         self.owner = owner
         self.lease_s = lease_s
-        self._negative_ttl_s = negative_ttl_s
+        # Only what other runs wrote from now on counts: what was there before, the run already weighed (and
+        # may have chosen to ignore: --retry-not-found, --refresh, an expired negative).
+        self._since = utcnow()
 
     async def claim(self, names: Sequence[str]) -> ClaimRound:
         return await asyncio.to_thread(self._claim, list(names))
@@ -83,10 +84,10 @@ class DatabaseClaims:
         store = self._store
         with store.transaction() as conn:
             wanted: dict[str, list[str]] = {LookupType.CUSTOMER_NAME: names}
-            entries = store.entries.lookup(wanted, conn=conn)
+            entries = store.entries.lookup(wanted, updated_since=self._since, conn=conn)
             round_.found = {key: entry.company_id for (key, _), entry in entries.items()}
-            since = utcnow() - timedelta(seconds=self._negative_ttl_s)
-            round_.not_found = sorted(store.negatives.known(names, asked_since=since, conn=conn) - set(round_.found))
+            fresh = store.negatives.known(names, asked_since=self._since, conn=conn)
+            round_.not_found = sorted(fresh - set(round_.found))
             answered = set(round_.found) | set(round_.not_found)
             open_names = [name for name in names if name not in answered]
             mine = store.claims.claim(open_names, self.owner, self.lease_s, conn=conn) if open_names else set()

@@ -128,6 +128,13 @@ def run(
     index_wait: Annotated[
         str, typer.Option(help="How long answers may wait for an index that cannot be written before the run stops.")
     ] = "2m",
+    quota_key: Annotated[
+        str | None,
+        typer.Option(envvar="WDH_EQC_QUOTA_KEY", help="Name of the EQC account's shared quota [the EQC base URL]."),
+    ] = None,
+    claim_lease: Annotated[
+        str, typer.Option(help="How long a claim on a name outlives a process that died (renewed while alive).")
+    ] = "60s",
     progress_interval: Annotated[str, typer.Option(help="Interval of plain progress lines off a terminal.")] = "30s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the timing breakdown at the end.")] = False,
@@ -158,6 +165,8 @@ def run(
         check_token=check_token,
         eqc_down_wait_s=parse_duration(eqc_down_wait),
         index_wait_s=parse_duration(index_wait),
+        quota_key=quota_key,
+        claim_lease_s=parse_duration(claim_lease),
         keep_formulas=keep_formulas,
     )
     out = output or default_output_path(input_path)

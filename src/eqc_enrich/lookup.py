@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from eqc_enrich._durations import RateLimit
+from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._names import NameSource, Settled
 from eqc_enrich._outage import EqcDown, EqcOutage
 from eqc_enrich._pacing import ConcurrencyGate, SlidingWindowLimiter, Stopped, sleep_unless
@@ -146,6 +147,7 @@ class EqcLookup:
         gate: ConcurrencyGate | None = None,
         before_send: Sequence[SendCondition] = (),
         claims: DatabaseClaims | None = None,
+        on_store_error: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
@@ -162,6 +164,7 @@ class EqcLookup:
         self.outage = EqcOutage(settings.outage, settings.rate_limit, events=self._events)
         self._before_send = tuple(before_send)
         self._claims = claims
+        self._store_trouble = on_store_error or (lambda error: None)
         self.names = NameSource(())
         self._stop: asyncio.Future[None] | None = None
         self._stop_requested = False
@@ -227,6 +230,14 @@ class EqcLookup:
                 item = await self.names.next(self._stop)
             except Stopped:
                 return
+            except IndexStoreError as exc:  # claims live in the index: wait until it takes writes again
+                self._store_trouble(str(exc))
+                try:
+                    for condition in self._before_send:
+                        await condition.wait(self._stop)
+                except Stopped:
+                    return
+                continue
             if item is None:
                 return
             if isinstance(item, Settled):
@@ -340,7 +351,13 @@ class EqcLookup:
         throttled = False
         sent: float | None = None
         try:
-            await self.limiter.acquire(self._stop)
+            if not self._clear_to_send(probe):
+                return _NOT_SENT  # it changed while this request queued for the gate: no quota slot taken
+            try:
+                await self.limiter.acquire(self._stop)
+            except IndexStoreError as exc:  # the shared quota lives in the index: it is away, so hold off
+                self._store_trouble(str(exc))
+                return _NOT_SENT
             if not self._clear_to_send(probe):
                 return _NOT_SENT  # the slot goes unused: cheaper than a request that cannot succeed
             generation = self._tokens.generation  # the token this request carries, read as it goes out

@@ -174,9 +174,15 @@ class IndexWriter:
             if self._side is not None:
                 self._side.close()
 
+    def report_trouble(self, error: str) -> None:
+        """Another use of the index (the shared quota, claims) failed: it cannot take answers either."""
+        self._trouble(error, WriteBatch())
+
     async def flush(self) -> bool:
         """Commit what has accumulated; False when the index did not take it (it stays pending)."""
         if not len(self._pending):
+            if not self.writable:
+                return await self._probe()
             return True
         batch, self._pending = self._pending, WriteBatch()
         started = time.perf_counter()
@@ -202,6 +208,16 @@ class IndexWriter:
         self.rows_written += len(batch)
         if not len(self._pending):
             self._recovered()
+        return True
+
+    async def _probe(self) -> bool:
+        """Nothing to commit, but the index was in trouble: is it writable again?"""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._store.check_writable), timeout=self._policy.stall_s)
+        except (IndexStoreError, TimeoutError) as exc:
+            self._trouble(str(exc) or "index write lock not granted", WriteBatch())
+            return False
+        self._recovered()
         return True
 
     def _trouble(self, error: str, in_flight: WriteBatch) -> None:

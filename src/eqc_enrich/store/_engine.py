@@ -7,7 +7,9 @@ driver's exception or a password.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -158,6 +160,10 @@ class Database:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise IndexStoreError(f"cannot use index database {redact_url(url)}: {_first_line(exc)}") from None
         self._writer = self.engine.execution_options(**{WRITE: True})
+        # SQLite has one write lock per file and hands it out by busy-wait with growing sleeps, which starves
+        # a waiter when this process's own threads (commits, quota slots, claims) write many times a second:
+        # they queue here instead, and only other processes meet the busy wait.
+        self._local_writes = threading.Lock() if dialect.name == "sqlite" else contextlib.nullcontext()
 
     @contextmanager
     def begin(self, conn: Connection | None = None) -> Iterator[Connection]:
@@ -166,7 +172,7 @@ class Database:
             yield conn
             return
         try:
-            with self._writer.begin() as opened:
+            with self._local_writes, self._writer.begin() as opened:
                 yield opened
         except SQLAlchemyError as exc:
             raise map_error(exc, self.url) from None

@@ -105,6 +105,11 @@ class IndexStore:
             if owner is not None:
                 self.claims.release(batch.released, owner, conn=conn)
 
+    def check_writable(self) -> None:
+        """Take the write lock and let it go (an empty write transaction); raises when the index cannot."""
+        with self.transaction():
+            pass
+
     def record_hits(self, keys: Iterable[tuple[str, str]]) -> None:
         """`hit_count + 1` and `last_hit_at = now` for each (lookup_key, lookup_type) this run used: a use per
         run, not per row (a mapping's counts are ignored, its keys are the entries used)."""
