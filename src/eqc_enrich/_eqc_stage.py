@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from eqc_enrich._config import RunConfig
@@ -70,6 +71,8 @@ async def run_eqc_stage(
     rows_per_name: Mapping[str, int],
     side_file: PendingFile,
     owner: str,
+    entries_since: datetime | None,
+    negatives_since: datetime,
     handle: StopHandle,
     check_token: bool = False,
     events: Events | None = None,
@@ -96,7 +99,9 @@ async def run_eqc_stage(
             if lookup is not None:
                 lookup.stop("index", f"the index could not be written: {error}")
 
-        claims = DatabaseClaims(store, owner, lease_s=config.claim_lease_s)
+        claims = DatabaseClaims(
+            store, owner, lease_s=config.claim_lease_s, entries_since=entries_since, negatives_since=negatives_since
+        )
         writer = IndexWriter(
             store,
             interval_s=config.commit_interval_s,
@@ -107,7 +112,10 @@ async def run_eqc_stage(
             owner=owner,
         )
         limiter = SlidingWindowLimiter(
-            settings.rate_limit, margin_s=settings.margin_s, ledger=DatabaseLedger(store, config.quota_key, owner)
+            settings.rate_limit,
+            margin_s=settings.margin_s,
+            ledger=DatabaseLedger(store, config.quota_key, owner),
+            lookahead=4,
         )
         lookup = EqcLookup(
             client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=events,
@@ -116,7 +124,7 @@ async def run_eqc_stage(
         progress.effective_rate = lookup.limiter.effective_rate
         handle.attach(lookup)
         writer.start()
-        renewing = asyncio.create_task(_renew_claims(claims))
+        renewing = asyncio.create_task(_renew_claims(claims, lookup))
         try:
             report.result = await lookup.run(names)
         finally:
@@ -147,12 +155,14 @@ async def run_eqc_stage(
         await client.aclose()
 
 
-async def _renew_claims(claims: DatabaseClaims) -> None:
-    """Keep this process's claims alive (a third of the lease apart) until the stage ends."""
+async def _renew_claims(claims: DatabaseClaims, lookup: EqcLookup) -> None:
+    """Keep this process's claims alive (a third of the lease apart) until the stage ends; names whose claim
+    expired anyway (a stall longer than the lease) and went to another process are not asked here."""
     while True:
         await asyncio.sleep(claims.lease_s / 3)
         with contextlib.suppress(IndexStoreError):
-            await claims.renew()
+            names = lookup.names  # the stage's own, once it runs
+            names.lost(await claims.renew(names.waiting))
 
 
 _PHASES = {

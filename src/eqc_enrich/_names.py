@@ -9,6 +9,7 @@ later, when that process has answered it (then it comes from the index) or let i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -47,8 +48,25 @@ class NameSource:
         self._recheck_s = recheck_s
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._ahead: asyncio.Future[None] | None = None
         self.claimed: set[str] = set()  # names this process holds and has not finished
         self.waits = 0  # times a name had to wait for another process
+
+    @property
+    def waiting(self) -> list[str]:
+        """Names claimed here but not yet handed out."""
+        return list(self._ready)
+
+    def lost(self, names: set[str]) -> None:
+        """Claims that expired and went to another process (a stall longer than the lease): do not ask those
+        names here; look for the other's answer later, as for any name another process holds."""
+        if not names:
+            return
+        self._ready = deque(name for name in self._ready if name not in names)
+        self.claimed -= names
+        later = self._clock() + self._recheck_s
+        for name in names:
+            self._held[name] = later
 
     def done(self, name: str) -> None:
         """The name is finished here (its claim goes with the answer's commit)."""
@@ -58,6 +76,7 @@ class NameSource:
         """The next name to ask, or one settled elsewhere, or None when nothing is left. Raises `Stopped`."""
         while True:
             if self._ready:
+                self._claim_ahead()
                 return self._ready.popleft()
             if self._settled:
                 return self._settled.popleft()
@@ -74,6 +93,26 @@ class NameSource:
                 if delay > 0:
                     await sleep_unless(stop, delay)
                 await self._recheck()
+
+    def _claim_ahead(self) -> None:
+        """Claim the next chunk in the background while half of this one is still to ask, so that no request
+        waits for a claim's round trip to the database."""
+        if (
+            self._claims is None
+            or not self._todo
+            or len(self._ready) > self._chunk // 2
+            or self._lock.locked()
+            or (self._ahead is not None and not self._ahead.done())
+        ):
+            return
+        self._ahead = asyncio.ensure_future(self._claim_quietly())
+
+    async def _claim_quietly(self) -> None:
+        async with self._lock:
+            if self._todo:
+                # an error here is met again, and reported, by the worker that claims in the foreground next
+                with contextlib.suppress(Exception):
+                    await self._claim_next_chunk()
 
     async def _claim_next_chunk(self) -> None:
         chunk = [self._todo.popleft() for _ in range(min(self._chunk, len(self._todo)))]

@@ -83,7 +83,11 @@ class SlidingWindowLimiter:
         margin_s: float | None = None,
         clock: Clock = time.monotonic,
         ledger: SendLedger | None = None,
+        lookahead: int = 1,
     ) -> None:
+        """`lookahead`: how many slots this process may hold reserved before using them. One keeps a stop from
+        wasting more than one slot; a ledger in a database wants a few, so that the round trip of the next
+        reservation overlaps the wait for the current slot instead of adding to it."""
         self.limit = limit
         self.margin_s = default_margin(limit) if margin_s is None else margin_s
         self._base_margin_s = self.margin_s
@@ -92,6 +96,7 @@ class SlidingWindowLimiter:
         self._ledger: SendLedger = ledger or MemoryLedger(clock)
         self._paused_until = 0.0  # this process's view of a pause, to recheck a slot reserved before it
         self._lock = asyncio.Lock()
+        self._ahead = asyncio.Semaphore(max(1, lookahead))
         self.wait_s = 0.0  # total time callers spent waiting here, for the timing breakdown
 
     @property
@@ -132,11 +137,14 @@ class SlidingWindowLimiter:
         """
         started = self._clock()
         try:
-            async with self._lock:
-                # Waiting under the lock is the point: this process holds at most one future slot, so a
-                # stop wastes at most one, and the slots of other processes interleave with ours.
+            # At most `lookahead` slots held ahead (a stop wastes no more), reserved in arrival order (the lock
+            # is FIFO), so the slots of other processes interleave with ours.
+            async with self._ahead:
                 while True:
-                    delay = await self._ledger.reserve(self._rule, recent=self.limit.requests, keep_s=10 * self.span_s)
+                    async with self._lock:
+                        delay = await self._ledger.reserve(
+                            self._rule, recent=self.limit.requests, keep_s=10 * self.span_s
+                        )
                     if delay > 0:
                         await sleep_unless(stop, delay)
                     if self._clock() >= self._paused_until:

@@ -18,11 +18,12 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._pacing import Rule
 from eqc_enrich.keys import LookupType
-from eqc_enrich.store import IndexStore, utcnow
+from eqc_enrich.store import IndexStore
 
 __all__ = ["ClaimRound", "DatabaseClaims", "DatabaseLedger"]
 
@@ -68,35 +69,57 @@ class ClaimRound:
 class DatabaseClaims:
     """Claims on names in the index database, with the index checked first (someone may have answered)."""
 
-    def __init__(self, store: IndexStore, owner: str, *, lease_s: float) -> None:
+    def __init__(
+        self,
+        store: IndexStore,
+        owner: str,
+        *,
+        lease_s: float,
+        entries_since: datetime | None,
+        negatives_since: datetime,
+    ) -> None:
+        """`entries_since` and `negatives_since` are the same cut-offs the run's first index read used
+        (--refresh, the negative TTL), so an answer counts here exactly when it would have counted there."""
         self._store = store
         self.owner = owner
         self.lease_s = lease_s
-        # Only what other runs wrote from now on counts: what was there before, the run already weighed (and
-        # may have chosen to ignore: --retry-not-found, --refresh, an expired negative).
-        self._since = utcnow()
+        self._entries_since = entries_since
+        self._negatives_since = negatives_since
 
     async def claim(self, names: Sequence[str]) -> ClaimRound:
         return await asyncio.to_thread(self._claim, list(names))
 
     def _claim(self, names: list[str]) -> ClaimRound:
+        """Claim first, then read the index for what was claimed: an answer committed (and its claim released)
+        by another process just before our claim is then visible to the read that follows it, on PostgreSQL's
+        read-committed statements as on SQLite's serialized transactions."""
         round_ = ClaimRound()
         store = self._store
         with store.transaction() as conn:
-            wanted: dict[str, list[str]] = {LookupType.CUSTOMER_NAME: names}
-            entries = store.entries.lookup(wanted, updated_since=self._since, conn=conn)
+            mine = store.claims.claim(names, self.owner, self.lease_s, conn=conn)
+            claimed = [name for name in names if name in mine]
+            wanted: dict[str, list[str]] = {LookupType.CUSTOMER_NAME: claimed}
+            entries = store.entries.lookup(wanted, updated_since=self._entries_since, conn=conn) if claimed else {}
             round_.found = {key: entry.company_id for (key, _), entry in entries.items()}
-            fresh = store.negatives.known(names, asked_since=self._since, conn=conn)
+            fresh = (
+                store.negatives.known(claimed, asked_since=self._negatives_since, conn=conn) if claimed else set()
+            )
             round_.not_found = sorted(fresh - set(round_.found))
             answered = set(round_.found) | set(round_.not_found)
-            open_names = [name for name in names if name not in answered]
-            mine = store.claims.claim(open_names, self.owner, self.lease_s, conn=conn) if open_names else set()
-        round_.mine = [name for name in open_names if name in mine]
-        round_.held = [name for name in open_names if name not in mine]
+            if answered:
+                store.claims.release(sorted(answered), self.owner, conn=conn)
+        round_.mine = [name for name in claimed if name not in answered]
+        round_.held = [name for name in names if name not in mine]
         return round_
 
-    async def renew(self) -> None:
-        await asyncio.to_thread(self._store.claims.renew, self.owner, self.lease_s)
+    async def renew(self, waiting: Sequence[str]) -> set[str]:
+        """Extend this process's claims; returns those of `waiting` that another process has taken meanwhile."""
+        return await asyncio.to_thread(self._renew, list(waiting))
+
+    def _renew(self, waiting: list[str]) -> set[str]:
+        with self._store.transaction() as conn:
+            self._store.claims.renew(self.owner, self.lease_s, conn=conn)
+            return self._store.claims.held_by_others(waiting, self.owner, conn=conn) if waiting else set()
 
     async def release_all(self, names: Sequence[str]) -> None:
         """Give back the claims on names this process will not answer (a stop, a failure to hand on)."""

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,8 @@ class Prepared:
     index_names: int  # distinct names the index answered when the run started (entry or known not-found)
     index_hits_by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # normalize, index_lookup
+    entries_since: datetime | None = None  # the cut-offs of this read, for the look again before a name is asked
+    negatives_since: datetime = field(default_factory=utcnow)
 
     @property
     def answered_before_eqc(self) -> int:
@@ -212,10 +214,15 @@ def prepare(
 ) -> Prepared:
     """Stages 2 and 3: distinct keys, one bulk index lookup, and the names only EQC can answer."""
     started = time.perf_counter()
+    read_at = utcnow()
     keyed = distinct_keys(table.frame, columns)
     normalized = time.perf_counter()
     refresh = options.refresh_s
-    since = utcnow() - timedelta(seconds=refresh) if refresh is not None else None
+    since = read_at - timedelta(seconds=refresh) if refresh is not None else None
+    # a not-found counts when it is within the TTL; with --retry-not-found, only when another run wrote it
+    # after this one began (a minute's slack for a commit that began before our read and landed after it)
+    trusted = timedelta(minutes=1) if options.retry_not_found else timedelta(seconds=options.negative_ttl_s)
+    asked_since = read_at - trusted
     wanted = wanted_index_keys(keyed)
     entries = store.lookup(wanted, updated_since=since)
     # names the canonical keys miss may sit in the index under the old tools' key forms (read, never written)
@@ -223,7 +230,6 @@ def prepare(
     old_forms = store.lookup(legacy.wanted(), updated_since=since)
     negatives: set[str] = set()
     if not options.retry_not_found:
-        asked_since = utcnow() - timedelta(seconds=options.negative_ttl_s)
         negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
     index = index_maps(entries)
     answers = Answers(
@@ -254,6 +260,8 @@ def prepare(
         index_names=sum(1 for name in names if name in by_name or name in negatives),
         index_hits_by_type={**_index_hits_by_type(wanted, entries), **legacy.counts(old_forms)},
         seconds={"normalize": normalized - started, "index_lookup": time.perf_counter() - normalized},
+        entries_since=since,
+        negatives_since=asked_since,
     )
 
 
@@ -372,6 +380,8 @@ class _Run:
                     rows_per_name=rows_per_name,
                     side_file=PendingFile(pending_dirs(store.url, self.options.db_schema), self.summary.run_id),
                     owner=self.summary.run_id,
+                    entries_since=prepared.entries_since,
+                    negatives_since=prepared.negatives_since,
                     handle=self.control._handle,
                     check_token=self.options.check_token,
                     events=self.events,

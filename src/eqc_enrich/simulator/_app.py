@@ -149,6 +149,7 @@ class Stats:
     in_flight: int = 0
     max_in_flight: int = 0
     search_keys: Counter[str] = field(default_factory=Counter)
+    arrivals: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, outcome) of every request
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -311,6 +312,8 @@ class SimulatorState:
         self.stats.enter()
         try:
             refused = self._admit(request.headers.get("token"), endpoint, now)
+            # what the client sent, accepted or not: tests judge the client's pacing by this, not by what got in
+            self.stats.arrivals.append((now, "accepted" if refused is None else str(refused.status_code)))
             if refused is not None:
                 return refused
             if await self._pause(request, self._latency()):
