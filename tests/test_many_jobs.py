@@ -1,8 +1,10 @@
 """Many jobs, one quota: several `eqc-enrich run` processes on one index and one EQC account.
 
 Three processes run on three files that share most of their names, against one simulator with a strict
-sliding window (10 requests per 60 ms: the story's quota at time scale 1000). Together they must stay inside
-the quota, ask every name once in total, and get every row right; on SQLite and on the real PostgreSQL.
+sliding window (10 requests per 600 ms: the story's quota at time scale 100, where three processes, the
+simulator and a database server on two cores still leave the pacing, not the CPU, in charge). Together they
+must stay inside the quota, ask every name once in total, and get every row right; on SQLite and on the
+real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from eqc_enrich.keys import normalize_name
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import IndexStore, init_index
 
-SCALE = 1000.0
+SCALE = 100.0
 LIMIT = RateLimit(10, 60.0)
 TOKEN = "many-jobs-token"
 CLI = [sys.executable, "-m", "eqc_enrich.cli"]
@@ -36,18 +38,18 @@ WORKERS = 3
 
 @pytest.fixture(scope="module")
 def month() -> tuple[pl.DataFrame, pl.DataFrame]:
-    data, truth = make_month(seed=21, rows=3_000, companies=300, existing_id_share=0.0)
+    data, truth = make_month(seed=21, rows=2_100, companies=200, existing_id_share=0.0)
     return data.with_row_index("row"), truth
 
 
 def slices(month: tuple[pl.DataFrame, pl.DataFrame], folder: Path) -> list[Path]:
-    """Three files of 1,000 rows each: rows of one month repeat names about ten times, so they share most."""
+    """Three files of 700 rows each: rows of one month repeat names about ten times, so they share most."""
     data, _ = month
     shuffled = data.sample(fraction=1.0, shuffle=True, seed=3)
     paths = []
     for i in range(WORKERS):
         path = folder / f"part{i}.parquet"
-        shuffled.slice(i * 1_000, 1_000).write_parquet(path)
+        shuffled.slice(i * 700, 700).write_parquet(path)
         paths.append(path)
     return paths
 
@@ -84,7 +86,7 @@ def index_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
 
 def start_run(path: Path, sim: Simulator, db: str, schema: str | None, *extra: str) -> subprocess.Popen[str]:
     args = [
-        "run", str(path), "--db", db, "--eqc-url", sim.url, "--rate-limit", "10/60ms", "--timeout", "2s",
+        "run", str(path), "--db", db, "--eqc-url", sim.url, "--rate-limit", "10/600ms", "--timeout", "5s",
         "--claim-lease", "2s", "--quiet", "--summary", str(path.with_suffix(".summary.json")), *extra,
     ]  # fmt: skip
     if schema:
@@ -155,7 +157,7 @@ def test_a_run_killed_mid_way_leaves_its_names_to_the_others_once_its_lease_expi
     paths = slices(month, tmp_path)
     runs = [start_run(path, sim, db, None, "--concurrency", "4") for path in paths]
     deadline = time.monotonic() + 60
-    while sim.stats()["requests"]["search"] < 60:
+    while sim.stats()["requests"]["search"] < 30:
         assert time.monotonic() < deadline
         time.sleep(0.002)
     runs[0].send_signal(signal.SIGKILL)

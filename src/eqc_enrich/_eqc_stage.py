@@ -158,11 +158,16 @@ async def run_eqc_stage(
 async def _renew_claims(claims: DatabaseClaims, lookup: EqcLookup) -> None:
     """Keep this process's claims alive (a third of the lease apart) until the stage ends; names whose claim
     expired anyway (a stall longer than the lease) and went to another process are not asked here."""
+    pause = claims.lease_s / 3
     while True:
-        await asyncio.sleep(claims.lease_s / 3)
-        with contextlib.suppress(IndexStoreError):
+        await asyncio.sleep(pause)
+        try:
             names = lookup.names  # the stage's own, once it runs
             names.lost(await claims.renew(names.waiting))
+        except IndexStoreError:
+            pause = claims.lease_s / 10  # try again soon: the lease is running out
+        else:
+            pause = claims.lease_s / 3
 
 
 _PHASES = {

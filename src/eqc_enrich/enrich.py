@@ -512,7 +512,8 @@ class _Run:
         summary.phases_s = {name: round(seconds, 4) for name, seconds in self.timer.seconds.items()}
         stats = self.progress.eqc
         summary.timing = _timing(self.timer.seconds, stats)
-        local = sum(v for name, v in self.timer.seconds.items() if name != "eqc")
+        # everything outside the EQC stage's wall time is local work (the writer's commits overlap the stage)
+        local = max(0.0, summary.elapsed_s - self.timer.seconds.get("eqc", 0.0))
         fastest = min((v for values in stats.latencies.values() for v in values), default=None)
         if self.options.latency_hint is not None:
             fastest = self.options.latency_hint.mean_s if fastest is None else fastest

@@ -39,7 +39,7 @@ class Negatives:
             index_elements=[self.table.c.lookup_key], set_={"asked_at": insert.excluded.asked_at}
         )
         stamp = now or utcnow()
-        rows = [{"lookup_key": name, "asked_at": stamp} for name in dict.fromkeys(n[:MAX_KEY] for n in names)]
+        rows = [{"lookup_key": name, "asked_at": stamp} for name in sorted({n[:MAX_KEY] for n in names})]
         with self._db.begin(conn) as c:
             c.execute(statement, rows)
 

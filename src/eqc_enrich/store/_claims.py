@@ -58,6 +58,9 @@ class Claims:
         """Extend every claim `owner` still holds to `lease_s` from now; returns how many."""
         t = self.table
         with self._db.begin(conn) as c:
+            # lock the rows in key order first, as `claim` does: a renewal meeting another process's claim
+            # of an expired key then waits instead of deadlocking
+            c.execute(sa.select(t.c.lookup_key).where(t.c.owner == owner).order_by(t.c.lookup_key).with_for_update())
             now = self._db.clock(c)
             statement = sa.update(t).where(t.c.owner == owner).values(expires_at=now + lease_s)
             return int(c.execute(statement).rowcount)

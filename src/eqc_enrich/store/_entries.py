@@ -85,7 +85,8 @@ class Entries:
                 "created_at": now,
                 "updated_at": now,
             }
-            for e in strongest_per_key(entries)
+            # in key order: two processes writing overlapping rows then lock them in the same order (no deadlock)
+            for e in sorted(strongest_per_key(entries), key=lambda e: (e.lookup_key[:MAX_KEY], e.lookup_type))
         ]
         insert = self._db.dialect.insert(self.table)
         new, old = insert.excluded, self.table.c

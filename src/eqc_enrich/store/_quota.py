@@ -35,16 +35,25 @@ class QuotaLedger:
             return self._db.clock(c)
 
     def reserve(self, quota_key: str, owner: str, decide: Decide, *, recent: int, keep_s: float) -> tuple[float, float]:
-        """Reserve one send: returns `(slot_at, now)`; the caller sleeps `slot_at - now`, then sends.
+        """Reserve one send: returns `(slot_at, now)`; the caller sleeps `slot_at - now`, then sends."""
+        slots, now = self.reserve_many(quota_key, owner, decide, count=1, recent=recent, keep_s=keep_s)
+        return slots[0], now
+
+    def reserve_many(
+        self, quota_key: str, owner: str, decide: Decide, *, count: int, recent: int, keep_s: float
+    ) -> tuple[list[float], float]:
+        """Reserve `count` sends in a row: returns `(slot_times, now)`.
 
         One short transaction that serialises every reserver of `quota_key`, in any process: PostgreSQL
         locks the quota's row (`SELECT ... FOR UPDATE`, the row inserted first if missing), SQLite takes the
         file's write lock at `BEGIN IMMEDIATE`. Inside it: read the `recent` latest slots, read the clock,
-        call `decide` (keep it pure and quick: the lock is held), insert the slot it returns as given, and
-        delete this quota's slots older than `keep_s` (several windows; only `decide` knows the window).
+        call `decide` once per slot (keep it pure and quick: the lock is held; each call sees the slots before
+        it), insert the slots it returns as given, and delete this quota's slots older than `keep_s` (several
+        windows; only `decide` knows the window). A few slots a transaction let a process keep pace when one
+        round trip to the database takes longer than one quota slot (a time-scaled benchmark).
         """
-        if recent < 0 or keep_s <= 0:
-            raise ValueError("reserve needs recent >= 0 and keep_s > 0")
+        if recent < 0 or keep_s <= 0 or count < 1:
+            raise ValueError("reserve needs count >= 1, recent >= 0 and keep_s > 0")
         q, s = self.quota, self.slots
         with self._db.begin() as c:
             ensure = self._db.dialect.insert(q).values(quota_key=quota_key, paused_until=0.0)
@@ -56,10 +65,14 @@ class QuotaLedger:
                 sa.select(s.c.slot_at).where(s.c.quota_key == quota_key).order_by(s.c.slot_at.desc()).limit(recent)
             )
             sends = sorted(float(value) for value in c.execute(latest).scalars())
-            slot_at = float(decide(sends, paused_until, now))
-            c.execute(sa.insert(s).values(quota_key=quota_key, owner=owner, slot_at=slot_at))
+            slots: list[float] = []
+            for _ in range(count):
+                slot_at = float(decide(sends[-recent:] if recent else [], paused_until, now))
+                slots.append(slot_at)
+                sends.append(slot_at)
+            c.execute(sa.insert(s), [{"quota_key": quota_key, "owner": owner, "slot_at": at} for at in slots])
             c.execute(sa.delete(s).where(s.c.quota_key == quota_key, s.c.slot_at < now - keep_s))
-        return slot_at, now
+        return slots, now
 
     def pause(self, quota_key: str, until: float) -> None:
         """Hold every process's sends on this quota until `until` (a Retry-After applies to the whole account);
