@@ -588,3 +588,38 @@ def test_an_unexpected_error_in_a_worker_fails_that_name_loudly_and_the_stage_go
     assert by_name["坏公司"].error == "unexpected RuntimeError: surprise"
     assert by_name["好公司"].status == by_name["另一家好公司"].status == "not_found"
     assert events.count("name_failed") == 1
+
+
+# --- what is checked before EQC is asked -----------------------------------------------------------------------
+
+
+def test_an_output_that_cannot_be_written_stops_the_run_before_any_request(month_file: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with Simulator(sim_config(latency=(0.0, 0.0))) as sim:
+        for target in (blocker / "out.csv", tmp_path / "out.xls", tmp_path):
+            done = cli_run(month_file, "--db", tmp_path / "i.db", "--eqc-url", sim.url, "-o", target)
+            assert done.returncode == 2, done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert "Traceback" not in done.stderr
+        assert sim.stats()["requests"]["search"] == 0  # nothing paid for an output that could not be written
+    assert not (tmp_path / "month.unresolved.csv").exists()
+
+
+def test_an_over_long_name_is_never_sent_and_keeps_its_key_across_runs(tmp_path: Path) -> None:
+    long_name = "某" * 7_300 + "有限公司"
+    frame = pl.DataFrame({"客户名称": [long_name, "短名称公司", long_name]})
+    with Simulator(sim_config(latency=(0.0, 0.0))) as sim:
+        first = enrich(frame, options=options(sim.url, tmp_path / "i.db", concurrency=1))
+        again = enrich(frame, options=options(sim.url, tmp_path / "i.db", concurrency=1))
+        asked = set(sim.state.stats.search_keys)
+    assert first.summary.status == "completed"
+    assert first.summary.eqc.too_long == 1
+    assert first.summary.eqc.names_asked == 1  # only the short one: the long one is never in a URL
+    assert all(len(key) < 300 for key in asked)
+    row = first.unresolved.filter(pl.col("status") == "too_long")
+    assert row.height == 1
+    assert row["rows"].item() == 2
+    # the same bounded key, the same temporary id, on the next run
+    assert again.frame["company_id"].to_list() == first.frame["company_id"].to_list()
+    assert again.summary.eqc.too_long == 1
