@@ -390,22 +390,10 @@ def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp
         "--concurrency", "4", "--claim-lease", "0.5s", "--quiet",
     ]  # fmt: skip
     with Simulator(sim_config()) as sim:
-        run = subprocess.Popen(
-            [*CLI, "run", *map(str, args), "--eqc-url", sim.url],
-            env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while sim.stats()["requests"]["search"] < 20:
-            assert time.monotonic() < deadline
-            assert run.poll() is None
-            time.sleep(0.01)
+        run = start_cli(args, sim)
+        wait_while_running(run, lambda: sim.stats()["requests"]["search"] >= 20)
         locker = Locker(db, 60)
-        while not side_files(db) or not _lines(side_files(db)[0]):
-            assert time.monotonic() < deadline
-            assert run.poll() is None
-            time.sleep(0.01)
+        wait_while_running(run, lambda: bool(side_files(db)) and bool(_lines(side_files(db)[0])))
         time.sleep(0.3)  # the answers still in flight at the lock land in the side file too
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
@@ -420,6 +408,24 @@ def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp
     assert side_files(db) == []
 
 
+def start_cli(args: list[str | Path], sim: Simulator) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*CLI, "run", *map(str, args), "--eqc-url", sim.url],
+        env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_while_running(run: subprocess.Popen[bytes], until: Callable[[], bool], *, limit_s: float = 60) -> None:
+    """Poll until `until()` holds; fails if the run ends first or the limit passes."""
+    deadline = time.monotonic() + limit_s
+    while not until():
+        assert time.monotonic() < deadline
+        assert run.poll() is None
+        time.sleep(0.002)
+
+
 def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -432,17 +438,8 @@ def test_sigkill_mid_run_repeats_at_most_the_requests_in_flight(month_file: Path
         "--claim-lease", "0.5s", "--quiet",
     ]  # fmt: skip
     with Simulator(sim_config()) as sim:
-        run = subprocess.Popen(
-            [*CLI, "run", *map(str, args), "--eqc-url", sim.url],
-            env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while sim.stats()["requests"]["search"] < 60:
-            assert time.monotonic() < deadline
-            assert run.poll() is None
-            time.sleep(0.002)
+        run = start_cli(args, sim)
+        wait_while_running(run, lambda: sim.stats()["requests"]["search"] >= 60)
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
         asked_first = set(sim.state.stats.search_keys)
