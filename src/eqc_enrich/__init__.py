@@ -17,19 +17,31 @@ from eqc_enrich._errors import (
     IndexStoreError,
     InputError,
 )
+from eqc_enrich._policies import IndexWaitPolicy, OutagePolicy, RetryPolicy
 from eqc_enrich._stats import EqcStats, RunProgress
-from eqc_enrich.enrich import EnrichResult, PlanReport, RunControl, RunOptions, enrich, enrich_async, plan
+from eqc_enrich.enrich import (
+    EnrichResult,
+    PlanReport,
+    RunControl,
+    RunOptions,
+    enrich,
+    enrich_async,
+    plan,
+    plan_async,
+)
 from eqc_enrich.eqc import EqcError
 from eqc_enrich.keys import LookupType, normalize_name, temp_company_id
 from eqc_enrich.model import Latency, Workload, lower_bound
 from eqc_enrich.resolve import Columns, Overrides
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexStore
-from eqc_enrich.summary import RunSummary
+from eqc_enrich.summary import EXIT_CODES, STATUSES, RunSummary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXIT_CODES",
+    "STATUSES",
     "Columns",
     "ConfigError",
     "EnrichResult",
@@ -40,12 +52,15 @@ __all__ = [
     "IndexConnectionError",
     "IndexStore",
     "IndexStoreError",
+    "IndexWaitPolicy",
     "InputError",
     "Latency",
     "LookupType",
+    "OutagePolicy",
     "Overrides",
     "PlanReport",
     "RateLimit",
+    "RetryPolicy",
     "RunControl",
     "RunOptions",
     "RunProgress",
@@ -61,5 +76,6 @@ __all__ = [
     "parse_duration",
     "parse_rate_limit",
     "plan",
+    "plan_async",
     "temp_company_id",
 ]
