@@ -150,12 +150,11 @@ def _summary(path: Path) -> dict[str, Any]:
 
 
 def test_a_run_killed_mid_way_leaves_its_names_to_the_others_once_its_lease_expires(
-    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, tmp_path: Path
+    month: tuple[pl.DataFrame, pl.DataFrame], sim: Simulator, index_url: tuple[str, str | None], tmp_path: Path
 ) -> None:
-    db = str(tmp_path / "index.db")
-    IndexStore(db).close()
+    db, schema = index_url
     paths = slices(month, tmp_path)
-    runs = [start_run(path, sim, db, None, "--concurrency", "4") for path in paths]
+    runs = [start_run(path, sim, db, schema, "--concurrency", "4") for path in paths]
     deadline = time.monotonic() + 60
     while sim.stats()["requests"]["search"] < 30:
         assert time.monotonic() < deadline
@@ -170,14 +169,14 @@ def test_a_run_killed_mid_way_leaves_its_names_to_the_others_once_its_lease_expi
     assert stats["search_keys_repeated"] <= 4
     survivors = {normalize_name(n) for p in paths[1:] for n in pl.read_parquet(p)["客户名称"].drop_nulls().to_list()}
     asked = set(sim.state.stats.search_keys)
-    assert survivors - {""} <= asked | _answered_before(db)
+    assert survivors - {""} <= asked | _answered_before(db, schema)
     for path in paths[1:]:
         assert every_row_right(path.with_name(f"{path.stem}.enriched.parquet"), month[1])
 
 
-def _answered_before(db: str) -> set[str]:
+def _answered_before(db: str, schema: str | None) -> set[str]:
     """Names answered without a search of their own (the registered name another answer named)."""
-    store = IndexStore(db)
+    store = IndexStore(db, schema=schema)
     try:
         with store.transaction() as conn:
             rows = conn.execute(sa.select(store.tables.index.c.lookup_key)).scalars().all()
