@@ -142,6 +142,8 @@ class SlidingWindowLimiter:
             async with self._ahead:
                 while True:
                     async with self._lock:
+                        if stop is not None and stop.done():
+                            raise Stopped  # waited in line past a stop: take no slot
                         delay = await self._ledger.reserve(
                             self._rule, recent=self.limit.requests, keep_s=10 * self.span_s
                         )

@@ -74,7 +74,8 @@ def status_line(progress: RunProgress, now: float | None = None) -> str:
         f"[{progress.phase}]",
         f"rows {progress.rows_resolved:,}/{progress.rows:,}",
         f"names {progress.distinct_names:,} (index {progress.answered_before_eqc:,})",
-        f"eqc {stats.names_done:,}/{progress.names_for_eqc:,}",
+        f"eqc {stats.names_done + stats.elsewhere:,}/{progress.names_for_eqc:,}"
+        + (f" ({stats.elsewhere:,} answered by other jobs)" if stats.elsewhere else ""),
         f"found {stats.found:,} not-found {stats.not_found:,} failed {stats.failed:,}",
         f"retries {stats.retries} 429s {stats.rate_limited}",
         f"rate {stats.recent_rate(_rate_window(progress), now):.3g}/s of {progress.effective_rate:.3g}/s",
@@ -99,7 +100,7 @@ def _table(progress: RunProgress) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    done, needed = stats.names_done, progress.names_for_eqc
+    done, needed = stats.names_done + stats.elsewhere, progress.names_for_eqc
     share = done / needed if needed else 1.0
     bar_width = 30
     filled = min(bar_width, math.floor(share * bar_width))
