@@ -306,7 +306,7 @@ def _report(result: EnrichResult, *, verbose: bool) -> None:
         "resolved by: " + ", ".join(f"{k} {v:,}" for k, v in s.resolved_by.items()),
         f"EQC: {eqc.names_asked:,} of {eqc.names_planned:,} names asked (found {eqc.found:,}, not found "
         f"{eqc.not_found:,}, failed {eqc.failed:,}), not asked {eqc.not_asked:,}"
-        + (f", answered meanwhile by other jobs {eqc.answered_elsewhere:,}" if eqc.answered_elsewhere else "")
+        + (f", found in the index meanwhile {eqc.answered_elsewhere:,}" if eqc.answered_elsewhere else "")
         + "; calls "
         f"{s.api_calls.get('total', 0):,}, retries {s.retries}, 429s {s.rate_limited}",
         f"elapsed {format_duration(s.elapsed_s)}" + (f"  (efficiency {s.efficiency:.2f})" if s.efficiency else ""),

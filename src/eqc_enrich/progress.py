@@ -75,7 +75,7 @@ def status_line(progress: RunProgress, now: float | None = None) -> str:
         f"rows {progress.rows_resolved:,}/{progress.rows:,}",
         f"names {progress.distinct_names:,} (index {progress.answered_before_eqc:,})",
         f"eqc {stats.names_done + stats.elsewhere:,}/{progress.names_for_eqc:,}"
-        + (f" ({stats.elsewhere:,} answered by other jobs)" if stats.elsewhere else ""),
+        + (f" ({stats.elsewhere:,} found in the index meanwhile)" if stats.elsewhere else ""),
         f"found {stats.found:,} not-found {stats.not_found:,} failed {stats.failed:,}",
         f"retries {stats.retries} 429s {stats.rate_limited}",
         f"rate {stats.recent_rate(_rate_window(progress), now):.3g}/s of {progress.effective_rate:.3g}/s",

@@ -62,7 +62,8 @@ class EqcCounts:
     not_found: int = 0
     failed: int = 0
     not_asked: int = 0
-    answered_elsewhere: int = 0  # another run on the index answered them while this one waited: not asked here
+    answered_elsewhere: int = 0  # in the index by the time their turn came (another job's answer, or an earlier
+    # answer of this run that named the company's registered name): not asked here
     too_long: int = 0  # keys too long for a request EQC can take: never sent
     negative_cache_hits: int = 0
     over_budget: int = 0
