@@ -41,20 +41,26 @@ class DatabaseLedger:
         self._key = quota_key
         self._owner = owner
         self._batch = max(1, batch)
-        self._slots: deque[float] = deque()  # reserved slots, as times on this process's monotonic clock
+        self._slots: deque[float] = deque()  # reserved slots, on the database's clock
+        # database clock minus this host's wall clock, from the quickest round trip seen so far (as NTP does):
+        # its error is at most half that round trip, well inside the quota margin at any time scale
+        self._offset = 0.0
+        self._best_rtt = float("inf")
         self._pauses: set[asyncio.Task[None]] = set()
 
     async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
         if not self._slots:
-            asked = time.monotonic()
+            asked = time.time()
             slots, now = await asyncio.to_thread(
                 self._store.quota.reserve_many, self._key, self._owner, rule,
                 count=self._batch, recent=recent, keep_s=keep_s,
             )  # fmt: skip
-            # `now` is the database's clock while the lock was held: about half the round trip ago
-            here = (asked + time.monotonic()) / 2
-            self._slots.extend(here + (slot - now) for slot in slots)
-        return self._slots.popleft() - time.monotonic()
+            answered = time.time()
+            if answered - asked < self._best_rtt:
+                self._best_rtt = answered - asked
+                self._offset = now - (asked + answered) / 2
+            self._slots.extend(slots)
+        return self._slots.popleft() - (time.time() + self._offset)
 
     def pause_for(self, seconds: float) -> None:
         """Tell every process on the account (fire and forget: this process pauses itself locally too)."""

@@ -220,9 +220,8 @@ def prepare(
     refresh = options.refresh_s
     since = read_at - timedelta(seconds=refresh) if refresh is not None else None
     # a not-found counts when it is within the TTL; with --retry-not-found, only when another run wrote it
-    # after this one began (a minute's slack for a commit that began before our read and landed after it)
-    trusted = timedelta(minutes=1) if options.retry_not_found else timedelta(seconds=options.negative_ttl_s)
-    asked_since = read_at - trusted
+    # after this one read the index
+    asked_since = read_at if options.retry_not_found else read_at - timedelta(seconds=options.negative_ttl_s)
     wanted = wanted_index_keys(keyed)
     entries = store.lookup(wanted, updated_since=since)
     # names the canonical keys miss may sit in the index under the old tools' key forms (read, never written)
