@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 
 from eqc_enrich.eqc import CallRecord
 
-_NOT_ACCEPTED = frozenset({"RateLimitedError", "UnreachableError", "CertificateError", "InvalidRequestError"})
-"""Attempt outcomes EQC did not count against the quota: refused by it, or never reached it."""
+_REFUSED = frozenset({"RateLimitedError", "TokenExpiredError"})
+"""HTTP answers EQC gives before a request enters its quota window: a 429, and a token it refuses (invalid
+or expired; EQC checks the token first). An attempt with no HTTP answer at all (refused connection, reset,
+timeout) is not known to have entered the window either, so it is not counted: the efficiency's lower
+bound must never count a request EQC did not take."""
 
 
 @dataclass
@@ -35,16 +38,13 @@ class EqcStats:
     parse_s: float = 0.0
     limiter_wait_s: float = 0.0
     call_times: list[float] = field(default_factory=list)
+    accepted_requests: int = 0  # attempts EQC took into its quota window: an HTTP answer, neither 429 nor 401
+    unanswered: int = 0  # attempts that got no HTTP answer (refused or cut connection, timeout)
 
     @property
     def names_done(self) -> int:
         """Names EQC was asked about and that are finished (found, not found or failed); never the unasked."""
         return self.found + self.not_found + self.failed
-
-    @property
-    def accepted_requests(self) -> int:
-        """Requests EQC took into its quota window: every attempt that got an HTTP answer other than a 429."""
-        return sum(n for outcome, n in self.outcomes.items() if outcome not in _NOT_ACCEPTED)
 
     @property
     def api_calls(self) -> int:
@@ -54,6 +54,10 @@ class EqcStats:
         """The client's observer: one finished attempt."""
         self.calls[call.endpoint] += 1
         self.outcomes[call.outcome] += 1
+        if call.status is None:
+            self.unanswered += 1
+        elif call.outcome not in _REFUSED:
+            self.accepted_requests += 1
         self.network_s += call.network_s
         self.parse_s += call.parse_s
         self.call_times.append(time.monotonic())

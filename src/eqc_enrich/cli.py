@@ -298,18 +298,30 @@ def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None
 
 
 def _report(result: EnrichResult, *, verbose: bool) -> None:
+    """The summary's figures for a person, each as the summary has it (a test holds them to it)."""
     s = result.summary
     eqc = s.eqc
+    asked = (
+        f"EQC: {eqc.names_asked:,} of {eqc.names_planned:,} names asked (found {eqc.found:,}, not found "
+        f"{eqc.not_found:,}, failed {eqc.failed:,}), not asked {eqc.not_asked:,}"
+    )
+    if eqc.answered_elsewhere:
+        asked += f", found in the index meanwhile {eqc.answered_elsewhere:,}"
+    left_out = {"over --budget": eqc.over_budget, "--no-enrichment": eqc.skipped, "too long to send": eqc.too_long}
+    left = [f"{why} {n:,}" for why, n in left_out.items() if n]
+    elapsed = f"elapsed {format_duration(s.elapsed_s)}"
+    if s.lower_bound_s is not None and s.efficiency is not None:
+        elapsed += f", lower bound {format_duration(s.lower_bound_s)} (efficiency {s.efficiency:.2f})"
     lines = [
         f"rows {s.rows:,}  distinct names {s.distinct_names:,}  answered before EQC {s.answered_before_eqc:,}  "
         f"index hit rate {s.index_hit_rate:.1%}",
         "resolved by: " + ", ".join(f"{k} {v:,}" for k, v in s.resolved_by.items()),
-        f"EQC: {eqc.names_asked:,} of {eqc.names_planned:,} names asked (found {eqc.found:,}, not found "
-        f"{eqc.not_found:,}, failed {eqc.failed:,}), not asked {eqc.not_asked:,}"
-        + (f", found in the index meanwhile {eqc.answered_elsewhere:,}" if eqc.answered_elsewhere else "")
-        + "; calls "
-        f"{s.api_calls.get('total', 0):,}, retries {s.retries}, 429s {s.rate_limited}",
-        f"elapsed {format_duration(s.elapsed_s)}" + (f"  (efficiency {s.efficiency:.2f})" if s.efficiency else ""),
+        asked,
+        *([f"names never planned for EQC: {', '.join(left)}"] if left else []),
+        f"EQC calls {s.api_calls.get('total', 0):,} ({s.accepted_requests:,} taken into the quota"
+        + (f", {s.unanswered_requests:,} without an answer" if s.unanswered_requests else "")
+        + f"), retries {s.retries:,}, 429s {s.rate_limited:,}",
+        elapsed,
     ]
     for why, rows in s.rows_without_id.items():
         lines.append(f"rows without company_id: {rows:,} ({why})")

@@ -34,6 +34,7 @@ from eqc_enrich.output import ensure_writable, write_tables
 from eqc_enrich.read import Table, file_digest, read_table, require_columns
 from eqc_enrich.resolve import (
     NAME_KEY,
+    NO_TEMP_ID_KEYS,
     Answers,
     Columns,
     LegacyKeys,
@@ -53,7 +54,7 @@ from eqc_enrich.resolve import (
 )
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
-from eqc_enrich.summary import EqcCounts, PhaseTimer, RunSummary
+from eqc_enrich.summary import NO_NAME_NO_ID, EqcCounts, PhaseTimer, RunSummary
 
 BACKFLOW_SOURCE = "backflow"
 BACKFLOW_CONFIDENCE = 1.00
@@ -198,7 +199,7 @@ class Prepared:
 
     @property
     def index_hit_rate(self) -> float:
-        return round(self.index_names / self.distinct_names, 4) if self.distinct_names else 1.0
+        return round(self.index_names / self.distinct_names, 4) if self.distinct_names else 0.0
 
 
 def open_table(source: pl.DataFrame | Any | str | Path, options: RunOptions) -> tuple[Table, Columns, list[str]]:
@@ -236,7 +237,7 @@ def prepare(
     )
     pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
     pending = names_for_eqc(pre, id_column="__pre_id")
-    names = keyed.filter(pl.col(NAME_KEY) != "")[NAME_KEY].unique().to_list()
+    names = keyed.filter(~pl.col(NAME_KEY).is_in(list(NO_TEMP_ID_KEYS)))[NAME_KEY].unique().to_list()
     by_name = set(index.get(LookupType.CUSTOMER_NAME, {})) | set(index.get(LookupType.FORMER_NAME, {}))
     by_name |= set(answers.legacy)
     counts = EqcCounts()
@@ -465,7 +466,8 @@ class _Run:
         summary.rows = prepared.rows
         summary.distinct_names = prepared.distinct_names
         summary.answered_before_eqc = prepared.answered_before_eqc
-        summary.index_hit_rate = prepared.index_hit_rate
+        # the share of names the index held at the start; no names means it held none of them, not all
+        summary.index_hit_rate = prepared.index_hit_rate if prepared.distinct_names else 0.0
         summary.index_hits_by_type = prepared.index_hits_by_type
         summary.resolved_by = rows_by_source(resolved, source_column=self.options.source_column)
         summary.rows_without_id = _rows_without_id(summary.resolved_by)
@@ -478,7 +480,7 @@ class _Run:
         failed = [o for o in stage.result.outcomes.values() if o.status == "failed"]
         summary.failed_names = [{"name": o.name, "reason": o.error or ""} for o in failed[:_FAILED_NAMES_LISTED]]
         summary.api_calls = {**{k: int(v) for k, v in sorted(stats.calls.items())}, "total": stats.api_calls}
-        summary.accepted_requests = stats.accepted_requests
+        summary.accepted_requests, summary.unanswered_requests = stats.accepted_requests, stats.unanswered
         summary.retries = stats.retries
         summary.rate_limited = stats.rate_limited
         summary.token_refreshes = stats.token_refreshes
@@ -539,6 +541,11 @@ def _ending(stage: StageReport, counts: EqcCounts, stopped: bool) -> tuple[str, 
             f"{counts.failed:,} names failed after every retry (listed with their reason in the summary and the "
             "unresolved export); they got temporary ids, and a rerun asks them again"
         )
+    if counts.over_budget:
+        return "completed", (
+            f"budget reached: {counts.over_budget:,} less frequent names were not asked (over --budget); they got "
+            "temporary ids, and a rerun asks them"
+        )
     return "completed", None
 
 
@@ -562,14 +569,14 @@ def _unresolved_reasons(prepared: Prepared, outcomes: Mapping[str, LookupOutcome
         elif outcome.status == "skipped":
             reasons[name] = ("not_asked", outcome.error or "not asked")
         elif outcome.status == "elsewhere":
-            reasons[name] = ("not_found", "EQC did not know it (asked by another run on this index)")
+            reasons[name] = ("not_found", "EQC did not know it (in the index before this run asked it)")
     return reasons
 
 
 def _rows_without_id(resolved_by: Mapping[str, int]) -> dict[str, int]:
-    """Rows left with no company_id, by why: today only rows with no name whose plan code the index lacks."""
+    """Rows left with no company_id, by why (rows `none` of `resolved_by`): only rows without a name can be."""
     empty = resolved_by.get("none", 0)
-    return {"no name, plan code not in the index": empty} if empty else {}
+    return {NO_NAME_NO_ID: empty} if empty else {}
 
 
 def _journal_failed(store: IndexStore, run_id: str) -> None:
@@ -629,7 +636,7 @@ class PlanReport:
 
     @property
     def index_hit_rate(self) -> float:
-        return self.index_names / self.distinct_names if self.distinct_names else 1.0
+        return self.index_names / self.distinct_names if self.distinct_names else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "index_hit_rate": round(self.index_hit_rate, 4)}

@@ -73,7 +73,7 @@ def status_line(progress: RunProgress, now: float | None = None) -> str:
     parts = [
         f"[{progress.phase}]",
         f"rows {progress.rows_resolved:,}/{progress.rows:,}",
-        f"names {progress.distinct_names:,} (index {progress.answered_before_eqc:,})",
+        f"names {progress.distinct_names:,} ({progress.answered_before_eqc:,} answered before EQC)",
         f"eqc {stats.names_done + stats.elsewhere:,}/{progress.names_for_eqc:,}"
         + (f" ({stats.elsewhere:,} found in the index meanwhile)" if stats.elsewhere else ""),
         f"found {stats.found:,} not-found {stats.not_found:,} failed {stats.failed:,}",
@@ -106,7 +106,9 @@ def _table(progress: RunProgress) -> Table:
     filled = min(bar_width, math.floor(share * bar_width))
     table.add_row("phase", progress.phase)
     table.add_row("rows", f"{progress.rows_resolved:,} of {progress.rows:,} resolved")
-    table.add_row("distinct names", f"{progress.distinct_names:,} ({progress.answered_before_eqc:,} from the index)")
+    # answered before EQC: by the index, a known not-found, an id in the input or an override (not only the index)
+    before = f"{progress.answered_before_eqc:,} answered before EQC"
+    table.add_row("distinct names", f"{progress.distinct_names:,} ({before})")
     table.add_row("EQC", f"[{'#' * filled}{'.' * (bar_width - filled)}] {done:,} / {needed:,} names")
     table.add_row("", f"found {stats.found:,}   not found {stats.not_found:,}   failed {stats.failed:,}")
     table.add_row("retries / 429s", f"{stats.retries} / {stats.rate_limited}")

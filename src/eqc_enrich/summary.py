@@ -51,6 +51,13 @@ EXIT_CODES: dict[str, int] = {
 """The process exit code of each status (2 is bad input, 1 an unexpected error): what a scheduler reads."""
 
 
+NO_NAME_NO_ID = "no customer name, and neither its plan code nor an id in the row resolves it"
+"""The one reason in `rows_without_id`. A temporary id is made from a name, so a row without one (blank, a
+placeholder such as 空白 or N/A, or 0: most 集合计划 rows) gets a company_id only from its plan code (in the
+index or the overrides) or from an id in its own 公司代码; a 集合计划 code is shared by many companies, so
+nothing is learned from it."""
+
+
 @dataclass
 class EqcCounts:
     """Names, not requests: `names_planned` = asked + not_asked + answered_elsewhere, and
@@ -62,8 +69,9 @@ class EqcCounts:
     not_found: int = 0
     failed: int = 0
     not_asked: int = 0
-    answered_elsewhere: int = 0  # in the index by the time their turn came (another job's answer, or an earlier
-    # answer of this run that named the company's registered name): not asked here
+    # found in the index before this run asked them: another run answered them meanwhile, or this run's answer
+    # for another name (its registered or a former name) did; not asked here
+    answered_elsewhere: int = 0
     too_long: int = 0  # keys too long for a request EQC can take: never sent
     negative_cache_hits: int = 0
     over_budget: int = 0
@@ -81,14 +89,15 @@ class RunSummary:
     rows: int = 0
     distinct_names: int = 0
     resolved_by: dict[str, int] = field(default_factory=dict)
-    rows_without_id: dict[str, int] = field(default_factory=dict)
+    rows_without_id: dict[str, int] = field(default_factory=dict)  # reason (NO_NAME_NO_ID) -> rows left empty
     answered_before_eqc: int = 0
     index_hit_rate: float = 0.0
     index_hits_by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     eqc: EqcCounts = field(default_factory=EqcCounts)
     failed_names: list[dict[str, str]] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)
-    accepted_requests: int = 0
+    accepted_requests: int = 0  # calls EQC took into its quota: an HTTP answer other than 429 or a refused token
+    unanswered_requests: int = 0  # calls that got no HTTP answer (EQC down, a cut connection, a timeout)
     retries: int = 0
     rate_limited: int = 0
     token_refreshes: int = 0
