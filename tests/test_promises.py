@@ -14,6 +14,7 @@ loopback, SQLite files, the CLI as a separate process).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -37,7 +38,7 @@ from eqc_enrich.keys import normalize_name
 from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.settings import Settings
 from eqc_enrich.simulator import Simulator, SimulatorConfig
-from eqc_enrich.store import IndexStore, utcnow
+from eqc_enrich.store import IndexEntry, IndexStore, utcnow
 from eqc_enrich.writeback import IndexWriter
 
 if TYPE_CHECKING:
@@ -274,3 +275,68 @@ def test_every_option_of_every_command_is_in_the_help_and_in_the_readme() -> Non
             if not any(documented(s, readme) for s in spellings):
                 missing.append(f"{where} {spellings[0]}: not in README.md")
     assert not missing, "\n".join(missing)
+
+
+# --- options that no other test passes on a command line ---------------------------------------------------
+
+
+def test_column_details_check_token_budget_and_refresh_options_reach_the_run(tmp_path: Path) -> None:
+    config = SimulatorConfig(latency=(0.0, 0.0), rate_limit=FAST, tokens=(TOKEN,), token_ttl=86_400.0)
+    with Simulator(config) as sim:
+        first, second = (company.name for company in sim.state.universe.companies[:2])
+        month = tmp_path / "month.csv"
+        pl.DataFrame(
+            {"名称": [first, second, UNKNOWN], "代码": ["P1", "P2", "P3"], "编号": ["", "", "X123"]}
+        ).write_csv(month)
+        db = tmp_path / "index.db"
+        store = IndexStore(db)
+        try:  # an answer for the first name, two hours old
+            store.entries.upsert([IndexEntry(normalize_name(first), "customer_name", "OLD1", 0.95, "eqc_api")],
+                                 now=utcnow() - timedelta(hours=2))  # fmt: skip
+        finally:
+            store.close()
+        summary = tmp_path / "s.json"
+        args = [
+            "run", month, "-o", tmp_path / "out.csv", "--db", db, "--eqc-url", sim.url, "--rate-limit", "1000/1s",
+            "--name-column", "名称", "--plan-column", "代码", "--id-column", "编号", "--details", "--check-token",
+            "--budget", "0", "--refresh", "1h", "--retries", "0", "--summary", summary, "--quiet",
+        ]  # fmt: skip
+        done = subprocess.run(
+            [*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        requests = sim.stats()["requests"]
+    report = json.loads(summary.read_text(encoding="utf-8"))
+    # --id-column: the third row's own id answers it; --refresh 1h: the 2-hour-old entry does not count;
+    # --budget 0: no cap, both names asked
+    assert report["eqc"]["names_planned"] == report["eqc"]["names_asked"] == 2
+    assert report["eqc"]["found"] == 2
+    assert requests["searchAll"] == 1  # --check-token
+    assert requests["findDepart"] == requests["findLabels"] == 2  # --details
+    assert report["api_calls"]["total"] == 7  # 2 searches, 2 x 2 details, the token check
+    out = pl.read_csv(tmp_path / "out.csv", infer_schema=False)
+    assert out["company_id_source"].to_list() == ["eqc", "eqc", "existing"]
+    assert out["company_id"][2] == "X123"
+    assert out["company_id"][0] != "OLD1"
+
+
+def test_retries_and_a_budget_on_the_command_line(tmp_path: Path) -> None:
+    config = SimulatorConfig(latency=(0.0, 0.0), rate_limit=FAST, tokens=(TOKEN,), fail_rate=1.0)
+    month = tmp_path / "month.csv"
+    names = ["预算测试甲公司", "预算测试甲公司", "预算测试乙公司", "预算测试丙公司"]
+    pl.DataFrame({"客户名称": names}).write_csv(month)
+    with Simulator(config) as sim:
+        args = ["run", month, "--db", tmp_path / "i.db", "--eqc-url", sim.url, "--rate-limit", "1000/1s",
+                "--retries", "2", "--budget", "2", "--summary", tmp_path / "s.json", "--quiet"]  # fmt: skip
+        done = subprocess.run(
+            [*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "WDH_EQC_TOKEN": TOKEN},
+        )  # fmt: skip
+        searched = sim.stats()["requests"]["search"]
+    assert done.returncode == 4, done.stderr  # names failed after every retry
+    report = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    assert report["eqc"]["names_planned"] == 2  # the two most frequent of three
+    assert report["eqc"]["over_budget"] == 1
+    assert searched == 2 * (1 + 2)  # each asked once and retried twice
+    assert report["retries"] == 4
