@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/eqc-enrich bench --simulate --out bench-report
 
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; score and survivors in
+# docs/mutation.md). About half an hour on two cores; not part of `make test` or .ci/run.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mutants

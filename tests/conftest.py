@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -94,14 +95,16 @@ class SeenRequest:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    at: float  # time.monotonic() when it arrived
 
 
 class ScriptedServer:
     """A loopback HTTP server that answers every request with the scripted response.
 
-    `respond(status, body, headers)` sets the answer for all following requests (default: 200 with `{}`).
-    A `body` that is `str` or `bytes` is sent as it is; anything else is sent as JSON. `requests` lists what
-    arrived, in order.
+    `respond(status, body, headers)` sets the answer for all following requests (default: 200 with `{}`);
+    `respond_once(...)` queues an answer for the next request only (queued ones go first, in order). A `body`
+    that is `str` or `bytes` is sent as it is; anything else is sent as JSON. `requests` lists what arrived,
+    in order, with the time each arrived.
     """
 
     def __init__(self) -> None:
@@ -109,6 +112,7 @@ class ScriptedServer:
         self._status = 200
         self._headers: dict[str, str] = {"Content-Type": "application/json"}
         self._body = b"{}"
+        self._once: list[tuple[int, dict[str, str], bytes]] = []
         self.requests: list[SeenRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -120,16 +124,12 @@ class ScriptedServer:
         return f"http://{host!s}:{port}"
 
     def respond(self, status: int = 200, body: object = None, headers: Mapping[str, str] | None = None) -> None:
-        if isinstance(body, bytes):
-            raw = body
-        elif isinstance(body, str):
-            raw = body.encode()
-        else:
-            raw = json.dumps({} if body is None else body, ensure_ascii=False).encode()
         with self._lock:
-            self._status = status
-            self._headers = {"Content-Type": "application/json", **(headers or {})}
-            self._body = raw
+            self._status, self._headers, self._body = _answer(status, body, headers)
+
+    def respond_once(self, status: int = 200, body: object = None, headers: Mapping[str, str] | None = None) -> None:
+        with self._lock:
+            self._once.append(_answer(status, body, headers))
 
     def _serve(self) -> None:
         self._server.serve_forever(poll_interval=0.02)  # a short poll keeps `stop` quick
@@ -149,10 +149,14 @@ class ScriptedServer:
             path=parts.path,
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={name.lower(): value for name, value in handler.headers.items()},
+            at=time.monotonic(),
         )
         with self._lock:
             self.requests.append(seen)
-            status, headers, body = self._status, dict(self._headers), self._body
+            if self._once:
+                status, headers, body = self._once.pop(0)
+            else:
+                status, headers, body = self._status, dict(self._headers), self._body
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)
@@ -173,6 +177,16 @@ class ScriptedServer:
                 pass
 
         return Handler
+
+
+def _answer(status: int, body: object, headers: Mapping[str, str] | None) -> tuple[int, dict[str, str], bytes]:
+    if isinstance(body, bytes):
+        raw = body
+    elif isinstance(body, str):
+        raw = body.encode()
+    else:
+        raw = json.dumps({} if body is None else body, ensure_ascii=False).encode()
+    return status, {"Content-Type": "application/json", **(headers or {})}, raw
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -339,21 +340,53 @@ def test_expired_token_via_admin_endpoint_both_forms(sim_factory: SimFactory) ->
 
 
 def test_token_max_age_expires_a_busy_token(sim_factory: SimFactory) -> None:
-    sim = sim_factory(time_scale=1000.0, token_max_age=100.0, scale_token_lifetimes=True)  # 0.1 s
+    """A token in constant use still dies `max_age` after it was issued (the idle TTL never runs out here).
+
+    Timed on the test's own clock, with margins that are the lifetime itself: a request whose answer came
+    back before `issued_before + max_age` must have been accepted; one sent after `issued_after + max_age`
+    must meet the expiry. A busy machine only moves requests later, never across these lines the wrong way.
+    """
+    max_age = 1.0
+    sim = sim_factory(token_max_age=max_age, token_ttl=3_600.0)
     company = companies(sim)[0]
+    calls: list[tuple[float, float, BaseException | None]] = []  # (sent, answered, the error if refused)
+    token = ""
 
-    async def main() -> TokenExpiredError:
-        async with EqcClient(TOKEN, base_url=sim.url, timeout=5.0) as eqc:
-            assert (await eqc.search(company.name)).best is not None
-            await asyncio.sleep(0.25)
-            with pytest.raises(TokenExpiredError) as info:
-                await eqc.search(company.name)
-            return info.value
+    async def main() -> tuple[float, float]:
+        nonlocal token
+        async with EqcClient("warm-up", base_url=sim.url, timeout=5.0) as eqc:
+            with pytest.raises(TokenExpiredError):
+                await eqc.search(company.name)  # opens the connection: the token's clock is not spent on it
+            issued_before = time.monotonic()
+            token = sim.issue_token()
+            eqc.set_token(token)
+            issued_after = time.monotonic()
+            while time.monotonic() < issued_after + 3 * max_age:  # bounded: three lifetimes
+                sent = time.monotonic()
+                try:
+                    assert (await eqc.search(company.name)).best is not None
+                    error: BaseException | None = None
+                except TokenExpiredError as exc:
+                    error = exc
+                calls.append((sent, time.monotonic(), error))
+                if error is not None and sent > issued_after + max_age:
+                    break
+                await asyncio.sleep(max_age / 20)
+            return issued_before, issued_after
 
-    error = asyncio.run(main())
-    assert error.endpoint == SEARCH
-    assert_token_hidden(error, TOKEN)
-    assert sim.stats()["token_expired"] == 1
+    issued_before, issued_after = asyncio.run(main())
+    for sent, answered, error in calls:
+        if answered < issued_before + max_age:
+            assert error is None, "a request answered within the token's lifetime was refused"
+        if sent > issued_after + max_age:
+            assert isinstance(error, TokenExpiredError), "a request after the token's lifetime was accepted"
+    late = [error for sent, _, error in calls if sent > issued_after + max_age]
+    assert late, "no request was sent after the token's lifetime"
+    assert any(error is None for _, _, error in calls)
+    assert isinstance(late[-1], TokenExpiredError)
+    assert late[-1].endpoint == SEARCH
+    assert_token_hidden(late[-1], token)
+    assert sim.stats()["token_expired"] >= 1
 
 
 def test_unknown_token_is_401(sim_factory: SimFactory) -> None:

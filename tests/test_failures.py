@@ -501,17 +501,21 @@ def fresh_token_command(sim: Simulator) -> str:
 
 
 def test_a_token_expiring_under_a_deep_queue_is_refreshed_once_per_expiry(tmp_path: Path) -> None:
-    """Tokens die 0.25 s after issue while requests queue for seconds behind the quota: each expiry costs one
-    refresh and at most the requests in flight with the dead token, never a refresh per queued request."""
+    """Tokens die 1 s after issue while requests queue for seconds behind the quota: each expiry costs one
+    refresh and at most the requests in flight with the dead token, never a refresh per queued request.
+
+    The lifetime is long next to what a refresh itself takes (a Python process fetching a token: a few
+    hundred ms on a loaded machine), or a fresh token could die before its first request and count as
+    invalid; the quota (10 per 0.3 s, about 150 names) makes the run last several lifetimes."""
     data, truth = make_month(seed=6, rows=1_200, companies=150, existing_id_share=0.0)
+    limit = RateLimit(10, 0.3)
     config = SimulatorConfig(
-        seed=6, latency=(0.02, 0.06), time_scale=1.0, rate_limit=RateLimit(10, 0.06), tokens=(TOKEN,),
-        token_max_age=0.25,
+        seed=6, latency=(0.02, 0.06), time_scale=1.0, rate_limit=limit, tokens=(TOKEN,), token_max_age=1.0,
     )  # fmt: skip
     seen: list[tuple[str, dict[str, Any]]] = []
     with Simulator(config) as sim:
         command = fresh_token_command(sim)
-        opts = options(sim.url, tmp_path / "i.db", token_command=command, rate_limit=RateLimit(10, 0.06))
+        opts = options(sim.url, tmp_path / "i.db", token_command=command, rate_limit=limit)
         progress = RunProgress()
         result = asyncio.run(
             enrich_async(data, options=opts, progress=progress, events=lambda kind, f: seen.append((kind, f)))

@@ -151,6 +151,8 @@ def test_missing_required_column_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_writes_are_atomic(tmp_path: Path) -> None:
+    """The writer dies half-way through the file it was given: written straight to the target, the previous
+    file would be half overwritten; written to a temporary file, it is untouched and nothing is left."""
     target = tmp_path / "out.parquet"
     target.write_bytes(b"previous good file")
 
@@ -158,7 +160,9 @@ def test_writes_are_atomic(tmp_path: Path) -> None:
         pass
 
     class Exploding(pl.DataFrame):
-        def write_parquet(self, *args: object, **kwargs: object) -> None:
+        def write_parquet(self, file: object, *args: object, **kwargs: object) -> None:
+            assert isinstance(file, Path)
+            file.write_bytes(b"half a fi")
             raise Boom
 
     with pytest.raises(Boom):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,7 +13,16 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from eqc_enrich import RateLimit, RunControl, RunOptions, RunProgress, enrich, enrich_async, temp_company_id
+from eqc_enrich import (
+    EnrichResult,
+    RateLimit,
+    RunControl,
+    RunOptions,
+    RunProgress,
+    enrich,
+    enrich_async,
+    temp_company_id,
+)
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
@@ -41,6 +51,17 @@ def sim() -> Iterator[Simulator]:
     )
     with Simulator(config) as simulator:
         yield simulator
+
+
+def most_arrivals_within(sim: Simulator, span_s: float) -> int:
+    """The most requests (accepted or refused) that reached the simulator within any `span_s` seconds."""
+    times = sorted(at for at, _ in sim.state.stats.arrivals)
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= span_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def options(sim: Simulator, db: Path, **changes: object) -> RunOptions:
@@ -94,9 +115,17 @@ def test_each_name_is_searched_once_within_quota_then_never_again(
     assert asked > 100
     assert stats["search_keys_repeated"] == 0
     assert stats["accepted"] == asked
-    assert stats["max_in_window"] <= STORY_LIMIT.requests
-    # the limiter paces by sends and the server counts arrivals: a few 429s from arrival jitter, no more
-    assert stats["rate_limited"] <= max(3, 0.05 * asked)
+    # What the client sent, refused or not (the server's own count of what it let in cannot exceed N by
+    # construction). Sends are paced at N per window + margin; on the way to the server they can bunch by
+    # the machine's scheduling jitter, which at this time scale (a 6 ms slot) is not small next to a slot.
+    # So the check allows a whole window of jitter over ten windows: a limiter that lets requests go
+    # unpaced sends hundreds in that span.
+    window = STORY_LIMIT.scaled(SCALE).window_s
+    span = window * 1.02  # the limiter's default margin: 2% of the window
+    allowed = STORY_LIMIT.requests * math.ceil((10 * window + window) / span)
+    assert most_arrivals_within(sim, 10 * window) <= allowed
+    # 429s come from that jitter only: the exception, never the rule
+    assert stats["rate_limited"] <= asked / 4
     assert cold.summary.eqc.failed == 0
     assert cold.summary.api_calls == {"search": stats["requests"]["search"], "total": stats["requests"]["search"]}
 
@@ -115,26 +144,33 @@ def test_cancel_midway_then_rerun_asks_no_name_twice(
     progress = RunProgress()
     control = RunControl()
 
-    async def cancel_after_a_third() -> int:
+    async def cancel_after_a_third() -> tuple[EnrichResult, int, int]:
         run = asyncio.create_task(
             enrich_async(data, options=options(sim, db, grace_s=1.0), progress=progress, control=control)
         )
-        in_flight_at_cancel = 0
+        done_at_cancel = in_flight_at_cancel = 0
         for _ in range(10_000):  # bounded: the run ends long before
             await asyncio.sleep(0.005)
             needed = progress.names_for_eqc
-            if needed and progress.eqc.names_done >= needed // 3:
-                in_flight_at_cancel = progress.eqc.in_flight
+            if needed and progress.eqc.names_done >= needed // 3 and progress.eqc.in_flight:
+                done_at_cancel, in_flight_at_cancel = progress.eqc.names_done, progress.eqc.in_flight
                 control.stop()
                 break
         first = await run
         assert first.summary.status == "interrupted"
         assert first.exit_code == 130
-        return in_flight_at_cancel
+        return first, done_at_cancel, in_flight_at_cancel
 
-    asyncio.run(cancel_after_a_third())
+    first, done_at_cancel, in_flight_at_cancel = asyncio.run(cancel_after_a_third())
     first_searches = sim.stats()["requests"]["search"]
-    assert first_searches > 0
+    assert in_flight_at_cancel > 0  # the stop came with requests in flight: the case this test is about
+    # those requests were let land within the grace period and their answers kept; only one that met a 429 or a
+    # server error could not go again after the stop
+    asked_first = first.summary.eqc.names_asked
+    assert asked_first >= done_at_cancel + in_flight_at_cancel - first.summary.retries
+    # every request the server accepted was answered, and the answer kept: none was cut off by the stop
+    assert sim.stats()["accepted"] == asked_first
+    assert first_searches >= asked_first
 
     second = enrich(data, options=options(sim, db))
     assert second.summary.status == "completed"

@@ -80,14 +80,16 @@ class NameSource:
                 return self._ready.popleft()
             if self._settled:
                 return self._settled.popleft()
-            if not self._todo and not self._held:
-                return None
+            if not self._todo and not self._held and not self._lock.locked():
+                return None  # nothing left, and no claim under way (its chunk is out of `_todo` meanwhile)
             async with self._lock:
                 if self._ready or self._settled:
                     continue
                 if self._todo:
                     await self._claim_next_chunk()
                     continue
+                if not self._held:
+                    continue  # the claim waited for brought nothing more for this worker
                 due = min(self._held.values())
                 delay = due - self._clock()
                 if delay > 0:
