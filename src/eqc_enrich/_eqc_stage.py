@@ -114,7 +114,7 @@ async def run_eqc_stage(
         limiter = SlidingWindowLimiter(
             settings.rate_limit,
             margin_s=settings.margin_s,
-            ledger=DatabaseLedger(store, config.quota_key, owner),
+            ledger=DatabaseLedger(store, config.quota_key, owner, spacing_s=config.slot_s),
             lookahead=4,
         )
         lookup = EqcLookup(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -36,11 +37,15 @@ class DatabaseLedger:
     database is paid once per few sends; unused ones (a stop) are at most `batch - 1`.
     """
 
-    def __init__(self, store: IndexStore, quota_key: str, owner: str, *, batch: int = 4) -> None:
+    def __init__(
+        self, store: IndexStore, quota_key: str, owner: str, *, spacing_s: float = 0.0, max_batch: int = 4
+    ) -> None:
         self._store = store
         self._key = quota_key
         self._owner = owner
-        self._batch = max(1, batch)
+        self._spacing_s = spacing_s
+        self._max_batch = max(1, max_batch)
+        self._rtt = 0.0  # a moving average of the reservation's round trip
         self._slots: deque[float] = deque()  # reserved slots, on the database's clock
         # database clock minus this host's wall clock, from the quickest round trip seen so far (as NTP does):
         # its error is at most half that round trip, well inside the quota margin at any time scale
@@ -48,14 +53,24 @@ class DatabaseLedger:
         self._best_rtt = float("inf")
         self._pauses: set[asyncio.Task[None]] = set()
 
+    @property
+    def batch(self) -> int:
+        """Slots a reservation takes: one while a round trip is short next to the spacing of sends (a slot
+        reserved and then not used leaves a hole in every process's pace); more when it is not (a
+        time-scaled benchmark), so that the round trips keep up with the quota."""
+        if self._spacing_s <= 0:
+            return self._max_batch
+        return max(1, min(self._max_batch, 1 + math.ceil(self._rtt / self._spacing_s)))
+
     async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
         if not self._slots:
             asked = time.time()
             slots, now = await asyncio.to_thread(
                 self._store.quota.reserve_many, self._key, self._owner, rule,
-                count=self._batch, recent=recent, keep_s=keep_s,
+                count=self.batch, recent=recent, keep_s=keep_s,
             )  # fmt: skip
             answered = time.time()
+            self._rtt = 0.8 * self._rtt + 0.2 * (answered - asked) if self._rtt else answered - asked
             if answered - asked < self._best_rtt:
                 self._best_rtt = answered - asked
                 self._offset = now - (asked + answered) / 2
