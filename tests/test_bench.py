@@ -2,16 +2,24 @@
 
 The benchmark itself runs once for the module: 40 names at time scale 20000, a few seconds. Only facts that
 noise cannot change are asserted (call counts, files, consistency); speed-up and efficiency are printed.
+`bench --workers 2` runs once more, with two `eqc-enrich run` processes at once at time scale 100 (on SQLite,
+and on the real PostgreSQL when EQC_ENRICH_TEST_PG_URL names one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
 
@@ -20,9 +28,12 @@ from eqc_enrich._errors import ConfigError
 from eqc_enrich.bench import BenchConfig, register, run_bench
 from eqc_enrich.bench._measure import RunMeasure, time_split, workload
 from eqc_enrich.bench._old_flow import TimestampLimiter
+from eqc_enrich.simulator import Simulator, SimulatorConfig
 
 NAMES = 40
 PNGS = ("latency.png", "progress.png", "time_split.png")
+PG_URL = os.environ.get("EQC_ENRICH_TEST_PG_URL")
+CLI = [sys.executable, "-m", "eqc_enrich.cli"]
 _OUTSIDE = ("WDH_EQC_TOKEN", "WDH_EQC_RATE_LIMIT", "WDH_EQC_RATE_LIMIT_WINDOW", "WDH_EQC_TIMEOUT", "WDH_ALIAS_SALT")
 
 
@@ -159,3 +170,119 @@ def test_config_rejects_a_scaled_real_endpoint_and_cli_rejects_both_targets(tmp_
     register(app)
     result = CliRunner().invoke(app, ["--simulate", "--eqc-url", "http://127.0.0.1:9", "--out", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_a_single_process_bench_has_no_several_jobs_part(bench: Bench) -> None:
+    report, out, _ = bench
+    assert "jobs" not in report
+    assert "--workers" not in report["setup"]["command"]
+    assert "Several jobs" not in (out / "report.md").read_text(encoding="utf-8")
+
+
+# --- several jobs at once ---------------------------------------------------------------------------------
+
+JOB_NAMES = 30
+
+
+def _bench_cli(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`eqc-enrich bench` as a user starts it: its own process, the real command line and its exit codes."""
+    args = ["bench", "--simulate", "--names", str(JOB_NAMES), "--time-scale", "20000", "--workers", "2"]
+    env = {key: value for key, value in os.environ.items() if key not in _OUTSIDE}
+    return subprocess.run(
+        [*CLI, *args, "--out", str(out), *extra], env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def jobs_db(request: pytest.FixtureRequest) -> list[str]:
+    """Extra options: none (SQLite files), or --db with the test PostgreSQL (the bench makes its own schemas)."""
+    if request.param == "sqlite":
+        return []
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide EQC_ENRICH_TEST_PG_URL (.ci/run starts PostgreSQL)")
+        pytest.skip("no PostgreSQL: set EQC_ENRICH_TEST_PG_URL")
+    return ["--db", PG_URL]
+
+
+def test_bench_workers_runs_processes_on_one_quota_and_asks_each_name_once(jobs_db: list[str], tmp_path: Path) -> None:
+    schemas_before = _bench_schemas()
+    done = _bench_cli(tmp_path, *jobs_db)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    jobs, setup = report["jobs"], report["setup"]
+    assert (jobs["workers"], jobs["time_scale"]) == (2, 100.0)  # --time-scale 20000 is too fast for processes
+    assert jobs["index"] == ("postgresql" if jobs_db else "sqlite")
+    wanted = setup["names"] - setup["cached_names"]
+    assert jobs["input"]["names_for_eqc"] == wanted
+    assert jobs["input"]["names_union"] == setup["names"]
+    assert sum(part["rows"] for part in jobs["input"]["slices"]) == setup["rows"]
+    for key, processes in (("single", 1), ("jobs", 2)):
+        run = jobs["runs"][key]
+        assert run["processes"] == len(run["per_process"]) == processes
+        assert run["exit_codes"] == [0] * processes
+        assert run["names_asked"] == wanted  # every name for EQC asked, in all the processes together ...
+        assert run["names_asked_twice"] == 0  # ... and none of them twice
+        assert sum(p["names_asked"] for p in run["per_process"]) == wanted
+        assert run["max_in_window"] <= 10
+        assert run["rate_limited_share"] == round(run["rate_limited"] / run["requests"], 4)
+        assert run["accepted"] == run["requests"] - run["rate_limited"]
+        window, fastest = 60.0 / 100, 20.0 / 100
+        assert run["strict_bound_s"] == pytest.approx(math.floor((run["accepted"] - 1) / 10) * window + fastest)
+        assert 0 < run["efficiency"] <= 1
+        assert run["efficiency"] == pytest.approx(run["strict_bound_s"] / run["span_s"], abs=1e-3)
+        assert 0 < run["span_s"] < run["wall_s"]  # the sends lie inside the processes' lifetimes
+        print(f"\n{key}: efficiency {run['efficiency']}, 429 share {run['rate_limited_share']}")
+    assert jobs["speed_up"] == pytest.approx(
+        jobs["runs"]["single"]["span_s"] / jobs["runs"]["jobs"]["span_s"], abs=0.006
+    )
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Several jobs at once: 2 processes, one quota" in markdown
+    assert "1/100" in markdown
+    assert "--workers 2 --jobs-time-scale 100" in setup["command"]
+    assert _bench_schemas() == schemas_before  # the bench drops the schemas it made
+
+
+def _bench_schemas() -> set[str]:
+    if not PG_URL:
+        return set()
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            query = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'eqc_bench_%'"
+            return set(conn.execute(sa.text(query)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_simulator_stats_give_first_send_and_last_answer_on_its_clock() -> None:
+    config = SimulatorConfig(latency=(20.0, 20.0), time_scale=1000, rate_limit=RateLimit(5, 1.0), tokens=("t",))
+    with Simulator(config) as sim, httpx.Client(base_url=sim.url, headers={"token": "t"}) as http:
+        empty = http.get("/__stats").json()
+        assert empty["first_arrival_s"] is empty["last_arrival_s"] is empty["last_response_s"] is None
+        for key in ("甲", "乙", "丙"):
+            http.get("/kg-api-hfd/api/search/", params={"key": key})
+        stats = http.get("/__stats").json()
+        # three calls one after another, each held 20 ms: the last answer came at least 60 ms after the first send
+        assert stats["first_arrival_s"] < stats["last_arrival_s"] < stats["last_response_s"]
+        assert stats["last_response_s"] - stats["first_arrival_s"] >= 3 * 0.02
+        http.post("/__reset")
+        assert http.get("/__stats").json()["first_arrival_s"] is None
+
+
+def test_workers_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="simulated"):
+        BenchConfig(eqc_url="https://eqc.example", time_scale=1, token="x", workers=2)
+    with pytest.raises(ConfigError, match="--workers 2 or more"):
+        BenchConfig(db="postgresql+psycopg://u@127.0.0.1/x")
+    with pytest.raises(ConfigError, match="PostgreSQL URL"):
+        BenchConfig(workers=2, db=str(tmp_path / "index.db"))
+    assert BenchConfig(workers=3).jobs_scale == 100
+    assert BenchConfig(workers=3, time_scale=20).jobs_scale == 20
+    assert BenchConfig(workers=3, jobs_time_scale=50).jobs_scale == 50
+    refused = _bench_cli(tmp_path / "out", "--db", "not a url")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: --db must be a PostgreSQL URL (postgresql+psycopg://user@host/db): without it the jobs use SQLite"
+    ]
+    assert not (tmp_path / "out").exists()  # refused before anything ran

@@ -4,7 +4,9 @@
     report = run_bench(names=1000, time_scale=1000, out="bench-report")   # simulated EQC, own process
 
 Three runs over the same names and the same pre-filled index: the old sequential flow (3 calls a name),
-ours cold (search only, paced at the quota), ours warm (no EQC call at all).
+ours cold (search only, paced at the quota), ours warm (no EQC call at all). With `workers=N` (N >= 2), also
+N `eqc-enrich run` processes at once over slices of the rows, on one index and one quota, beside one such
+process over all of them (`_jobs`), at a time scale of at most 100.
 
 `run_bench` loads on first use, so that registering the command does not load the simulator (starlette,
 uvicorn) into every `eqc-enrich` invocation.

@@ -36,6 +36,20 @@ def bench(
     token: Annotated[
         str | None, typer.Option(envvar="WDH_EQC_TOKEN", help="EQC token for --eqc-url.", show_default=False)
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="2 or more: also run this many `eqc-enrich run` processes at once, one quota.")
+    ] = 1,
+    jobs_time_scale: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Time scale of the several-jobs runs [the time scale, at most 100]."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL for the several-jobs index (a fresh schema, dropped after) [SQLite].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Baseline (the old sequential flow) against ours, cold and warm: a performance report with charts."""
     from eqc_enrich.bench._run import run_bench  # polars, httpx and the simulator load only when needed
@@ -54,4 +68,7 @@ def bench(
         seed=seed,
         token=token if eqc_url else None,
         echo=lambda line: typer.echo(line, err=True),
+        workers=workers,
+        jobs_time_scale=jobs_time_scale,
+        db=db,
     )

@@ -86,14 +86,36 @@ def month_frame(rng: random.Random, names: list[str]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=[NAME_COLUMN, PLAN_COLUMN, AMOUNT_COLUMN], orient="row")
 
 
-def prefill_index(path: Path, cached: dict[str, str]) -> None:
-    """A fresh SQLite index holding the cached names as `customer_name` entries from the legacy migration."""
-    store = IndexStore(path)
+def prefill_index(path: Path | str, cached: dict[str, str], *, schema: str | None = None) -> None:
+    """A fresh index (a SQLite file, or an initialized PostgreSQL schema) holding the cached names as
+    `customer_name` entries from the legacy migration."""
+    store = IndexStore(path, schema=schema)
     try:
         entries = [IndexEntry(name, LookupType.CUSTOMER_NAME, cid, 1.0, LEGACY_SOURCE) for name, cid in cached.items()]
         store.write(WriteBatch(entries=entries))
     finally:
         store.close()
+
+
+def row_slices(month_path: Path, parts: int, folder: Path) -> list[Path]:
+    """The month's rows cut into `parts` consecutive slices (rows are shuffled, so each slice holds most of the
+    names with several rows): the files several jobs of different domains would bring in one month."""
+    frame = pl.read_parquet(month_path)
+    size, extra = divmod(frame.height, parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, start = [], 0
+    for number in range(parts):
+        length = size + (1 if number < extra else 0)
+        part = frame.slice(start, length)
+        paths.append(atomic_write(folder / f"slice-{number + 1}.parquet", part.write_parquet))
+        start += length
+    return paths
+
+
+def slice_names(path: Path) -> tuple[int, set[str]]:
+    """The rows and the distinct normalized names of one input file."""
+    column = pl.read_parquet(path, columns=[NAME_COLUMN])[NAME_COLUMN]
+    return column.len(), {normalize_name(name) for name in column.drop_nulls().to_list()} - {""}
 
 
 def copy_index(source: Path, target: Path) -> Path:

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from eqc_enrich.bench._config import BenchConfig
 from eqc_enrich.bench._input import BenchInput
+from eqc_enrich.bench._jobs import JobsSection
+from eqc_enrich.bench._jobs_report import jobs_report
 from eqc_enrich.bench._markdown import render
 from eqc_enrich.bench._measure import RunMeasure, efficiency, run_report
 from eqc_enrich.bench._projection import Measured, MonthShape, projection
@@ -30,7 +32,12 @@ class Endpoint:
 
 
 def build_report(
-    config: BenchConfig, endpoint: Endpoint, data: BenchInput, runs: dict[str, RunMeasure], shape: MonthShape
+    config: BenchConfig,
+    endpoint: Endpoint,
+    data: BenchInput,
+    runs: dict[str, RunMeasure],
+    shape: MonthShape,
+    jobs: JobsSection | None = None,
 ) -> dict[str, Any]:
     limit, latency, scale = config.scaled_rate, config.scaled_latency, config.time_scale
     old, cold, warm = runs["old_flow"], runs["ours_cold"], runs["ours_warm"]
@@ -41,7 +48,7 @@ def build_report(
         failure_share=cold.failure_share,
         old_failure_share=old.failure_share,
     )
-    return {
+    report = {
         "tool": "eqc-enrich bench",
         "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "setup": _setup(config, endpoint, data),
@@ -49,6 +56,9 @@ def build_report(
         "comparison": comparison,
         "projection": projection(shape, measured),
     }
+    if jobs is not None:
+        report["jobs"] = jobs_report(jobs, config, data, old.wall_s * scale)
+    return report
 
 
 def _comparison(config: BenchConfig, old: RunMeasure, cold: RunMeasure, warm: RunMeasure) -> dict[str, Any]:
@@ -109,10 +119,14 @@ def command_line(config: BenchConfig) -> str:
     """The command that reproduces this benchmark."""
     limit, (low, high) = config.rate_limit, config.latency
     where = "--simulate" if config.simulated else f"--eqc-url {public_url(config.eqc_url or '')}"
+    jobs = ""
+    if config.workers > 1:
+        jobs = f" --workers {config.workers} --jobs-time-scale {config.jobs_scale:g}"
+        jobs += f" --db {public_url(config.db)}" if config.db else ""
     return (
         f"eqc-enrich bench {where} --names {config.names} --time-scale {config.time_scale:g} "
         f"--rate-limit {limit.requests}/{limit.window_s:g}s --latency {low:g}-{high:g}s "
-        f"--cached-share {config.cached_share:g} --seed {config.seed} --out {config.out}"
+        f"--cached-share {config.cached_share:g} --seed {config.seed}{jobs} --out {config.out}"
     )
 
 

@@ -22,6 +22,7 @@ from eqc_enrich._durations import RateLimit, format_duration, parse_range, parse
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.bench._config import DEFAULT_TIME_SCALE, STORY_LATENCY_S, STORY_RATE, BenchConfig
 from eqc_enrich.bench._input import NAME_COLUMN, BenchInput, copy_index, prepare_input
+from eqc_enrich.bench._jobs import several_jobs
 from eqc_enrich.bench._measure import RunMeasure, from_old_flow, from_ours
 from eqc_enrich.bench._old_flow import NameDone, OldFlowSettings, run_old_flow
 from eqc_enrich.bench._ours import run_ours
@@ -61,11 +62,17 @@ def run_bench(
     seed: int = 7,
     token: str | None = None,
     echo: Echo | None = None,
+    workers: int = 1,
+    jobs_time_scale: float | None = None,
+    db: str | None = None,
 ) -> dict[str, Any]:
     """Baseline (old flow), ours cold and warm; writes report.json, report.md and charts to `out`.
 
     Without `eqc_url` a simulated EQC is started (time scale 1000 unless given); with it, the real endpoint
-    is measured at time scale 1. Returns the report dict (what report.json holds).
+    is measured at time scale 1. With `workers` >= 2, also one `eqc-enrich run` process over the whole input
+    and `workers` of them at once over slices of its rows, sharing one quota through one index (`db`, a
+    PostgreSQL URL, or a SQLite file), at `jobs_time_scale` (default: the time scale, at most 100).
+    Returns the report dict (what report.json holds).
     """
     config = BenchConfig(
         names=names,
@@ -77,6 +84,9 @@ def run_bench(
         out=Path(out),
         seed=seed,
         token=token,
+        workers=workers,
+        jobs_time_scale=jobs_time_scale,
+        db=db,
     )
     return execute(config, echo or _stderr)
 
@@ -91,7 +101,8 @@ def execute(config: BenchConfig, echo: Echo) -> dict[str, Any]:
         with endpoint_for(config) as endpoint:
             echo(f"bench: EQC at {endpoint.url} ({'simulated, own process' if endpoint.simulated else 'REAL'})")
             runs = asyncio.run(three_runs(config, data, endpoint, work, echo))
-    report = build_report(config, endpoint, data, runs, month_shape(config.seed))
+        jobs = several_jobs(config, data, work, echo) if config.workers > 1 else None
+    report = build_report(config, endpoint, data, runs, month_shape(config.seed), jobs)
     files = write_report(report, runs, config)
     _conclude(report, files, echo)
     return report
@@ -185,4 +196,15 @@ def _conclude(report: dict[str, Any], files: list[Path], echo: Echo) -> None:
     efficiency = cmp["efficiency_ours"]
     echo(f"bench: speed-up {cmp['speed_up']}x over the old flow, efficiency "
          f"{'n/a' if efficiency is None else f'{efficiency:.2f}'}, warm run calls {cmp['warm_calls']}")  # fmt: skip
+    if "jobs" in report:
+        jobs = report["jobs"]
+        single, many = jobs["runs"]["single"], jobs["runs"]["jobs"]
+        echo(f"bench: {jobs['workers']} jobs at once (time scale 1/{jobs['time_scale']:g}): efficiency "
+             f"{_two(many['efficiency'])} (one process {_two(single['efficiency'])}), 429 share "
+             f"{many['rate_limited_share']:.1%}, names asked twice {many['names_asked_twice']}, "
+             f"speed-up over one process {jobs['speed_up']}x")  # fmt: skip
     echo(f"bench: wrote {', '.join(str(path) for path in files)}")
+
+
+def _two(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -150,10 +150,15 @@ class Stats:
     max_in_flight: int = 0
     search_keys: Counter[str] = field(default_factory=Counter)
     arrivals: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, outcome) of every request
+    last_response: float | None = None  # monotonic time the last data request was done with (answer or refusal)
 
     def enter(self) -> None:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self.last_response = time.monotonic()
 
     def snapshot(self, max_in_window: int) -> dict[str, Any]:
         return {
@@ -168,6 +173,11 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "search_keys_distinct": len(self.search_keys),
             "search_keys_repeated": sum(1 for count in self.search_keys.values() if count > 1),
+            # the server's own monotonic clock (seconds, only differences mean anything), so a benchmark in
+            # another process can time a run from the first send to the last answer on one clock
+            "first_arrival_s": self.arrivals[0][0] if self.arrivals else None,
+            "last_arrival_s": self.arrivals[-1][0] if self.arrivals else None,
+            "last_response_s": self.last_response,
         }
 
 
@@ -320,7 +330,7 @@ class SimulatorState:
                 return Response(status_code=503)  # the client left or the server is closing
             return await self._fault(request) or answer(request)
         finally:
-            self.stats.in_flight -= 1
+            self.stats.leave()
 
     def _admit(self, token: str | None, endpoint: str, now: float) -> Response | None:
         """None when the request may proceed; else the refusal (401, expired-token body or 429)."""
