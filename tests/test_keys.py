@@ -147,6 +147,18 @@ _NAMES = st.one_of(_adversarial(), st.text(max_size=30))
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
+        ("（已转出，原来的单一户）某公司", "某公司"),  # a list of status words: a 6-character word on a marker counts
+        ("（已转出，原来的单一户头）某公司", "（已转出,原来的单一户头）某公司"),  # 7 characters: a name, kept
+        ("（已转出，北京）某公司", "（已转出,北京）某公司"),  # a short word on no marker: not a status list
+    ],
+)
+def test_a_leading_bracket_goes_only_when_it_lists_status_words(raw: str, key: str) -> None:
+    assert normalize_name(raw) == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
         ("（原）已转出-中国平安（集团）", "中国平安"),  # each removal uncovers the next rule's match
         ("中国平安（集团）（已转出）", "中国平安"),
         ("中国平安-已转出（集团）", "中国平安"),
@@ -316,6 +328,9 @@ def test_placeholder_ids_are_not_real(value: object) -> None:
         (600000001, "600000001"),
         (600000001.0, "600000001"),
         (Decimal("600000001.00"), "600000001"),
+        (12.5, "12.5"),  # not a whole number: printed as it is
+        (Decimal("600000001.50"), "600000001.50"),
+        (Decimal("6E+2"), "600"),
         ("IN4MDGRBC4XLPPGTUE", "IN4MDGRBC4XLPPGTUE"),
         ("NAB", "NAB"),
     ],
@@ -327,7 +342,8 @@ def test_real_ids_are_cleaned(value: object, cleaned: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "cleaned"),
-    [(" P0190 ", "P0190"), ("z0001", "z0001"), (None, ""), ("", ""), ("N/A", ""), ("空白", ""), (1001.0, "1001")],
+    [(" P0190 ", "P0190"), ("z0001", "z0001"), (None, ""), ("", ""), ("N/A", ""), ("空白", ""), (1001.0, "1001"),
+     (Decimal("inf"), "")],
 )
 def test_clean_plan_code(value: object, cleaned: str) -> None:
     assert clean_plan_code(value) == cleaned

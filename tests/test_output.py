@@ -409,3 +409,84 @@ def test_xls_is_readable_but_not_writable() -> None:
     with pytest.raises(InputError, match="can be read but not written"):
         table_format(Path("y.xls"))
     assert table_format(Path("y.XLSX")) == "xlsx"
+
+
+# --- what mutation testing found untested ---------------------------------------------------------------------
+
+
+def test_a_long_chinese_file_name_can_be_written(tmp_path: Path) -> None:
+    """A 244-byte target name (80 Chinese characters): its temporary sibling must stay under 255 bytes too."""
+    target = tmp_path / ("年金计划规模明细" * 10 + ".csv")
+    assert len(target.name.encode("utf-8")) == 244
+    ensure_writable([target])
+    write_tables([(pl.DataFrame({"a": [1]}), target, None)])
+    assert tree(tmp_path) == [target.name]
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_an_xlsx_that_cannot_be_created_is_a_one_line_error() -> None:
+    with pytest.raises(InputError) as info:
+        write_tables([(pl.DataFrame({"a": [1]}), Path("/sys/kernel/eqc-enrich.xlsx"), None)])
+    assert str(info.value) == "cannot write /sys/kernel/eqc-enrich.xlsx: Permission denied"
+
+
+def test_an_xlsx_output_keeps_the_sheet_of_its_input(tmp_path: Path) -> None:
+    import fastexcel
+
+    frame = pl.DataFrame({"a": ["x"]})
+    like = Table(frame, tmp_path / "in.xlsx", "xlsx", sheet="二月明细")
+    write_tables([(frame, tmp_path / "with.xlsx", like), (frame, tmp_path / "without.xlsx", None)])
+    assert fastexcel.read_excel(tmp_path / "with.xlsx").sheet_names == ["二月明细"]
+    assert fastexcel.read_excel(tmp_path / "without.xlsx").sheet_names == ["规模明细"]
+
+
+def test_the_same_file_twice_names_both_spellings(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "sub" / ".." / "a.csv"
+    with pytest.raises(InputError) as info:
+        ensure_writable([first, second])
+    assert str(info.value) == f"cannot write {second}: {first} names the same file; each output needs its own"
+
+
+def test_missing_parent_directories_are_made_and_removed_again_on_failure(tmp_path: Path) -> None:
+    good, nested = pl.DataFrame({"a": [1]}), pl.DataFrame({"a": [[1, 2]]})
+    p = tmp_path / "p"
+    write_tables([(good, tmp_path / "x" / "y" / "z" / "ok.csv", None)])
+    assert (tmp_path / "x" / "y" / "z" / "ok.csv").exists()
+    with pytest.raises(InputError):
+        write_tables([(good, p / "q" / "ok.csv", None), (nested, p / "q" / "r" / "x.csv", None)])
+    assert not p.exists()  # every directory the failed write made, innermost first
+
+
+def test_a_table_polars_cannot_write_says_what_polars_said(tmp_path: Path) -> None:
+    nested = pl.DataFrame({"a": [[1, 2]]})
+    with pytest.raises(pl.exceptions.PolarsError) as direct:
+        nested.write_csv(tmp_path / "direct.csv")
+    with pytest.raises(InputError) as info:
+        write_tables([(nested, tmp_path / "out.csv", None)])
+    assert str(info.value) == f"cannot write {tmp_path / 'out.csv'}: {str(direct.value).strip().splitlines()[0]}"
+
+
+def test_a_write_failure_without_a_message_names_its_kind(tmp_path: Path) -> None:
+    from eqc_enrich.output import _write_failure
+
+    assert str(_write_failure(tmp_path / "o.csv", OSError())) == f"cannot write {tmp_path / 'o.csv'}: OSError"
+    assert str(_write_failure(tmp_path / "o.csv", OSError(28, "No space left on device"))) == (
+        f"cannot write {tmp_path / 'o.csv'}: No space left on device"
+    )
+    assert _write_failure(tmp_path / "o.csv", KeyboardInterrupt()) is None
+
+
+def test_a_rename_that_fails_on_a_new_target_raises_its_own_error(tmp_path: Path) -> None:
+    """Undoing a step whose target never came into being must not replace the real error with another."""
+    missing_tmp = tmp_path / ".never-written"
+    with pytest.raises(FileNotFoundError) as info:
+        _commit([(missing_tmp, tmp_path / "new.csv")])
+    assert info.value.filename == str(missing_tmp)
+    assert tree(tmp_path) == []
+
+
+def test_a_directory_in_the_way_of_a_commit_is_named() -> None:
+    from eqc_enrich.output import _keep_previous
+
+    with pytest.raises(IsADirectoryError, match=r"^/tmp is not a regular file$"):
+        _keep_previous(Path("/tmp"))

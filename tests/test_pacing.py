@@ -105,6 +105,8 @@ def test_the_ledger_passes_only_the_recent_sends_to_the_rule() -> None:
     for _ in range(5):
         asyncio.run(ledger.reserve(rule, recent=3, keep_s=1.0))
     assert [len(sends) for sends in seen] == [0, 1, 2, 3, 3]
+    asyncio.run(ledger.reserve(rule, recent=0, keep_s=1.0))
+    assert seen[-1] == []  # a rule that wants no history gets none
 
 
 def test_a_ledger_pause_counts_from_now_and_never_shortens() -> None:
@@ -407,6 +409,11 @@ def test_back_off_ceiling_doubles_per_failure_in_quota_slots_up_to_one_window() 
 # --- the in-flight gate ----------------------------------------------------------------------------------------
 
 
+def test_a_fresh_gate_has_nothing_in_flight() -> None:
+    gate = ConcurrencyGate(1.0, burst=5)
+    assert (gate.in_flight, gate.peak_in_flight, gate.target) == (0, 0, 5)
+
+
 def test_the_gate_starts_at_the_burst_and_halves_on_a_429() -> None:
     async def main(loop: VirtualTimeLoop) -> tuple[int, int, int]:
         gate = ConcurrencyGate(10 / 60, burst=10)
@@ -422,9 +429,20 @@ def test_the_gate_starts_at_the_burst_and_halves_on_a_429() -> None:
     assert run_virtual(main) == (10, 5, 1)  # never below the floor of one
 
 
+def test_halving_an_odd_cap_rounds_down_to_a_whole_number() -> None:
+    gate = ConcurrencyGate(1.0, burst=5)
+    gate.in_flight = 1
+    gate.release(None, throttled=True)
+    assert gate.target == 2
+    assert isinstance(gate.target, int)
+
+
 def test_the_gate_grows_one_per_answer_up_to_rate_times_latency() -> None:
     async def main(loop: VirtualTimeLoop) -> tuple[int, int]:
         gate = ConcurrencyGate(10 / 60, burst=2)
+        await gate.acquire()
+        gate.release(40.0)
+        assert gate.target == 3  # one more per answer, not more
         for _ in range(100):
             await gate.acquire()
             gate.release(40.0)  # 40 s latency at 1/6 per second: about 6.7 in flight keep the quota busy

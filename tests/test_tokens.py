@@ -170,7 +170,7 @@ def test_a_failing_command_makes_the_token_unavailable_and_says_why() -> None:
     ok, keeper = asyncio.run(main())
     assert ok is False
     assert (keeper.unavailable_reason or "").startswith("token command failed: it exited with status 7; ")
-    assert events.kinds() == ["token_unavailable"]
+    assert events.seen == [("token_unavailable", {"reason": "token command failed: it exited with status 7"})]
     assert keeper.settled  # a failed refresh does not leave requests waiting forever
 
 
@@ -288,3 +288,12 @@ def test_the_commands_output_never_reaches_its_error() -> None:
     with pytest.raises(ConfigError) as info:
         run_token_command("echo secret-token-value; exit 1")
     assert "secret-token-value" not in str(info.value)
+
+
+def test_a_command_that_hangs_is_stopped_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import eqc_enrich._tokens as tokens
+
+    monkeypatch.setattr(tokens, "_COMMAND_TIMEOUT_S", 0.2)
+    with pytest.raises(ConfigError) as info:
+        run_token_command("sleep 5; echo late-token")
+    assert str(info.value) == "token command failed to run: TimeoutExpired"

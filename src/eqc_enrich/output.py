@@ -315,8 +315,10 @@ def write_text(path: Path, text: str) -> Path:
 
 def _temp_name(path: Path, kind: str) -> str:
     """A hidden, unique sibling name that keeps the extension (writers look at it) and stays under the
-    255-byte limit of a file name however long the target's is."""
-    return f".{path.stem[:100]}.{uuid.uuid4().hex}.{kind}{path.suffix[:16]}"
+    255-byte limit of a file name however long the target's is: the stem is cut at 100 bytes, not characters
+    (a Chinese character takes three)."""
+    stem = path.stem.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
+    return f".{stem}.{uuid.uuid4().hex}.{kind}{path.suffix[:16]}"
 
 
 def _make_parents(path: Path) -> list[Path]:

@@ -1,0 +1,244 @@
+"""Stage 5 directly: what each EQC answer teaches the index, and the writer that commits it (real SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from eqc_enrich._pacing import Stopped
+from eqc_enrich._policies import IndexWaitPolicy
+from eqc_enrich.eqc import BusinessInfo, LabelSet, SearchHit
+from eqc_enrich.keys import LookupType
+from eqc_enrich.lookup import LookupOutcome
+from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
+from eqc_enrich.writeback import FORMER_NAME_DOMAIN, LOOKUP_DOMAIN, IndexWriter, batch_for
+
+NAME = "示例科技"
+
+
+def hit(confidence: float = 0.9, *, full_name: str = "示例科技有限公司", former: tuple[str, ...] = ()) -> SearchHit:
+    raw = {"companyId": "C1", "companyFullName": full_name}
+    return SearchHit("C1", full_name, "全称精确匹配", confidence, "91X", former, raw)
+
+
+def found(confidence: float = 0.9, **changes: Any) -> LookupOutcome:
+    return LookupOutcome(NAME, "found", hit=hit(confidence, **changes))
+
+
+def entry(key: str, kind: str, confidence: float, domain: str) -> IndexEntry:
+    return IndexEntry(key, kind, "C1", confidence, "eqc_api", source_domain=domain)
+
+
+def test_a_found_name_teaches_its_key_the_registered_name_and_the_former_names() -> None:
+    batch = batch_for(found(0.9, former=("旧名科技有限公司（已转出）", "示例科技")))
+    assert batch.entries == [
+        entry(NAME, LookupType.CUSTOMER_NAME, 0.9, LOOKUP_DOMAIN),
+        entry("示例科技有限公司", LookupType.CUSTOMER_NAME, 1.0, LOOKUP_DOMAIN),  # asking it would be exact
+        entry("旧名科技有限公司", LookupType.FORMER_NAME, 0.81, FORMER_NAME_DOMAIN),  # normalized, 0.9 x 0.9
+        entry(NAME, LookupType.FORMER_NAME, 0.81, FORMER_NAME_DOMAIN),
+    ]
+    assert batch.cleared_negatives == [NAME]  # found now: an old "not found" must go
+    assert batch.negatives == []
+    assert batch.payloads == [Payload("C1", NAME, hit().raw, None, None)]
+
+
+def test_the_registered_name_is_not_repeated_when_it_is_the_key_asked() -> None:
+    batch = batch_for(LookupOutcome("示例科技有限公司", "found", hit=hit()))
+    assert [e.lookup_key for e in batch.entries] == ["示例科技有限公司"]
+
+
+def test_a_weak_hit_is_not_learned_but_its_payload_is_kept() -> None:
+    batch = batch_for(found(0.59))
+    assert batch.entries == []
+    assert batch.cleared_negatives == [NAME]
+    assert len(batch.payloads) == 1
+
+
+def test_a_hit_at_exactly_the_minimum_confidence_is_learned() -> None:
+    assert [e.confidence for e in batch_for(found(0.60)).entries][:1] == [0.60]
+
+
+def test_former_names_below_the_minimum_once_discounted_are_not_learned() -> None:
+    batch = batch_for(found(0.65, former=("旧名有限公司",)))  # 0.65 x 0.9 = 0.585 < 0.60
+    assert [e.lookup_type for e in batch.entries] == [LookupType.CUSTOMER_NAME, LookupType.CUSTOMER_NAME]
+    exactly = batch_for(found(2 / 3, former=("旧名有限公司",)))  # 0.6667 x 0.9 = 0.60
+    assert [e.confidence for e in exactly.entries if e.lookup_type == LookupType.FORMER_NAME] == [0.6]
+
+
+def test_a_not_found_name_becomes_a_negative_and_nothing_else() -> None:
+    batch = batch_for(LookupOutcome(NAME, "not_found"))
+    assert (batch.negatives, batch.entries, batch.payloads, batch.cleared_negatives) == ([NAME], [], [], [])
+
+
+@pytest.mark.parametrize("status", ["failed", "skipped", "elsewhere"])
+def test_failures_and_skips_teach_nothing(status: str) -> None:
+    assert len(batch_for(LookupOutcome(NAME, status, hit=hit()))) == 0  # type: ignore[arg-type]
+
+
+def test_found_without_a_hit_teaches_nothing() -> None:
+    assert len(batch_for(LookupOutcome(NAME, "found"))) == 0
+
+
+def test_details_go_into_the_payload_and_payloads_can_be_left_out() -> None:
+    business = BusinessInfo("C1", "示例科技有限公司", "91X", "存续", (), {"businessInfodto": {"a": 1}})
+    labels = LabelSet("C1", (), {"labels": []})
+    outcome = LookupOutcome(NAME, "found", hit=hit(), business=business, labels=labels)
+    assert batch_for(outcome).payloads == [Payload("C1", NAME, hit().raw, business.raw, labels.raw)]
+    assert batch_for(outcome, keep_payloads=False).payloads == []
+
+
+# --- payloads: a later answer never erases a field with nothing ------------------------------------------------
+
+
+def payload_rows(store: IndexStore) -> list[dict[str, Any]]:
+    with store._engine.connect() as conn:
+        return [dict(row) for row in conn.execute(sa.select(store.payloads.table)).mappings()]
+
+
+def test_payloads_of_one_company_merge_field_by_field(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        first = Payload("C1", "甲", {"s": 1}, {"d": 1}, None)
+        second = Payload("C1", None, {"s": 2}, None, {"l": 2})
+        store.write(WriteBatch(payloads=[first, second]))  # both in one batch
+        (row,) = payload_rows(store)
+        assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
+            "甲", {"s": 2}, {"d": 1}, {"l": 2}
+        )
+        store.write(WriteBatch(payloads=[Payload("C1", "乙")]))  # a later batch with less: nothing erased
+        (row,) = payload_rows(store)
+        assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
+            "乙", {"s": 2}, {"d": 1}, {"l": 2}
+        )
+        store.write(WriteBatch(payloads=[Payload("C2", "丙", {"s": 3})]))
+        assert store.payloads.count() == 2
+    finally:
+        store.close()
+
+
+# --- the writer --------------------------------------------------------------------------------------------------
+
+
+def test_a_new_writer_has_done_nothing_yet(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        writer = IndexWriter(store)
+        assert (writer.commits, writer.rows_written, writer.outages, writer.write_s) == (0, 0, 0, 0.0)
+        assert (writer.error, writer.gave_up, writer.spill_error, writer.side_file) == (None, None, None, None)
+        assert writer.writable
+    finally:
+        store.close()
+
+
+def test_close_commits_what_is_left_and_counts_it(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    elapsed = 0.0
+
+    async def main() -> IndexWriter:
+        nonlocal elapsed
+        started = time.perf_counter()
+        writer = IndexWriter(store, interval_s=3_600.0)  # the timer never fires: only close commits
+        writer.start()
+        writer.add(LookupOutcome("甲公司", "not_found"))
+        writer.add(found(0.9))
+        writer.add(LookupOutcome("乙公司", "failed", error="x"))
+        assert writer.uncommitted == 5  # a negative; two entries, a cleared negative and a payload
+        await writer.close()
+        elapsed = time.perf_counter() - started
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert (writer.commits, writer.rows_written, writer.uncommitted) == (1, 5, 0)
+        assert store.negatives.count() == 1
+        assert store.count_entries() == 2
+        assert store.payloads.count() == 1  # payloads are kept unless the writer is told otherwise
+        assert 0.0 < writer.write_s <= elapsed  # the commit's own time, inside the writer's life
+        assert writer.gave_up is None
+        assert writer.error is None
+        assert writer.writable
+        assert writer.ready()
+        assert writer.side_file is None
+    finally:
+        store.close()
+
+
+def test_an_owner_releases_the_claim_with_the_answer(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+
+    async def main() -> None:
+        store.claims.claim(["甲公司", "乙公司", "丙公司"], "run-a", 60.0)
+        writer = IndexWriter(store, interval_s=3_600.0, owner="run-a")
+        writer.start()
+        writer.add(LookupOutcome("甲公司", "not_found"))
+        writer.add(LookupOutcome("乙公司", "failed", error="x"))  # failed: let another process try it
+        writer.add(LookupOutcome("丙公司", "skipped"))  # not asked: the stage gives it back itself
+        await writer.close()
+
+    try:
+        asyncio.run(main())
+        assert store.claims.held_by_others(["甲公司", "乙公司", "丙公司"], "run-b") == {"丙公司"}
+    finally:
+        store.close()
+
+
+def test_an_empty_writer_closes_without_a_commit(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+
+    async def main() -> IndexWriter:
+        writer = IndexWriter(store, interval_s=0.01)
+        writer.start()
+        await asyncio.sleep(0.05)
+        await writer.close()
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert (writer.commits, writer.rows_written) == (0, 0)
+    finally:
+        store.close()
+
+
+def test_requests_wait_while_the_index_is_in_trouble_until_it_is_back_or_a_stop(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    events: list[tuple[str, dict[str, Any]]] = []
+    elapsed = 0.0
+
+    async def main() -> None:
+        nonlocal elapsed
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        policy = IndexWaitPolicy(wait_s=60.0, stall_s=5.0, retry_s=0.01)
+        writer = IndexWriter(
+            store, interval_s=3_600.0, policy=policy, events=lambda kind, fields: events.append((kind, fields))
+        )
+        await writer.wait(None)  # writable: no wait at all
+        writer.report_trouble("the shared quota could not be reserved")
+        assert not writer.ready()
+        assert writer.error == "the shared quota could not be reserved"
+        stop: asyncio.Future[None] = loop.create_future()
+        loop.call_later(0.05, stop.set_result, None)
+        with pytest.raises(Stopped):
+            await writer.wait(stop)
+        assert await writer.flush()  # nothing to commit: a probe finds the index writable again
+        assert writer.ready()
+        assert writer.error is None
+        await writer.wait(None)
+        await writer.close()
+        elapsed = time.monotonic() - started
+        assert writer.outages == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    assert [kind for kind, _ in events] == ["index_unwritable", "index_back"]
+    assert events[0][1] == {"error": "the shared quota could not be reserved", "wait_s": 60.0}
+    down = events[1][1]["down_s"]
+    assert 0.05 <= down <= elapsed + 0.001  # from the trouble to the probe that found it back (rounded to ms)
+    assert down == round(down, 3)
