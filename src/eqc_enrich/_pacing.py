@@ -97,8 +97,6 @@ class SlidingWindowLimiter:
         self._paused_until = 0.0  # this process's view of a pause, to recheck a slot reserved before it
         self._lock = asyncio.Lock()
         self._ahead = asyncio.Semaphore(max(1, lookahead))
-        self._sent: deque[float] = deque(maxlen=limit.requests)  # when this process really sent, last R
-        self._sending = asyncio.Lock()
         self.wait_s = 0.0  # total time callers spent waiting here, for the timing breakdown
 
     @property
@@ -153,15 +151,6 @@ class SlidingWindowLimiter:
                         await sleep_unless(stop, delay)
                     if self._clock() >= self._paused_until:
                         break  # else a 429's Retry-After came while this slot was waited for: take a later one
-                # The slots are planned times; a wake-up is late by a varying amount, so R sends of this process
-                # could still land closer than the span. Hold this send until the hard rule holds for what was
-                # really sent (in-memory, exact; across processes the margin covers the rest).
-                async with self._sending:
-                    if len(self._sent) == self.limit.requests:
-                        hold = self._sent[0] + self.span_s - self._clock()
-                        if hold > 0:
-                            await sleep_unless(stop, hold)
-                    self._sent.append(self._clock())
         finally:
             self.wait_s += self._clock() - started
 
