@@ -117,9 +117,7 @@ def test_eqc_gone_mid_run_stops_sending_keeps_every_answer_and_ends_eqc_unavaila
     data, truth = month
     db = tmp_path / "index.db"
     sim = Simulator(sim_config()).start()
-    result, _ = run_until(
-        data, options(sim.url, db, eqc_down_wait_s=0.5), lambda p: p.eqc.names_done >= 30, sim.stop
-    )
+    result, _ = run_until(data, options(sim.url, db, eqc_down_wait_s=0.5), lambda p: p.eqc.names_done >= 30, sim.stop)
     summary = result.summary
     assert summary.status == "eqc_unavailable"
     assert result.exit_code == 5

@@ -122,12 +122,30 @@ def test_none_is_empty() -> None:
 _TOKENS = [
     *STATUS_MARKERS,
     *ENTERPRISE_TYPES,
-    *"-_~—–―‐−〜（）()﹙﹚「」『』\"，,、;；/.。…·",
+    *'-_~—–―‐−〜（）()﹙﹚「」『』"，,、;；/.。…·',
     *" \t\n\r\u3000\xa0\u200b\ufeff",
     *"ａｚＡＺ０９－～＿．（）ｎ",
     *"aAzZ019",
-    "及下属子企业", "团托", "养老", "福利", "NULL", "null", "N/A", "n/a", "空白", "无", "--", "——",
-    "中国", "平安", "原平市", "公司", "北京", "集团", "单一", "有限公司",
+    "及下属子企业",
+    "团托",
+    "养老",
+    "福利",
+    "NULL",
+    "null",
+    "N/A",
+    "n/a",
+    "空白",
+    "无",
+    "--",
+    "——",
+    "中国",
+    "平安",
+    "原平市",
+    "公司",
+    "北京",
+    "集团",
+    "单一",
+    "有限公司",
 ]
 
 
@@ -187,7 +205,7 @@ def test_key_is_canonical(text: str) -> None:
     assert len(key) <= len(text)
     assert not any(char.isspace() for char in key)
     assert not any(code in keys._CHAR_MAP for code in map(ord, key))
-    assert not re.search("[「」『』\"]|（）|及下属子企业", key)
+    assert not re.search('[「」『』"]|（）|及下属子企业', key)
     assert not key.endswith(tuple("-_~—.。"))
     assert key not in keys.NAME_PLACEHOLDERS
 
@@ -342,8 +360,16 @@ def test_real_ids_are_cleaned(value: object, cleaned: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "cleaned"),
-    [(" P0190 ", "P0190"), ("z0001", "z0001"), (None, ""), ("", ""), ("N/A", ""), ("空白", ""), (1001.0, "1001"),
-     (Decimal("inf"), "")],
+    [
+        (" P0190 ", "P0190"),
+        ("z0001", "z0001"),
+        (None, ""),
+        ("", ""),
+        ("N/A", ""),
+        ("空白", ""),
+        (1001.0, "1001"),
+        (Decimal("inf"), ""),
+    ],
 )
 def test_clean_plan_code(value: object, cleaned: str) -> None:
     assert clean_plan_code(value) == cleaned
@@ -355,6 +381,11 @@ def test_plan_customer_key() -> None:
 
 def test_lookup_types() -> None:
     assert [str(kind) for kind in LookupType] == [
-        "plan_code", "customer_name", "plan_customer", "former_name", "account_name", "account_number",
+        "plan_code",
+        "customer_name",
+        "plan_customer",
+        "former_name",
+        "account_name",
+        "account_number",
     ]
     assert INDEX_PRIORITY == ("plan_code", "customer_name", "plan_customer", "former_name")

@@ -12,9 +12,7 @@ from eqc_enrich.store import IndexStore, utcnow
 
 
 def claims_on(store: IndexStore, owner: str = "run-a") -> DatabaseClaims:
-    return DatabaseClaims(
-        store, owner, lease_s=60.0, entries_since=None, negatives_since=utcnow() - timedelta(days=30)
-    )
+    return DatabaseClaims(store, owner, lease_s=60.0, entries_since=None, negatives_since=utcnow() - timedelta(days=30))
 
 
 def test_workers_asking_while_the_last_chunk_is_claimed_wait_for_it_instead_of_leaving(tmp_path: Path) -> None:

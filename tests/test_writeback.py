@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from eqc_enrich._pacing import Stopped
+from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
 from eqc_enrich._policies import IndexWaitPolicy
 from eqc_enrich.eqc import BusinessInfo, LabelSet, SearchHit
 from eqc_enrich.keys import LookupType
@@ -108,12 +111,18 @@ def test_payloads_of_one_company_merge_field_by_field(tmp_path: Path) -> None:
         store.write(WriteBatch(payloads=[first, second]))  # both in one batch
         (row,) = payload_rows(store)
         assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
-            "甲", {"s": 2}, {"d": 1}, {"l": 2}
+            "甲",
+            {"s": 2},
+            {"d": 1},
+            {"l": 2},
         )
         store.write(WriteBatch(payloads=[Payload("C1", "乙")]))  # a later batch with less: nothing erased
         (row,) = payload_rows(store)
         assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
-            "乙", {"s": 2}, {"d": 1}, {"l": 2}
+            "乙",
+            {"s": 2},
+            {"d": 1},
+            {"l": 2},
         )
         store.write(WriteBatch(payloads=[Payload("C2", "丙", {"s": 3})]))
         assert store.payloads.count() == 2
@@ -242,3 +251,45 @@ def test_requests_wait_while_the_index_is_in_trouble_until_it_is_back_or_a_stop(
     down = events[1][1]["down_s"]
     assert 0.05 <= down <= elapsed + 0.001  # from the trouble to the probe that found it back (rounded to ms)
     assert down == round(down, 3)
+
+
+def test_a_writer_that_gave_up_on_a_stalled_write_lets_the_next_run_load_its_side_file(tmp_path: Path) -> None:
+    """The stalled batch went to the side file and nothing is pending: close must still release the file."""
+    db = tmp_path / "index.db"
+    store = IndexStore(db)
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_SCRIPT, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert locker.stdout is not None
+    assert locker.stdout.readline().strip() == "locked"
+    folders = pending_dirs(store.url)
+
+    async def main() -> IndexWriter:
+        policy = IndexWaitPolicy(wait_s=0.0, stall_s=0.05, retry_s=0.01)
+        writer = IndexWriter(store, interval_s=3_600.0, policy=policy, side_file=PendingFile(folders, "run-a"))
+        writer.add(LookupOutcome("甲公司", "not_found"))
+        assert not await writer.flush()  # stalls on the lock, spills the batch, gives up at once
+        assert writer.gave_up is not None
+        assert writer.uncommitted == 0
+        await writer.close()
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert writer.side_file is not None
+        with load_pending(folders) as (batch, files):
+            assert [f.name for f in files] == ["run-a.answers.jsonl"]
+            assert list(batch.negatives) == ["甲公司"]
+    finally:
+        locker.kill()
+        locker.wait(timeout=10)
+        store.close()
+
+
+_LOCK_SCRIPT = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""

@@ -66,8 +66,7 @@ class RateLimit:
             )
         if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_DURATION_S):
             raise ConfigError(
-                f"rate limit window must be positive and at most {MAX_DURATION_S / 86_400:.0f}d, "
-                f"got {self.window_s:g}s"
+                f"rate limit window must be positive and at most {MAX_DURATION_S / 86_400:.0f}d, got {self.window_s:g}s"
             )
 
     @property
@@ -91,17 +90,13 @@ def parse_rate_limit(text: str) -> RateLimit:
     if not sep or not re.fullmatch(r"[0-9]+", digits):
         raise ConfigError(f"not a rate limit: {_shown(text)} (use e.g. 10/60s)")
     if len(digits.lstrip("0")) > len(str(MAX_RATE_REQUESTS)):  # before int(), which refuses past 4300 digits
-        raise ConfigError(
-            f"rate limit must allow 1 to {MAX_RATE_REQUESTS:,} requests per window, got {_shown(digits)}"
-        )
+        raise ConfigError(f"rate limit must allow 1 to {MAX_RATE_REQUESTS:,} requests per window, got {_shown(digits)}")
     return RateLimit(int(digits), parse_duration(window))
 
 
 def parse_range(text: str) -> tuple[float, float]:
     """`20-60s` -> (20.0, 60.0); a single duration is a range of one value."""
-    match = re.match(
-        r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*-\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*$", text
-    )
+    match = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*-\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|)\s*$", text)
     if match is None:
         value = parse_duration(text)
         return value, value

@@ -84,9 +84,7 @@ class EqcOutage:
         self.outages += 1
         self._probes = 0
         self._next_probe_at = self.down_since + self._policy.probe_interval(0, self._limit)
-        self._events(
-            "eqc_down", {"reason": self.reason, "in_a_row": self.in_a_row, "wait_s": self._policy.wait_s}
-        )
+        self._events("eqc_down", {"reason": self.reason, "in_a_row": self.in_a_row, "wait_s": self._policy.wait_s})
         self._wake()
 
     async def admit(self, stop: asyncio.Future[None] | None) -> bool:

@@ -133,9 +133,7 @@ class DatabaseClaims:
             wanted: dict[str, list[str]] = {LookupType.CUSTOMER_NAME: claimed}
             entries = store.entries.lookup(wanted, updated_since=self._entries_since, conn=conn) if claimed else {}
             round_.found = {key: entry.company_id for (key, _), entry in entries.items()}
-            fresh = (
-                store.negatives.known(claimed, asked_since=self._negatives_since, conn=conn) if claimed else set()
-            )
+            fresh = store.negatives.known(claimed, asked_since=self._negatives_since, conn=conn) if claimed else set()
             round_.not_found = sorted(fresh - set(round_.found))
             answered = set(round_.found) | set(round_.not_found)
             if answered:

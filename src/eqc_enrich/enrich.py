@@ -210,9 +210,7 @@ def open_table(source: pl.DataFrame | Any | str | Path, options: RunOptions) -> 
     return table, columns, notes
 
 
-def prepare(
-    store: IndexStore, table: Table, columns: Columns, overrides: Overrides, options: RunOptions
-) -> Prepared:
+def prepare(store: IndexStore, table: Table, columns: Columns, overrides: Overrides, options: RunOptions) -> Prepared:
     """Stages 2 and 3: distinct keys, one bulk index lookup, and the names only EQC can answer."""
     started = time.perf_counter()
     read_at = utcnow()

@@ -63,9 +63,7 @@ INDEX_PRIORITY: Final[tuple[LookupType, ...]] = (
 
 # --- vocabulary -------------------------------------------------------------------------------------
 
-NAME_PLACEHOLDERS: Final[frozenset[str]] = frozenset(
-    {"NULL", "空白", "无", "N/A", "NAN", "NONE", "-", "--", "—", "——"}
-)
+NAME_PLACEHOLDERS: Final[frozenset[str]] = frozenset({"NULL", "空白", "无", "N/A", "NAN", "NONE", "-", "--", "—", "——"})
 """Cell values that mean "no name" (compared after whitespace removal and ASCII upper-casing)."""
 
 ID_PLACEHOLDERS: Final[frozenset[str]] = frozenset({"N", "NA", "N/A", "NONE", "NULL", "NAN"})
@@ -78,10 +76,48 @@ _NO_TEMP_ID: Final[frozenset[str]] = frozenset({"", "0", "空白"})
 STATUS_MARKERS: Final[tuple[str, ...]] = tuple(
     sorted(
         {
-            "已转出", "待转出", "终止", "转出", "转移", "保留", "暂停", "注销", "清算", "解散", "吊销",
-            "撤销", "停业", "歇业", "关闭", "迁出", "迁入", "变更", "合并", "分立", "破产", "重整", "托管",
-            "接管", "整顿", "清盘", "退出", "终结", "结束", "完结", "已作废", "作废", "存量", "原",
-            "转移终止", "已终止", "保留账户", "已转移终止", "本部", "未使用", "集合", "企业年金计划",
+            "已转出",
+            "待转出",
+            "终止",
+            "转出",
+            "转移",
+            "保留",
+            "暂停",
+            "注销",
+            "清算",
+            "解散",
+            "吊销",
+            "撤销",
+            "停业",
+            "歇业",
+            "关闭",
+            "迁出",
+            "迁入",
+            "变更",
+            "合并",
+            "分立",
+            "破产",
+            "重整",
+            "托管",
+            "接管",
+            "整顿",
+            "清盘",
+            "退出",
+            "终结",
+            "结束",
+            "完结",
+            "已作废",
+            "作废",
+            "存量",
+            "原",
+            "转移终止",
+            "已终止",
+            "保留账户",
+            "已转移终止",
+            "本部",
+            "未使用",
+            "集合",
+            "企业年金计划",
         },
         key=lambda marker: (-len(marker), marker),
     )
@@ -91,7 +127,14 @@ STATUS_MARKERS: Final[tuple[str, ...]] = tuple(
 _MARKER_SET: Final[frozenset[str]] = frozenset(STATUS_MARKERS)
 
 ENTERPRISE_TYPES: Final[tuple[str, ...]] = (
-    "有限公司", "普通合伙", "有限合伙", "特殊普通合伙", "个人独资", "全民所有制", "集体所有制", "股份合作",
+    "有限公司",
+    "普通合伙",
+    "有限合伙",
+    "特殊普通合伙",
+    "个人独资",
+    "全民所有制",
+    "集体所有制",
+    "股份合作",
     "个体工商户",
 )
 """A trailing bracket naming one of these is part of the legal name, so it is kept."""
@@ -131,10 +174,8 @@ _MARKER_ALT: Final[str] = "|".join(re.escape(marker) for marker in STATUS_MARKER
 _NEEDS_MAPPING: Final = re.compile("[" + re.escape("".join(map(chr, sorted(_CHAR_MAP)))) + "]")
 """Most names need no mapping; finding that out is cheaper than `str.translate` on every name."""
 _INVISIBLE: Final = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]+")
-_NOISE: Final = re.compile("[「」『』\"]|及下属子企业|（）")
-_END_SUFFIX: Final = re.compile(
-    rf"(?:（团托）|{_SEP}+(?:养老|福利|{_MARKER_ALT})|(?<![A-Z0-9])(?:{_SEP}+[A-Z0-9]+)+)$"
-)
+_NOISE: Final = re.compile('[「」『』"]|及下属子企业|（）')
+_END_SUFFIX: Final = re.compile(rf"(?:（团托）|{_SEP}+(?:养老|福利|{_MARKER_ALT})|(?<![A-Z0-9])(?:{_SEP}+[A-Z0-9]+)+)$")
 _START_MARKER: Final = re.compile(rf"(?:{_MARKER_ALT}){_SEP}+")
 _START_GROUP: Final = re.compile(rf"（([^（）]*)）{_SEP}*")
 
@@ -335,4 +376,3 @@ def clean_plan_code(value: object) -> str:
 def plan_customer_key(plan_code: str, normalized_name: str) -> str:
     """The `plan_customer` lookup key: one company can sit under several plans and vice versa."""
     return f"{plan_code}|{normalized_name}"
-

@@ -168,11 +168,12 @@ class IndexWriter:
             if await self.flush():
                 break
             await asyncio.sleep(self._policy.retry_s)
-        if len(self._pending):
-            if self.gave_up is None:
-                self._give_up(self.error or "index write failed")
-            if self._side is not None:
-                self._side.close()
+        if len(self._pending) and self.gave_up is None:
+            self._give_up(self.error or "index write failed")
+        if self._side is not None:
+            # Always let go of the file: after a stalled write the answers are in it while nothing is
+            # pending here, and a handle left open would keep its lock, so the next run would skip it.
+            self._side.close()
 
     def report_trouble(self, error: str) -> None:
         """Another use of the index (the shared quota, claims) failed: it cannot take answers either."""

@@ -198,8 +198,7 @@ def transport_error(endpoint: str, exc: Exception) -> EqcError:
     if _is_certificate_failure(exc):
         reason = getattr(_root_cause(exc), "verify_message", None) or "certificate verify failed"
         return CertificateError(
-            f"EQC {endpoint}: TLS certificate not trusted ({reason}); check the URL, or the CA bundle "
-            "(SSL_CERT_FILE)",
+            f"EQC {endpoint}: TLS certificate not trusted ({reason}); check the URL, or the CA bundle (SSL_CERT_FILE)",
             endpoint=endpoint,
         )
     if isinstance(exc, httpx.ConnectError | httpx.NetworkError):

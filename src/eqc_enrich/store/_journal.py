@@ -42,9 +42,7 @@ class Journal:
                 )
             )
 
-    def finish(
-        self, run_id: str, status: str, counters: Mapping[str, Any], *, conn: Connection | None = None
-    ) -> None:
+    def finish(self, run_id: str, status: str, counters: Mapping[str, Any], *, conn: Connection | None = None) -> None:
         with self._db.begin(conn) as c:
             c.execute(
                 sa.update(self.table)

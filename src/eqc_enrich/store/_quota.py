@@ -61,9 +61,7 @@ class QuotaLedger:
             locked = sa.select(q.c.paused_until).where(q.c.quota_key == quota_key).with_for_update()
             paused_until = float(c.execute(locked).scalar_one())
             now = self._db.clock(c)  # read only once the lock is held: a waiter must not use a stale now
-            latest = (
-                sa.select(s.c.slot_at).where(s.c.quota_key == quota_key).order_by(s.c.slot_at.desc()).limit(recent)
-            )
+            latest = sa.select(s.c.slot_at).where(s.c.quota_key == quota_key).order_by(s.c.slot_at.desc()).limit(recent)
             sends = sorted(float(value) for value in c.execute(latest).scalars())
             slots: list[float] = []
             for _ in range(count):
