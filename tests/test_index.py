@@ -146,3 +146,101 @@ def test_a_bad_database_is_one_line_without_the_password() -> None:
     assert "\n" not in message
     assert caught.value.transient
     assert "s3cret" not in redact_url("postgresql://u:s3cret@h/db")
+
+
+# --- each table inside the caller's transaction, and its boundaries (found untested by mutation testing) ------
+
+
+class Rollback(Exception):
+    pass
+
+
+def every_call_in_one_transaction(store: IndexStore, stamp: datetime) -> None:
+    with store.transaction() as conn:
+        store.negatives.add(["丙"], now=stamp, conn=conn)
+        assert store.negatives.known(["丙"], asked_since=EPOCH, conn=conn) == {"丙"}
+        assert store.negatives.count(conn=conn) == 1
+        assert store.negatives.prune(asked_before=stamp + timedelta(days=1), conn=conn) == 1
+        store.negatives.add(["丁"], conn=conn)
+        store.negatives.clear(["丁"], conn=conn)
+        assert store.negatives.count(conn=conn) == 0
+        store.payloads.upsert([Payload("C1", "甲")], conn=conn)
+        assert store.payloads.count(conn=conn) == 1
+        store.entries.upsert([entry("C", 0.9, key="戊")], conn=conn)
+        assert store.entries.count(conn=conn) == 3
+        assert store.entries.record_hits([("甲", "customer_name")], conn=conn) == 1
+        assert [r["lookup_key"] for r in store.entries.all_rows(conn=conn)] == ["乙", "戊", "甲"]
+        assert store.entries.tallies(conn=conn)["by_type"] == {"customer_name": 3}
+        raise Rollback
+
+
+def test_every_table_call_takes_part_in_the_callers_transaction(store: IndexStore) -> None:
+    """Inside `transaction()`, writes are seen by reads on the same connection, and a failure takes them all
+    back: nothing a call did went through a connection of its own."""
+    stamp = datetime(2025, 1, 1, tzinfo=UTC)
+    store.write(WriteBatch(entries=[entry("A", 0.9, key="甲"), entry("B", 0.9, key="乙")]))
+    with pytest.raises(Rollback):
+        every_call_in_one_transaction(store, stamp)
+    assert store.negatives.count() == 0
+    assert store.payloads.count() == 0
+    assert store.entries.count() == 2
+    assert row(store, "甲")["hit_count"] == 0
+
+
+def test_negative_cut_offs_are_inclusive_for_known_and_exclusive_for_count_and_prune(store: IndexStore) -> None:
+    stamp = datetime(2025, 1, 1, tzinfo=UTC)
+    store.negatives.add(["甲", "乙"], now=stamp)
+    assert store.negatives.known(["甲"], asked_since=stamp) == {"甲"}  # asked exactly at the cut-off: trusted
+    assert store.negatives.known(["甲"], asked_since=stamp + timedelta(seconds=1)) == set()
+    assert store.negatives.count(asked_before=stamp) == 0
+    assert store.negatives.count(asked_before=stamp + timedelta(seconds=1)) == 2
+    assert store.negatives.prune(asked_before=stamp) == 0
+    assert store.negatives.count() == 2
+
+
+def test_record_hits_counts_the_rows_it_touched_per_type_and_stamps_them(store: IndexStore) -> None:
+    store.write(WriteBatch(entries=[entry("A", 0.9, key="甲"), IndexEntry("甲", "former_name", "A", 0.8, "eqc_api")]))
+    assert store.entries.record_hits([]) == 0
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    touched = store.entries.record_hits(
+        [("甲", "customer_name"), ("甲", "customer_name"), ("乙", "customer_name"), ("甲", "former_name")], now=later
+    )
+    assert touched == 2  # one row per (key, type) however often it was named; 乙 has none
+    assert row(store, "甲")["hit_count"] == 1
+    assert row(store, "甲", "former_name")["hit_count"] == 1
+    assert row(store, "甲")["last_hit_at"].replace(tzinfo=UTC) == later
+    assert store.entries.record_hits([("甲", "plan_code")]) == 0  # the type is part of the match
+
+
+def test_tallies_band_confidence_and_list_the_most_common_first(store: IndexStore) -> None:
+    store.write(
+        WriteBatch(
+            entries=[
+                entry("A", 1.0, key="甲"), entry("B", 0.95, key="乙"), entry("C", 0.85, key="丙"),
+                entry("D", 0.65, key="丁", source="manual"), entry("E", 0.5, key="戊", source="manual"),
+                entry("F", 0.9, key="己", source="backflow"),
+            ]
+        )
+    )  # fmt: skip
+    tallies = store.entries.tallies()
+    assert tallies["by_confidence"] == {"0.90-0.99": 2, "0.60-0.79": 1, "0.80-0.89": 1, "1.00": 1, "<0.60": 1}
+    assert list(tallies["by_source"].items()) == [("eqc_api", 3), ("manual", 2), ("backflow", 1)]
+
+
+def test_all_rows_leave_out_the_surrogate_id_and_come_in_key_order(store: IndexStore) -> None:
+    store.write(WriteBatch(entries=[entry("B", 0.9, key="乙"), IndexEntry("甲", "former_name", "A", 0.8, "eqc_api"),
+                                    entry("A", 0.9, key="甲")]))  # fmt: skip
+    rows = store.entries.all_rows()
+    assert "id" not in rows[0]
+    assert [(r["lookup_type"], r["lookup_key"]) for r in rows] == [
+        ("customer_name", "乙"), ("customer_name", "甲"), ("former_name", "甲")
+    ]
+
+
+def test_a_payload_answered_again_is_stamped_again(store: IndexStore) -> None:
+    first, later = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    store.payloads.upsert([Payload("C1", "甲")], now=first)
+    store.payloads.upsert([Payload("C1", None, {"s": 1})], now=later)
+    with store._engine.connect() as conn:
+        stamps = conn.execute(sa.select(store.payloads.table.c.fetched_at)).scalars().all()
+    assert [stamp.replace(tzinfo=UTC) for stamp in stamps] == [later]

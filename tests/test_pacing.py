@@ -275,16 +275,57 @@ def test_lookahead_bounds_the_slots_held_ahead() -> None:
     assert run_virtual(main) == 2  # the one at 0.0 (used) and the one waiting for 1.0; the third waits its turn
 
 
+def test_by_default_one_slot_is_held_ahead() -> None:
+    async def main(loop: VirtualTimeLoop) -> int:
+        ledger = CountingLedger(loop)
+        limiter = SlidingWindowLimiter(RateLimit(1, 1.0), margin_s=0.0, clock=loop.time, ledger=ledger)
+        tasks = [asyncio.ensure_future(limiter.acquire()) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        held = ledger.reservations
+        await asyncio.gather(*tasks)
+        return held
+
+    assert run_virtual(main) == 2
+
+
+def test_the_limiter_asks_its_ledger_for_the_last_n_slots_and_to_keep_ten_spans() -> None:
+    """A shared ledger prunes slots older than `keep_s`: it must keep well over one span, or other processes'
+    recent slots would vanish from the rule's view."""
+
+    async def main(loop: VirtualTimeLoop) -> list[tuple[int, float]]:
+        ledger = CountingLedger(loop)
+        limiter = SlidingWindowLimiter(RateLimit(4, 60.0), margin_s=1.0, clock=loop.time, ledger=ledger)
+        await limiter.acquire()
+        return ledger.asked
+
+    ((recent, keep_s),) = run_virtual(main)
+    assert recent == 4
+    assert keep_s == pytest.approx(610.0)
+
+
+def test_the_time_spent_waiting_adds_up_over_calls() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        await asyncio.sleep(100.0)  # a clock far from zero: the wait is measured, not the clock read
+        limiter = SlidingWindowLimiter(RateLimit(1, 1.0), margin_s=0.0, clock=loop.time)
+        for _ in range(3):
+            await limiter.acquire()  # at 100 (no wait), then 101 and 102: one second each
+        return limiter.wait_s
+
+    assert run_virtual(main) == pytest.approx(2.0)
+
+
 @dataclass
 class CountingLedger:
     loop: VirtualTimeLoop
     inner: MemoryLedger | None = None
     reservations: int = 0
+    asked: list[tuple[int, float]] = field(default_factory=list)
 
     async def reserve(self, rule: object, *, recent: int, keep_s: float) -> float:
         if self.inner is None:
             self.inner = MemoryLedger(self.loop.time)
         self.reservations += 1
+        self.asked.append((recent, keep_s))
         return await self.inner.reserve(rule, recent=recent, keep_s=keep_s)  # type: ignore[arg-type]
 
     def pause_for(self, seconds: float) -> None:

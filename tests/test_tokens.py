@@ -105,7 +105,9 @@ def test_a_printed_token_rejected_before_it_ever_worked_is_invalid() -> None:
     ok, keeper = asyncio.run(main())
     assert ok is False
     assert keeper.refreshes == 1  # not asked again: the command would print the same useless token
-    assert (keeper.unavailable_reason or "").startswith("the token printed by the token command was rejected")
+    assert (keeper.unavailable_reason or "").startswith(
+        "the token printed by the token command was rejected by EQC (invalid); names not asked got temporary ids"
+    )
 
 
 def test_a_first_token_rejected_at_once_is_replaced_as_invalid() -> None:
@@ -297,3 +299,32 @@ def test_a_command_that_hangs_is_stopped_after_the_timeout(monkeypatch: pytest.M
     with pytest.raises(ConfigError) as info:
         run_token_command("sleep 5; echo late-token")
     assert str(info.value) == "token command failed to run: TimeoutExpired"
+
+
+def test_no_token_and_a_failing_command_is_unavailable_at_the_start() -> None:
+    async def main() -> tuple[bool, TokenKeeper]:
+        keeper, client = keeper_for(None, "exit 2")
+        ok = await keeper.prepare(check=False)
+        await client.aclose()
+        return ok, keeper
+
+    ok, keeper = asyncio.run(main())
+    assert ok is False
+    assert (keeper.unavailable_reason or "").startswith("token command failed: it exited with status 2; ")
+
+
+def test_check_token_rejecting_the_token_without_a_command_says_it_was_rejected(sim_factory: SimFactory) -> None:
+    sim = sim_factory()
+
+    async def main() -> tuple[bool, TokenKeeper]:
+        client = EqcClient("stale", base_url=sim.url, timeout=5.0)
+        keeper = TokenKeeper(client, None)
+        ok = await keeper.prepare(check=True)
+        await client.aclose()
+        return ok, keeper
+
+    ok, keeper = asyncio.run(main())
+    assert ok is False
+    assert (keeper.unavailable_reason or "").startswith(
+        "the EQC token was rejected (invalid or expired, HTTP 401) and no refresh is configured"
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import json
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,18 +112,12 @@ def test_payloads_of_one_company_merge_field_by_field(tmp_path: Path) -> None:
         store.write(WriteBatch(payloads=[first, second]))  # both in one batch
         (row,) = payload_rows(store)
         assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
-            "甲",
-            {"s": 2},
-            {"d": 1},
-            {"l": 2},
+            "甲", {"s": 2}, {"d": 1}, {"l": 2}
         )
         store.write(WriteBatch(payloads=[Payload("C1", "乙")]))  # a later batch with less: nothing erased
         (row,) = payload_rows(store)
         assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
-            "乙",
-            {"s": 2},
-            {"d": 1},
-            {"l": 2},
+            "乙", {"s": 2}, {"d": 1}, {"l": 2}
         )
         store.write(WriteBatch(payloads=[Payload("C2", "丙", {"s": 3})]))
         assert store.payloads.count() == 2
@@ -253,16 +248,141 @@ def test_requests_wait_while_the_index_is_in_trouble_until_it_is_back_or_a_stop(
     assert down == round(down, 3)
 
 
+# --- an index that cannot be written: the side file, the stall bound, the wait bound ---------------------------
+
+
+class Lock:
+    """The SQLite write lock of the index, held by another connection (`BEGIN EXCLUSIVE`) until released."""
+
+    def __init__(self, db: Path) -> None:
+        self._con = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        self._con.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        self._con.execute("ROLLBACK")
+        self._con.close()
+
+
+def side_lines(side: PendingFile) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in side.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+async def until(condition: Callable[[], bool], *, limit_s: float = 20.0) -> None:
+    """Poll (bounded); fails the test when the condition never holds."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("busy_timeout_s", [0.05, 5.0])  # the write fails as busy / hangs past the stall bound
+def test_a_locked_index_sends_answers_to_the_side_file_until_it_takes_them(
+    tmp_path: Path, busy_timeout_s: float
+) -> None:
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    store = IndexStore(f"sqlite:///{db}?timeout={busy_timeout_s}")
+    side = PendingFile([tmp_path / "pending"], "run-1")
+    events: list[tuple[str, dict[str, Any]]] = []
+    policy = IndexWaitPolicy(wait_s=60.0, stall_s=0.2, retry_s=0.02)
+
+    async def main() -> IndexWriter:
+        writer = IndexWriter(store, interval_s=0.02, side_file=side, policy=policy,
+                             events=lambda kind, fields: events.append((kind, fields)))  # fmt: skip
+        lock = Lock(db)
+        writer.start()
+        writer.add(LookupOutcome("甲公司", "not_found"))
+        await until(lambda: not writer.writable)
+        assert not writer.ready()
+        writer.add(LookupOutcome("乙公司", "not_found"))  # arrives while the index is away: straight to disk
+        assert [line["negatives"] for line in side_lines(side)] == [["甲公司"], ["乙公司"]]
+        assert writer.side_file is side
+        lock.release()
+        await until(lambda: writer.writable)
+        await writer.close()
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert store.negatives.count() == 2
+    finally:
+        store.close()
+    assert not side.path.exists()  # everything in it is committed: discarded
+    assert writer.side_file is None
+    assert (writer.outages, writer.gave_up, writer.error) == (1, None, None)
+    assert [kind for kind, _ in events] == ["index_unwritable", "index_back"]
+    if busy_timeout_s > policy.stall_s:
+        assert events[0][1]["error"] == "an index write has not returned for 0.2s (locked?)"
+    else:
+        assert "locked" in events[0][1]["error"]
+
+
+def test_an_index_locked_past_the_wait_gives_up_and_keeps_the_answers_on_disk(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    store = IndexStore(f"sqlite:///{db}?timeout=0.05")
+    side = PendingFile([tmp_path / "pending"], "run-1")
+    gave_up: list[str] = []
+    events: list[str] = []
+    policy = IndexWaitPolicy(wait_s=0.3, stall_s=1.0, retry_s=0.02)
+
+    async def main() -> IndexWriter:
+        writer = IndexWriter(store, interval_s=0.02, side_file=side, policy=policy, on_give_up=gave_up.append,
+                             events=lambda kind, fields: events.append(kind))  # fmt: skip
+        lock = Lock(db)
+        try:
+            writer.start()
+            writer.add(LookupOutcome("甲公司", "not_found"))
+            await until(lambda: writer.gave_up is not None)
+            await writer.close()  # gives up at once: nothing more can be committed
+        finally:
+            lock.release()
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert store.negatives.count() == 0
+    finally:
+        store.close()
+    assert writer.gave_up is not None
+    assert "locked" in writer.gave_up
+    assert gave_up == [writer.gave_up]
+    assert events == ["index_unwritable", "index_gave_up"]
+    assert writer.uncommitted == 1
+    assert [line["negatives"] for line in side_lines(side)] == [["甲公司"]]  # kept for the next run
+
+
+def test_a_writer_without_a_side_file_still_reports_and_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    store = IndexStore(f"sqlite:///{db}?timeout=0.05")
+
+    async def main() -> IndexWriter:
+        writer = IndexWriter(store, interval_s=0.02, policy=IndexWaitPolicy(wait_s=60.0, stall_s=1.0, retry_s=0.02))
+        lock = Lock(db)
+        writer.start()
+        writer.add(LookupOutcome("甲公司", "not_found"))
+        await until(lambda: not writer.writable)
+        assert writer.side_file is None
+        lock.release()
+        await until(lambda: writer.writable)
+        await writer.close()
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert store.negatives.count() == 1
+    finally:
+        store.close()
+    assert (writer.commits, writer.rows_written) == (1, 1)
+
+
 def test_a_writer_that_gave_up_on_a_stalled_write_lets_the_next_run_load_its_side_file(tmp_path: Path) -> None:
     """The stalled batch went to the side file and nothing is pending: close must still release the file."""
     db = tmp_path / "index.db"
     store = IndexStore(db)
-    locker = subprocess.Popen(
-        [sys.executable, "-c", _LOCK_SCRIPT, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert locker.stdout is not None
-    assert locker.stdout.readline().strip() == "locked"
     folders = pending_dirs(store.url)
+    lock = Lock(db)
 
     async def main() -> IndexWriter:
         policy = IndexWaitPolicy(wait_s=0.0, stall_s=0.05, retry_s=0.01)
@@ -281,15 +401,5 @@ def test_a_writer_that_gave_up_on_a_stalled_write_lets_the_next_run_load_its_sid
             assert [f.name for f in files] == ["run-a.answers.jsonl"]
             assert list(batch.negatives) == ["甲公司"]
     finally:
-        locker.kill()
-        locker.wait(timeout=10)
+        lock.release()
         store.close()
-
-
-_LOCK_SCRIPT = """
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-con.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-"""
