@@ -233,7 +233,9 @@ def test_all_rows_leave_out_the_surrogate_id_and_come_in_key_order(store: IndexS
     rows = store.entries.all_rows()
     assert "id" not in rows[0]
     assert [(r["lookup_type"], r["lookup_key"]) for r in rows] == [
-        ("customer_name", "乙"), ("customer_name", "甲"), ("former_name", "甲")
+        ("customer_name", "乙"),
+        ("customer_name", "甲"),
+        ("former_name", "甲"),
     ]
 
 

@@ -62,7 +62,15 @@ LEGACY_NAMES = {  # input name -> the foreign row its old key form finds
     "（北京）某某科技有限公司": "600100002",
     "华夏远航-已转出": "600100003",
 }
-TOOL_TABLES = ("eqc_negative_cache", "eqc_payload", "run_journal", "eqc_quota", "eqc_quota_slot", "eqc_claim")
+TOOL_TABLES = (
+    "eqc_negative_cache",
+    "eqc_payload",
+    "run_journal",
+    "eqc_quota",
+    "eqc_quota_slot",
+    "eqc_claim",
+    "eqc_unsettled",
+)
 
 
 @pytest.fixture

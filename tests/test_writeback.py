@@ -112,12 +112,18 @@ def test_payloads_of_one_company_merge_field_by_field(tmp_path: Path) -> None:
         store.write(WriteBatch(payloads=[first, second]))  # both in one batch
         (row,) = payload_rows(store)
         assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
-            "甲", {"s": 2}, {"d": 1}, {"l": 2}
+            "甲",
+            {"s": 2},
+            {"d": 1},
+            {"l": 2},
         )
         store.write(WriteBatch(payloads=[Payload("C1", "乙")]))  # a later batch with less: nothing erased
         (row,) = payload_rows(store)
         assert (row["search_key"], row["search_json"], row["depart_json"], row["labels_json"]) == (
-            "乙", {"s": 2}, {"d": 1}, {"l": 2}
+            "乙",
+            {"s": 2},
+            {"d": 1},
+            {"l": 2},
         )
         store.write(WriteBatch(payloads=[Payload("C2", "丙", {"s": 3})]))
         assert store.payloads.count() == 2

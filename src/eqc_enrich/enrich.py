@@ -27,6 +27,7 @@ from eqc_enrich._errors import EqcEnrichError, IndexStoreError, InputError
 from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
 from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich.events import EventSink
+from eqc_enrich.followup import unsettled_names
 from eqc_enrich.keys import LookupType, is_shortened_key
 from eqc_enrich.lookup import LookupOutcome, LookupSettings
 from eqc_enrich.model import Latency, Workload, lower_bound, sequential_time, strict_lower_bound
@@ -192,10 +193,11 @@ class Prepared:
     seconds: dict[str, float] = field(default_factory=dict)  # normalize, index_lookup
     entries_since: datetime | None = None  # the cut-offs of this read, for the look again before a name is asked
     negatives_since: datetime = field(default_factory=utcnow)
+    not_companies: set[str] = field(default_factory=set)  # marked so by a person: never asked
 
     @property
     def answered_before_eqc(self) -> int:
-        return self.distinct_names - len(self.pending) + self.counts.negative_cache_hits
+        return self.distinct_names - len(self.pending) + self.counts.negative_cache_hits + self.counts.not_a_company
 
     @property
     def index_hit_rate(self) -> float:
@@ -239,8 +241,10 @@ def prepare(store: IndexStore, table: Table, columns: Columns, overrides: Overri
     by_name = set(index.get(LookupType.CUSTOMER_NAME, {})) | set(index.get(LookupType.FORMER_NAME, {}))
     by_name |= set(answers.legacy)
     counts = EqcCounts()
-    open_names = [name for name, _ in pending if name not in negatives]
-    counts.negative_cache_hits = len(pending) - len(open_names)
+    not_companies = store.unsettled.not_companies(name for name, _ in pending)
+    open_names = [name for name, _ in pending if name not in negatives and name not in not_companies]
+    counts.not_a_company = len(not_companies)
+    counts.negative_cache_hits = len(pending) - len(open_names) - len(not_companies)
     too_long = [name for name in open_names if is_shortened_key(name)]
     counts.too_long = len(too_long)
     askable = [name for name in open_names if not is_shortened_key(name)]
@@ -255,11 +259,12 @@ def prepare(store: IndexStore, table: Table, columns: Columns, overrides: Overri
         too_long=too_long,
         negatives=negatives,
         distinct_names=len(names),
-        index_names=sum(1 for name in names if name in by_name or name in negatives),
+        index_names=sum(1 for name in names if name in by_name or name in negatives or name in not_companies),
         index_hits_by_type={**_index_hits_by_type(wanted, entries), **legacy.counts(old_forms)},
         seconds={"normalize": normalized - started, "index_lookup": time.perf_counter() - normalized},
         entries_since=since,
         negatives_since=asked_since,
+        not_companies=not_companies,
     )
 
 
@@ -413,9 +418,30 @@ class _Run:
             reasons=reasons,
         )
         self.summary.unresolved_names = unresolved.height
+        if stage.index_error is None:
+            with self.timer.phase("index_write"):
+                await asyncio.to_thread(self._record_unsettled, store, unresolved, outcomes, resolved, table, columns)
         new = [self.options.id_column, self.options.source_column]
         frame = onto_rows(table.frame, resolved, columns, new=new)
         return EnrichResult(frame=frame, summary=self.summary, unresolved=unresolved)
+
+    def _record_unsettled(
+        self,
+        store: IndexStore,
+        unresolved: pl.DataFrame,
+        outcomes: Mapping[str, LookupOutcome],
+        resolved: pl.DataFrame,
+        table: Table,
+        columns: Columns,
+    ) -> None:
+        """The review page's and the worker's queue: best effort, since the rows themselves are right already."""
+        names = unsettled_names(
+            unresolved, outcomes, resolved, table.frame, columns, source_column=self.options.source_column
+        )
+        try:
+            self.summary.unsettled_recorded = store.unsettled.record(names, self.summary.run_id)
+        except IndexStoreError as exc:
+            self.summary.warnings.append(f"the names left unsettled were not recorded for review: {exc}")
 
     def _show_prepared(self, prepared: Prepared) -> None:
         progress = self.progress
@@ -553,6 +579,8 @@ def _unresolved_reasons(prepared: Prepared, outcomes: Mapping[str, LookupOutcome
         reasons[name] = ("not_found", "EQC did not know it (cached answer)")
     for name in prepared.too_long:
         reasons[name] = ("too_long", "name too long for an EQC request; never sent")
+    for name in prepared.not_companies:
+        reasons[name] = ("not_a_company", "marked as no company on the review page; never asked")
     if not prepared.eqc_names and prepared.counts.skipped:
         for name, _ in prepared.pending:
             reasons.setdefault(name, ("not_asked", "not asked: --no-enrichment"))

@@ -74,6 +74,7 @@ class EqcCounts:
     answered_elsewhere: int = 0
     too_long: int = 0  # keys too long for a request EQC can take: never sent
     negative_cache_hits: int = 0
+    not_a_company: int = 0  # names a person marked as no company on the review page: never asked
     over_budget: int = 0
     skipped: int = 0  # names for EQC left unasked on purpose (--no-enrichment)
 
@@ -112,6 +113,7 @@ class RunSummary:
     lower_bound_s: float | None = None
     efficiency: float | None = None
     unresolved_names: int = 0
+    unsettled_recorded: int = 0  # names left open for the review page and the worker (`eqc_unsettled`)
     index: str = ""
     run_id: str = ""
     warnings: list[str] = field(default_factory=list)

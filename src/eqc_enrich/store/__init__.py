@@ -8,8 +8,8 @@
 
 Layout: `_engine` (URLs, engine, transactions, the one error-mapping table), `_dialects` (what differs
 between SQLite and PostgreSQL, chosen once), `_schema` (the tables by name, DDL for `index init`), one
-object per table (`Entries`, `Negatives`, `Payloads`, `Journal`, `QuotaLedger`, `Claims`), the front
-`IndexStore`, and `_admin` (what the `index` commands do).
+object per table (`Entries`, `Negatives`, `Payloads`, `Journal`, `QuotaLedger`, `Claims`,
+`UnsettledNames`), the front `IndexStore`, and `_admin` (what the `index` commands do).
 """
 
 from eqc_enrich.store._admin import ImportReport, export_entries, import_entries, index_stats, prune_index
@@ -22,11 +22,14 @@ from eqc_enrich.store._model import IndexEntry, Payload, WriteBatch, utcnow
 from eqc_enrich.store._quota import Decide, QuotaLedger
 from eqc_enrich.store._schema import INDEX_TABLE, Tables, init_sql
 from eqc_enrich.store._store import IndexStore, InitReport, init_index
+from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, Remapped, UnsettledName, UnsettledNames
 
 __all__ = [
     "DB_ENV",
     "DEFAULT_DB",
     "INDEX_TABLE",
+    "KINDS",
+    "NOT_A_COMPANY",
     "SCHEMA_ENV",
     "Claims",
     "Decide",
@@ -40,7 +43,10 @@ __all__ = [
     "Payload",
     "Payloads",
     "QuotaLedger",
+    "Remapped",
     "Tables",
+    "UnsettledName",
+    "UnsettledNames",
     "WriteBatch",
     "database_url",
     "export_entries",

@@ -14,6 +14,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
+from eqc_enrich.store._unsettled import define_table as define_unsettled
+
 __all__ = ["INDEX_TABLE", "Tables", "define", "init_sql", "missing_ddl", "missing_tables"]
 
 INDEX_TABLE = "enrichment_index"
@@ -32,11 +34,14 @@ class Tables:
     quota: sa.Table
     quota_slots: sa.Table
     claims: sa.Table
+    unsettled: sa.Table
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
         """The tables only this tool writes (a run may SELECT, INSERT, UPDATE and DELETE in them)."""
-        return (self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims)
+        return (
+            self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled
+        )  # fmt: skip
 
     @property
     def all(self) -> tuple[sa.Table, ...]:
@@ -104,6 +109,7 @@ def define(schema: str | None) -> Tables:
             sa.Index("ix_eqc_claim_owner", "owner"),
             sa.Index("ix_eqc_claim_expires_at", "expires_at"),
         ),
+        unsettled=define_unsettled(metadata),
     )
 
 

@@ -21,14 +21,15 @@ from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, WriteBatch, utcnow
 from eqc_enrich.store._quota import QuotaLedger
 from eqc_enrich.store._schema import Tables, define, missing_ddl, missing_tables
+from eqc_enrich.store._unsettled import UnsettledNames
 
 __all__ = ["IndexStore", "InitReport", "init_index"]
 
 
 class IndexStore:
     """The enrichment index and the tool's tables beside it: `enrichment_index` compatible with
-    `enterprise.enrichment_index`, the negative cache, raw payloads, the run journal, the shared quota and
-    the claims.
+    `enterprise.enrichment_index`, the negative cache, raw payloads, the run journal, the shared quota, the
+    claims, and the names runs left unsettled.
 
     `db` is a SQLite path or a SQLAlchemy URL (default `EQC_ENRICH_DB`, else `./eqc_enrich.db`); `schema`
     places the tables in a PostgreSQL schema (default `EQC_ENRICH_DB_SCHEMA`; ignored for SQLite).
@@ -39,7 +40,7 @@ class IndexStore:
     without them fails with one line saying so.
 
     Reads and writes are short transactions; each table object (`entries`, `negatives`, `payloads`,
-    `journal`, `quota`, `claims`) takes `conn=` to work inside `transaction()`.
+    `journal`, `quota`, `claims`, `unsettled`) takes `conn=` to work inside `transaction()`.
     """
 
     def __init__(self, db: str | Path | None = None, *, schema: str | None = None, create: bool | None = None) -> None:
@@ -55,6 +56,7 @@ class IndexStore:
         self.journal = Journal(self._db, t.journal)
         self.quota = QuotaLedger(self._db, t.quota, t.quota_slots)
         self.claims = Claims(self._db, t.claims)
+        self.unsettled = UnsettledNames(self._db, t.unsettled, t.index)
         try:
             if self._db.dialect.creates_on_open if create is None else create:
                 _create_missing(self._db, t)
@@ -99,6 +101,7 @@ class IndexStore:
         now = utcnow()
         with self.transaction() as conn:
             self.entries.upsert(batch.entries, now=now, conn=conn)
+            self.unsettled.settle_entries(batch.entries, now=now, conn=conn)
             self.negatives.add(batch.negatives, now=now, conn=conn)
             self.payloads.upsert(batch.payloads, now=now, conn=conn)
             self.negatives.clear(batch.cleared_negatives, conn=conn)
