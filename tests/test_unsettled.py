@@ -61,6 +61,23 @@ def test_a_name_the_index_answers_is_not_recorded_and_a_decided_one_stays_decide
         store.close()
 
 
+def test_a_low_confidence_name_is_settled_only_by_a_sure_answer(index_db: IndexDb) -> None:
+    store = index_db.open()
+    try:
+        fuzzy = IndexEntry("模糊公司", "customer_name", "C8", 0.8, "eqc_api")
+        store.write(WriteBatch(entries=[fuzzy]))  # the run's own answer, written before it records
+        weak = name("模糊公司", 4, kind="low_confidence", status="weak_match", temp_id=None, candidate_id="C8")
+        assert store.unsettled.record([weak, name("未知公司", 2)], "run-1") == 2
+        store.write(WriteBatch(entries=[fuzzy, IndexEntry("未知公司", "customer_name", "C5", 0.8, "eqc_api")]))
+        assert [n.lookup_key for n in store.unsettled.open_names()] == ["模糊公司"]  # any answer settles a temporary id
+        store.write(WriteBatch(entries=[manual("模糊公司", "C8")]))
+        assert store.unsettled.open_names() == []
+        assert store.unsettled.remapped()[0].temp_id == "IN_未知公司"  # the weak one had no temporary id to remap
+        assert len(store.unsettled.remapped()) == 1
+    finally:
+        store.close()
+
+
 def test_filters_and_a_search_with_like_characters(tmp_path: Path) -> None:
     store = IndexStore(tmp_path / "index.db")
     try:
@@ -112,10 +129,11 @@ def test_a_run_records_its_open_names_with_samples_and_the_next_run_honours_deci
     unresolved = first.unresolved
     assert summary.status == "completed"
     assert unresolved.height > 2
-    assert summary.unsettled_recorded == unresolved.height
     store = IndexStore(db)
     try:
-        queue = store.unsettled.open_names()
+        queue = store.unsettled.open_names(kinds=["temporary"])
+        low = store.unsettled.open_names(kinds=["low_confidence"])
+        assert summary.unsettled_recorded == unresolved.height + len(low)
         assert [n.lookup_key for n in queue] == unresolved["name"].to_list()  # the same order: most rows first
         top = queue[0]
         assert top.rows == unresolved["rows"][0]
@@ -139,6 +157,9 @@ def test_a_run_records_its_open_names_with_samples_and_the_next_run_honours_deci
     reasons = dict(zip(second.unresolved["name"], second.unresolved["status"], strict=True))
     assert reasons[decided] == NOT_A_COMPANY
     assert typed not in reasons
+    assert low  # the simulator answers some variants with 模糊匹配: open, with the candidate the rows got
+    assert all(n.candidate_id and n.confidence is not None and n.confidence < 1.0 for n in low)
+    assert all(n.temp_id is None and n.status == "weak_match" for n in low)
     frame = second.frame
     rows = frame.filter(pl.col("company_id") == "C-TYPED")
     assert rows.height == top.rows if typed == top.lookup_key else rows.height > 0

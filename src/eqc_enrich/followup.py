@@ -13,8 +13,7 @@ import polars as pl
 
 from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.resolve import NAME_KEY, ROWS, SOURCE_EQC, Columns
-from eqc_enrich.store import UnsettledName
-from eqc_enrich.writeback import MIN_CACHED_CONFIDENCE
+from eqc_enrich.store import SURE, UnsettledName
 
 __all__ = ["ASSET_COLUMNS", "unsettled_names"]
 
@@ -31,7 +30,7 @@ def unsettled_names(
     *,
     source_column: str,
 ) -> list[UnsettledName]:
-    """Names with temporary ids (from the unresolved export) and names EQC answered too weakly to learn."""
+    """Names with temporary ids (from the unresolved export) and names EQC answered with less than an exact match."""
     weak = _weak_names(outcomes, resolved, columns, source_column=source_column)
     keys = [str(k) for k in unresolved["name"]] + [key for key, _ in weak]
     if not keys:
@@ -74,11 +73,11 @@ def unsettled_names(
 def _weak_names(
     outcomes: Mapping[str, LookupOutcome], resolved: pl.DataFrame, columns: Columns, *, source_column: str
 ) -> list[tuple[str, tuple[LookupOutcome, int, str]]]:
-    """Answers below the confidence the index learns, with the rows they gave an id this run."""
+    """Answers less than sure (a fuzzy or pinyin match: a person should look), with the rows they gave an id."""
     weak = {
         name: outcome
         for name, outcome in outcomes.items()
-        if outcome.status == "found" and outcome.hit is not None and outcome.hit.confidence < MIN_CACHED_CONFIDENCE
+        if outcome.status == "found" and outcome.hit is not None and outcome.hit.confidence < SURE
     }
     if not weak:
         return []

@@ -22,7 +22,7 @@ from eqc_enrich.store._model import IndexEntry, Payload, WriteBatch, utcnow
 from eqc_enrich.store._quota import Decide, QuotaLedger
 from eqc_enrich.store._schema import INDEX_TABLE, Tables, init_sql
 from eqc_enrich.store._store import IndexStore, InitReport, init_index
-from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, Remapped, UnsettledName, UnsettledNames
+from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, SURE, Remapped, UnsettledName, UnsettledNames
 
 __all__ = [
     "DB_ENV",
@@ -31,6 +31,7 @@ __all__ = [
     "KINDS",
     "NOT_A_COMPANY",
     "SCHEMA_ENV",
+    "SURE",
     "Claims",
     "Decide",
     "Entries",

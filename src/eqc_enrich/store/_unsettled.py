@@ -1,10 +1,11 @@
 """`eqc_unsettled`: the names runs could not settle, kept until something settles them.
 
 A run records here every name it left with a temporary id (EQC did not know it, failed, was not asked)
-and every name EQC answered only weakly. Whatever later writes a customer-name entry for that key into the
-index (a later run, the standing worker, a person on the review page) settles it in the same transaction,
-with the company id and the source. Three things read it: the review page and the worker (their queues)
-and `index remap` (the temporary ids that have become real ones).
+and every name EQC answered with less than an exact match (模糊匹配, 拼音). Whatever later writes a
+customer-name entry for that key into the index (a later run, the standing worker, a person on the review
+page) settles it in the same transaction, with the company id and the source; a low-confidence name only
+by an entry that is sure (an exact match, a person's decision). Three things read it: the review page and
+the worker (their queues) and `index remap` (the temporary ids that have become real ones).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ __all__ = ["KINDS", "NOT_A_COMPANY", "Remapped", "UnsettledName", "UnsettledName
 # what a name is: the rows got a temporary id, or an EQC id the index would not learn (weak match)
 KINDS = ("temporary", "low_confidence")
 NOT_A_COMPANY = "not_a_company"  # a person decided: the name is no company and is never asked again
+# a low-confidence name stays open until an entry at least this sure (an exact match, a person) answers it
+SURE = 1.0
 _CUSTOMER_NAME = "customer_name"
 _SAMPLE_ROWS = 5
 
@@ -110,7 +113,7 @@ class UnsettledNames:
         by_key = {n.lookup_key[:MAX_KEY]: n for n in names}
         t = self.table
         with self._db.begin(conn) as c:
-            answered = self._answered(c, list(by_key))
+            answered = self._answered(c, by_key)
             decided = {
                 row[0]
                 for row in c.execute(
@@ -139,12 +142,13 @@ class UnsettledNames:
         t = self.table
         stamp = now or utcnow()
         open_keys = [
-            row[0]
-            for row in conn.execute(
-                sa.select(t.c.lookup_key).where(
+            key
+            for key, kind in conn.execute(
+                sa.select(t.c.lookup_key, t.c.kind).where(
                     self._db.dialect.one_of(t.c.lookup_key, settled), t.c.settled_at.is_(None)
                 )
             )
+            if kind != "low_confidence" or settled[key].confidence >= SURE
         ]
         for key in open_keys:
             entry = settled[key]
@@ -234,12 +238,17 @@ class UnsettledNames:
         with self._db.read(conn) as c:
             return [_remapped(row) for row in c.execute(query).mappings()]
 
-    def _answered(self, conn: Connection, keys: list[str]) -> set[str]:
+    def _answered(self, conn: Connection, names: dict[str, UnsettledName]) -> set[str]:
+        """Names the index answers well enough by now: any entry for a temporary id, a sure one otherwise."""
         index = self._index
-        query = sa.select(index.c.lookup_key).where(
-            index.c.lookup_type == _CUSTOMER_NAME, self._db.dialect.one_of(index.c.lookup_key, keys)
+        query = sa.select(index.c.lookup_key, index.c.confidence).where(
+            index.c.lookup_type == _CUSTOMER_NAME, self._db.dialect.one_of(index.c.lookup_key, names)
         )
-        return {row[0] for row in conn.execute(query)}
+        return {
+            key
+            for key, confidence in conn.execute(query)
+            if names[key].kind != "low_confidence" or float(confidence) >= SURE
+        }
 
     def _set_settled(self, key: str, source: str, company_id: str | None, *, conn: Connection | None) -> None:
         t = self.table
