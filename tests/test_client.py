@@ -39,6 +39,7 @@ from eqc_enrich.eqc import (
     TransientError,
     UnreachableError,
 )
+from eqc_enrich.settings import eqc_client
 from eqc_enrich.simulator import Company, Simulator
 from eqc_enrich.simulator._universe import INDUSTRIES
 
@@ -290,7 +291,7 @@ def test_settings_fill_in_missing_arguments(
     monkeypatch.setenv("WDH_EQC_TIMEOUT", "3")
 
     async def main() -> bool:
-        async with EqcClient() as eqc:
+        async with eqc_client() as eqc:
             assert eqc.has_token
             assert eqc.base_url.rstrip("/") == sim.url
             return await eqc.check_token()

@@ -22,8 +22,8 @@ from eqc_enrich._durations import (
     parse_rate_limit,
 )
 from eqc_enrich._errors import ConfigError
-from eqc_enrich.eqc import parse_retry_after
-from eqc_enrich.settings import DEFAULT_BASE_URL, Settings, env_file_path, load_settings
+from eqc_enrich.eqc import DEFAULT_BASE_URL, parse_retry_after
+from eqc_enrich.settings import Settings, env_file_path, load_settings
 
 # --- parse_retry_after --------------------------------------------------------------------------------------
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eqc_enrich._durations import RateLimit, parse_rate_limit
 from eqc_enrich._errors import ConfigError
-
-DEFAULT_BASE_URL = "https://eqc.pingan.com"
+from eqc_enrich.eqc import DEFAULT_BASE_URL, DEFAULT_TIMEOUT_S, EqcClient
 
 
 class Settings(BaseSettings):
@@ -24,7 +23,7 @@ class Settings(BaseSettings):
     eqc_token: SecretStr | None = None
     eqc_token_command: str | None = None
     eqc_base_url: str = DEFAULT_BASE_URL
-    eqc_timeout: float = Field(default=30.0, gt=0)
+    eqc_timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     eqc_retry_max: int = Field(default=3, ge=0)
     eqc_rate_limit: int | str = 10  # requests per window, or the whole limit as `--rate-limit` takes it: 10/60s
     eqc_rate_limit_window: float = Field(default=60.0, gt=0)
@@ -85,3 +84,9 @@ def load_settings(env_file: Path | None = None) -> Settings:
         if not first["loc"]:  # a check across settings: its message names them
             raise ConfigError(message) from None
         raise ConfigError(f"WDH_{str(first['loc'][0]).upper()}: {message}") from None
+
+
+def eqc_client(settings: Settings | None = None, **options: Any) -> EqcClient:
+    """An EQC client from the `WDH_EQC_*` settings (token, base URL, timeout); `options` go to `EqcClient`."""
+    settings = settings or load_settings()
+    return EqcClient(settings.token_value(), base_url=settings.eqc_base_url, timeout=settings.eqc_timeout, **options)

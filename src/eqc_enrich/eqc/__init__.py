@@ -1,6 +1,16 @@
 """The EQC company-information API: an async client and its typed answers and errors."""
 
-from eqc_enrich.eqc._client import FIND_DEPART, FIND_LABELS, SEARCH, SEARCH_ALL, CallObserver, CallRecord, EqcClient
+from eqc_enrich.eqc._client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT_S,
+    FIND_DEPART,
+    FIND_LABELS,
+    SEARCH,
+    SEARCH_ALL,
+    CallObserver,
+    CallRecord,
+    EqcClient,
+)
 from eqc_enrich.eqc._errors import (
     BadResponseError,
     CertificateError,
@@ -27,6 +37,8 @@ from eqc_enrich.eqc._models import (
 from eqc_enrich.eqc._retry_after import parse_retry_after
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT_S",
     "EXACT_MATCH",
     "FIND_DEPART",
     "FIND_LABELS",

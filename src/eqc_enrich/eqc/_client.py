@@ -34,8 +34,9 @@ from eqc_enrich.eqc._models import (
     parse_search,
 )
 from eqc_enrich.eqc._retry_after import parse_retry_after
-from eqc_enrich.settings import DEFAULT_BASE_URL, Settings, load_settings
 
+DEFAULT_BASE_URL: Final = "https://eqc.pingan.com"
+DEFAULT_TIMEOUT_S: Final = 30.0
 SEARCH: Final = "search"
 FIND_DEPART: Final = "findDepart"
 FIND_LABELS: Final = "findLabels"
@@ -69,32 +70,28 @@ CallObserver = Callable[[CallRecord], None]
 class EqcClient:
     """Speaks EQC: `token` header, GET with query parameters, typed answers, typed errors.
 
-    Usable as `async with EqcClient(token) as eqc: await eqc.search("...")`. Missing arguments come from
-    `WDH_EQC_*` settings. `set_token` swaps the token for requests not yet sent, so a refresh needs no new
-    client (and no new connection pool).
+    Usable as `async with EqcClient(token) as eqc: await eqc.search("...")`. The client knows nothing of
+    the tool's settings (so it can be used on its own): `eqc_enrich.settings.eqc_client()` builds one from
+    the `WDH_EQC_*` settings. `set_token` swaps the token for requests not yet sent, so a refresh needs no
+    new client (and no new connection pool).
     """
 
     def __init__(
         self,
         token: str | None = None,
         *,
-        base_url: str | None = None,
-        timeout: float | None = None,
-        settings: Settings | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = DEFAULT_TIMEOUT_S,
         max_connections: int = 64,
         verify: bool = True,
         observer: CallObserver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if settings is None and (token is None or base_url is None or timeout is None):
-            settings = load_settings()
-        self._token = token if token is not None else (settings.token_value() if settings else None)
-        url = base_url or (settings.eqc_base_url if settings else DEFAULT_BASE_URL)
-        seconds = timeout if timeout is not None else (settings.eqc_timeout if settings else 30.0)
+        self._token = token
         self._observer = observer
         self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            timeout=httpx.Timeout(seconds),
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={
                 "Referer": "https://eqc.pingan.com/",
