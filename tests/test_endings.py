@@ -750,6 +750,7 @@ def test_plan_on_a_brand_new_index_says_nothing_comes_from_it(month_file: Path, 
     assert done.returncode == 0, done.stderr
     assert "(the index 0.0% of names" in done.stdout
     assert "answered without EQC 0 " in done.stdout
+    assert not (tmp_path / "new.db").exists()  # a plan only reads: it leaves no new index behind
 
 
 @pytest.mark.parametrize(

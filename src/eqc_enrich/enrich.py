@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import sqlalchemy as sa
 
 from eqc_enrich._config import RunConfig, resolve_config
 from eqc_enrich._durations import RateLimit
@@ -54,7 +55,7 @@ from eqc_enrich.resolve import (
     wanted_index_keys,
 )
 from eqc_enrich.settings import Settings, load_settings
-from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch, redact_url, utcnow
+from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch, database_url, redact_url, utcnow
 from eqc_enrich.summary import NO_NAME_NO_ID, EqcCounts, PhaseTimer, RunSummary
 
 BACKFLOW_SOURCE = "backflow"
@@ -693,7 +694,7 @@ async def plan_async(
     config = resolve_config(opts, settings or load_settings())
     table, columns, _ = open_table(source, opts)
     overrides = Overrides.load(opts.overrides)
-    store = await asyncio.to_thread(IndexStore, opts.db, schema=opts.db_schema)
+    store = await asyncio.to_thread(IndexStore, _existing_or_empty(opts.db), schema=opts.db_schema)
     try:
         prepared = await asyncio.to_thread(prepare, store, table, columns, overrides, opts)
     finally:
@@ -717,3 +718,14 @@ async def plan_async(
         lower_bound_s=round(lower_bound(work, config.rate_limit, latency), 3),
         old_flow_s=round(sequential_time(old_work, config.rate_limit, latency), 3),
     )
+
+
+def _existing_or_empty(db: str | Path | None) -> str:
+    """A plan only reads: for a SQLite file that does not exist yet it reads an empty index in memory
+    rather than leave a new file behind."""
+    url = database_url(db)
+    parsed = sa.make_url(url)
+    on_disk = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+    if on_disk and not Path(str(parsed.database)).exists():
+        return "sqlite://"
+    return url

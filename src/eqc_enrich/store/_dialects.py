@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
 
 __all__ = ["WRITE", "Dialect", "PostgresDialect", "SQLiteDialect", "dialect_for"]
 
@@ -63,7 +64,10 @@ class SQLiteDialect(Dialect):
         args: dict[str, Any] = {"check_same_thread": False}
         if "timeout" not in sa.make_url(url).query:  # `sqlite:///f.db?timeout=2` sets another bound
             args["timeout"] = LOCK_TIMEOUT_S
-        engine = sa.create_engine(url, connect_args=args)
+        parsed = sa.make_url(url)
+        in_memory = parsed.database in (None, "", ":memory:")
+        # one connection for an in-memory index (each new one would be another, empty database)
+        engine = sa.create_engine(url, connect_args=args, **({"poolclass": StaticPool} if in_memory else {}))
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
