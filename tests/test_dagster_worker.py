@@ -72,9 +72,7 @@ def test_the_scheduled_job_runs_the_worker_once_and_succeeds_when_nothing_is_due
     assert not any(TOKEN in message for message in messages)
 
 
-def test_the_worker_asks_the_names_a_run_left_over_budget(
-    sim: Simulator, index_db: IndexDb, instance: Any
-) -> None:
+def test_the_worker_asks_the_names_a_run_left_over_budget(sim: Simulator, index_db: IndexDb, instance: Any) -> None:
     """Assumes the worker's queue holds the names a run left with temporary ids because of `--budget`
     ("a rerun asks them"): after one `worker --once`, the index answers every name of the month."""
     data, _ = make_month(seed=7, rows=400, companies=40)

@@ -87,7 +87,7 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     index_wait: str | None = Field(default=None, description="How long answers wait for the index [2m].")
     claim_lease: str = Field(default="60s", description="How long a claim on a name outlives its process.")
 
-    def token(self) -> str | None:
+    def _token(self) -> str | None:
         """The token from the environment, read now; None leaves it to the `WDH_*` settings (`.wdh_env`, the
         token command), which is where the default variable comes from anyway."""
         value = os.environ.get(self.token_env, "").strip()
@@ -103,7 +103,7 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
             db=self.db,
             db_schema=self.db_schema,
             eqc_url=self.eqc_url,
-            token=self.token(),
+            token=self._token(),
             rate_limit=parse_rate_limit(self.rate_limit) if self.rate_limit else None,
             concurrency=self.concurrency,
             timeout_s=_seconds(self.timeout),
@@ -149,7 +149,7 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
         """The run's environment, with the token under `WDH_EQC_TOKEN` when `token_env` names another variable."""
         env = dict(os.environ)
         if self.token_env != TOKEN_ENV:
-            token = self.token()
+            token = self._token()
             if token is not None:
                 env[TOKEN_ENV] = token
         return env
