@@ -374,6 +374,7 @@ def test_the_worker_command_carries_the_settings_and_the_token_only_in_the_envir
         "--eqc-url", "http://127.0.0.1:8000", "--quota-key", "account-b", "--rate-limit", "10/60s",
     ]  # fmt: skip
     assert res.worker_env()["WDH_EQC_TOKEN"] == TOKEN
+    assert res.worker_command(max_time="50m")[5:7] == ["--max-time", "50m"]
     assert EqcEnrichResource().worker_command() == [sys.executable, "-m", "eqc_enrich", "worker", "--once"]
 
 

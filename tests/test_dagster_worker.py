@@ -52,7 +52,9 @@ def worker_defs(sim: Simulator, db: IndexDb, **changes: Any) -> tuple[dg.Definit
     init_index(db.url, schema=db.schema)
     fields: dict[str, Any] = {"db": db.url, "db_schema": db.schema, "eqc_url": sim.url, "rate_limit": LIMIT}
     res = EqcEnrichResource(**{**fields, **changes})
-    return dg.Definitions(schedules=[worker_schedule()], resources={"eqc_enrich": res}), res
+    # --max-time as an hourly schedule would use it: never reached here, but the worker must take it
+    schedule = worker_schedule(max_time="50m")
+    return dg.Definitions(schedules=[schedule], resources={"eqc_enrich": res}), res
 
 
 def run_job(defs: dg.Definitions, instance: Any) -> tuple[Any, list[str]]:

@@ -131,10 +131,14 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
         options = self.run_options(**changes)
         return enrich(source, options=options, output=output, unresolved_output=unresolved_output)
 
-    def worker_command(self) -> list[str]:
-        """`eqc-enrich worker --once` with the settings it takes; the token goes through the environment."""
+    def worker_command(self, *, max_time: str | None = None) -> list[str]:
+        """`eqc-enrich worker --once` with the settings it takes; the token goes through the environment.
+
+        `max_time` (e.g. `50m`) ends the pass early, so an hourly schedule's runs do not pile up.
+        """
         command = [sys.executable, "-m", "eqc_enrich", "worker", "--once"]
         for option, value in (
+            ("--max-time", max_time),
             ("--db", self.db),
             ("--db-schema", self.db_schema),
             ("--eqc-url", self.eqc_url),
@@ -434,14 +438,16 @@ def _read_lines(name: str, stream: IO[str], lines: "queue.Queue[tuple[str, str |
         lines.put((name, None))
 
 
-def worker_job(name: str = "eqc_enrich_worker", *, resource_key: str = DEFAULT_RESOURCE_KEY) -> dg.JobDefinition:
-    """A job of one op that runs `eqc-enrich worker --once` with the resource's settings."""
+def worker_job(
+    name: str = "eqc_enrich_worker", *, resource_key: str = DEFAULT_RESOURCE_KEY, max_time: str | None = None
+) -> dg.JobDefinition:
+    """A job of one op that runs `eqc-enrich worker --once` with the resource's settings (and `--max-time`)."""
 
     @dg.op(name=f"{name}_once", required_resource_keys={resource_key})
     def _worker_once(context: dg.OpExecutionContext) -> None:
         resource: EqcEnrichResource = getattr(context.resources, resource_key)
         try:
-            command, env = resource.worker_command(), resource.worker_env()
+            command, env = resource.worker_command(max_time=max_time), resource.worker_env()
             context.log.info("running eqc-enrich worker --once")
             run_worker(command, env, lambda stream, line: context.log.info(f"{stream}: {line}"))
         except WorkerFailed as exc:
@@ -463,15 +469,16 @@ def worker_schedule(
     name: str = "eqc_enrich_worker_schedule",
     job: dg.JobDefinition | None = None,
     resource_key: str = DEFAULT_RESOURCE_KEY,
+    max_time: str | None = None,
     execution_timezone: str | None = None,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
 ) -> dg.ScheduleDefinition:
     """`worker_job` on a cron schedule (hourly by default). Runs that overlap are safe: every worker on one
-    index shares the quota and claims each name before asking it."""
+    index shares the quota and claims each name before asking it; `max_time` (e.g. `50m`) keeps them apart."""
     return dg.ScheduleDefinition(
         name=name,
         cron_schedule=cron_schedule,
-        job=job or worker_job(resource_key=resource_key),
+        job=job or worker_job(resource_key=resource_key, max_time=max_time),
         execution_timezone=execution_timezone,
         default_status=default_status,
     )
