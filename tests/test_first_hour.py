@@ -127,7 +127,7 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=60)  # bounded; a loaded machine may take a while to stop it
         finally:
             if proc.poll() is None:
                 proc.kill()
