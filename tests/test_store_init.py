@@ -71,7 +71,7 @@ def test_a_sqlite_file_of_the_previous_version_gains_the_new_tables_and_keeps_it
 def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = old_index(tmp_path / "index.db")
     report = init_index(path)
-    assert report.created == ["eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled"]
+    assert report.created == ["eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled", "eqc_worker_log"]
     assert report.present == ["enrichment_index", "eqc_negative_cache", "eqc_payload", "run_journal"]
     with pytest.raises(SystemExit) as done:
         main(["index", "init", "--db", str(path)])
