@@ -69,6 +69,7 @@ def worker(
     refresh: RefreshOpt = "90d",
     retry_failed: Annotated[str, typer.Option(help="Wait before asking a failed name again (doubles).")] = "1h",
     timeout: Annotated[str | None, typer.Option(help="Per-request timeout [WDH_EQC_TIMEOUT].")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
     claim_lease: Annotated[str, typer.Option(help="How long a claim outlives a worker that died.")] = "60s",
     poll: Annotated[
         str | None, typer.Option(help="How often a worker with nothing due looks again (default: ten rate windows).")
@@ -81,7 +82,7 @@ def worker(
         return
     options = WorkerOptions(
         db=db, db_schema=db_schema, eqc_url=eqc_url, rate_limit=_rate(rate_limit), quota_key=quota_key,
-        token_command=token_command, batch=batch, negative_ttl_s=parse_duration(negative_ttl),
+        token_command=token_command, batch=batch, concurrency=concurrency, negative_ttl_s=parse_duration(negative_ttl),
         refresh_s=parse_duration(refresh), retry_failed_s=parse_duration(retry_failed),
         timeout_s=parse_duration(timeout) if timeout else None, claim_lease_s=parse_duration(claim_lease),
         poll_s=parse_duration(poll) if poll else None, max_time_s=parse_duration(max_time) if max_time else None,
