@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ import sqlalchemy as sa
 from tests.conftest import IndexDb
 
 from eqc_enrich import RateLimit
+from eqc_enrich._pacing import next_send
 from eqc_enrich.enrich import RunOptions, enrich
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_months
-from eqc_enrich.store import IndexStore
-from eqc_enrich.worker import WORKER_PREFIX, WorkerOptions, build_queue, run_worker
+from eqc_enrich.store import IndexEntry, IndexStore, UnsettledName, WriteBatch, utcnow
+from eqc_enrich.worker import WORKER_PREFIX, WorkerOptions, build_queue, quota_busy, run_worker
 
 SCALE = 1000.0
 LIMIT = RateLimit(10, 0.06)  # the story's 10 / 60 s at time scale 1000
@@ -259,3 +261,202 @@ def _claims(store: IndexStore) -> list[tuple[str, str]]:
 def _negatives(store: IndexStore) -> set[str]:
     with store.transaction() as conn:
         return {str(k) for (k,) in conn.execute(sa.select(store.tables.negatives.c.lookup_key))}
+
+
+# --- the queue, the yielding quota, the old queue table, remap, status ---------------------------------------
+
+
+def test_the_queue_puts_the_most_valuable_first_and_waits_out_ttl_backoff_and_refresh(index_db: IndexDb) -> None:
+    store = index_db.open()
+    try:
+        names = [
+            UnsettledName("小公司", "temporary", "not_asked", rows=2, temp_id="IN_A"),
+            UnsettledName("大公司", "temporary", "not_asked", rows=50, assets=1.0, temp_id="IN_B"),
+            UnsettledName("富公司", "temporary", "not_asked", rows=2, assets=9e9, temp_id="IN_C"),
+            UnsettledName("失败公司", "temporary", "failed", rows=90, temp_id="IN_D"),
+            UnsettledName("不知公司", "temporary", "not_found", rows=70, temp_id="IN_E"),
+            UnsettledName("旧不知公司", "temporary", "not_found", rows=60, temp_id="IN_F"),
+            UnsettledName("弱公司", "low_confidence", "weak_match", rows=80, candidate_id="C1", confidence=0.5),
+            UnsettledName("非公司", "temporary", "not_asked", rows=99, temp_id="IN_G"),
+        ]
+        store.unsettled.record(names, "run-1")
+        store.unsettled.mark_not_a_company("非公司")
+        store.negatives.add(["不知公司"])  # asked just now: within the TTL
+        store.negatives.add(["旧不知公司", "孤儿不知"], now=utcnow() - timedelta(days=40))
+        old = utcnow() - timedelta(days=100)
+        store.entries.upsert([IndexEntry("模糊公司", "customer_name", "C2", 0.7, "eqc_api"),
+                              IndexEntry("清楚公司", "customer_name", "C3", 0.95, "eqc_api")], now=old)  # fmt: skip
+        queue = build_queue(store, WorkerOptions())
+        order = [(item.key, item.kind) for item in queue.items]
+        assert order == [
+            ("大公司", "temporary"), ("富公司", "temporary"), ("小公司", "temporary"), ("失败公司", "failed"),
+            ("旧不知公司", "negative_expired"), ("孤儿不知", "negative_expired"), ("模糊公司", "low_confidence"),
+        ]  # fmt: skip
+        assert queue.waiting["negative_expired"] == 1  # 不知公司 waits for its TTL
+        assert queue.waiting["low_confidence"] == 1  # the weak answer was seen just now
+        assert queue.next_due is not None
+        assert queue.next_due > utcnow() + timedelta(days=29)
+        # a failure backs off; a not-found just answered waits for the TTL; an answer settles
+        store.worker_log.record([{"owner": "worker-x", "lookup_key": "失败公司", "kind": "failed", "outcome": "failed",
+                                  "company_id": None}])  # fmt: skip
+        store.negatives.add(["旧不知公司"])
+        store.write(WriteBatch(entries=[IndexEntry("大公司", "customer_name", "C9", 1.0, "eqc_api")]))
+        again = [(item.key, item.kind) for item in build_queue(store, WorkerOptions()).items]
+        assert again[:2] == [("富公司", "temporary"), ("小公司", "temporary")]
+        assert "失败公司" not in dict(again)
+        assert "旧不知公司" not in dict(again)
+        no_backoff = build_queue(store, WorkerOptions(retry_failed_s=0.0)).items
+        assert "失败公司" in {item.key for item in no_backoff}
+    finally:
+        store.close()
+
+
+def test_the_worker_gets_a_slot_only_while_runs_leave_the_quota_idle(index_db: IndexDb) -> None:
+    store = index_db.open()
+    try:
+        quota = store.quota
+
+        def rule(sends: list[float], paused: float, now: float) -> float:
+            return next_send(sends, paused, now, requests=10, span_s=1.0)
+
+        args: dict[str, Any] = {"background": WORKER_PREFIX, "idle_s": 1.0, "ahead_s": 0.11, "recent": 10,
+                                "keep_s": 10.0}  # fmt: skip
+        slot, now = quota.reserve_if_idle("q", "worker-a", rule, **args)
+        assert slot is not None  # an idle quota: the worker may send now
+        assert abs(slot - now) < 0.01
+        quota.reserve_many("q", "worker-b", rule, count=9, recent=10, keep_s=10.0)  # the window is full now
+        third, _ = quota.reserve_if_idle("q", "worker-a", rule, **args)
+        assert third is None  # the next slot is a window away: a worker takes none that far ahead
+        quota.reserve("q", "run-1", rule, recent=10, keep_s=10.0)  # a run takes a slot
+        busy, _ = quota.reserve_if_idle("q", "worker-a", rule, **{**args, "ahead_s": 5.0})
+        assert busy is None  # a run used the quota within idle_s: the worker yields
+        assert quota_busy(store, "q", 1.0) > 0
+        assert quota_busy(store, "other", 1.0) == 0.0
+    finally:
+        store.close()
+
+
+LEGACY_DDL = """CREATE TABLE {table} (
+    id integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, raw_name varchar(255) NOT NULL,
+    normalized_name varchar(255) NOT NULL, temp_id varchar(50), status varchar(20) NOT NULL DEFAULT 'pending',
+    attempts integer NOT NULL DEFAULT 0, last_error text, resolved_company_id varchar(100),
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
+    next_retry_at timestamptz DEFAULT now())"""
+
+
+def _legacy_table(store: IndexStore, index_db: IndexDb) -> sa.Table:
+    """`enrichment_requests` as the old tools created it (the production DDL on PostgreSQL)."""
+    with store.transaction() as conn:
+        if index_db.dialect == "postgresql":
+            conn.execute(sa.text(LEGACY_DDL.format(table=f'"{index_db.schema}".enrichment_requests')))
+        else:
+            sa.Table(
+                "enrichment_requests", sa.MetaData(),
+                sa.Column("id", sa.Integer, primary_key=True), sa.Column("raw_name", sa.String(255), nullable=False),
+                sa.Column("normalized_name", sa.String(255), nullable=False), sa.Column("temp_id", sa.String(50)),
+                sa.Column("status", sa.String(20), nullable=False), sa.Column("attempts", sa.Integer, nullable=False),
+                sa.Column("last_error", sa.Text), sa.Column("resolved_company_id", sa.String(100)),
+                sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+                sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+                sa.Column("next_retry_at", sa.DateTime(timezone=True)),
+            ).create(conn)  # fmt: skip
+    table = store.legacy_requests.table
+    assert table is not None
+    return table
+
+
+def test_the_old_queue_table_is_drained_by_its_own_rules(sim: Simulator, index_db: IndexDb) -> None:
+    store = index_db.open()
+    try:
+        table = _legacy_table(store, index_db)
+        known = sim.state.universe.companies[0]
+        now = utcnow()
+        rows = [
+            (f" {known.name} ", 0, "pending", now - timedelta(hours=2), now - timedelta(minutes=1)),
+            ("某某不存在的公司甲", 0, "pending", now - timedelta(hours=1), now - timedelta(minutes=1)),
+            ("某某不存在的公司乙", 2, "pending", now - timedelta(hours=1), now - timedelta(minutes=1)),
+            ("某某不存在的公司丙", 0, "pending", now, now + timedelta(hours=1)),  # not due yet
+            ("某某不存在的公司丁", 0, "processing", now - timedelta(minutes=20), None),  # stuck: goes back
+        ]
+        with store.transaction() as conn:
+            for raw, attempts, status, at, retry in rows:
+                conn.execute(sa.insert(table).values(raw_name=raw, normalized_name=raw.strip(), status=status,
+                                                     attempts=attempts, created_at=at, updated_at=at,
+                                                     next_retry_at=retry))  # fmt: skip
+        report = run_worker(worker_options(sim, index_db), once=True)
+        assert report.status == "completed"
+        with store.transaction() as conn:
+            got = {r.raw_name.strip(): r for r in conn.execute(sa.select(table))}
+    finally:
+        store.close()
+    assert (got[known.name].status, got[known.name].resolved_company_id) == ("done", known.company_id)
+    first = got["某某不存在的公司甲"]
+    assert (first.status, first.attempts, first.last_error) == ("pending", 1, "no result")
+    assert first.next_retry_at is not None  # 1 minute on, by the old worker's backoff
+    assert (got["某某不存在的公司乙"].status, got["某某不存在的公司乙"].attempts) == ("failed", 3)
+    assert (got["某某不存在的公司丙"].status, got["某某不存在的公司丙"].attempts) == ("pending", 0)
+    assert (got["某某不存在的公司丁"].status, got["某某不存在的公司丁"].attempts) == ("pending", 1)
+    assert report.legacy["done"] == 1
+
+
+def test_remap_pairs_are_exactly_the_temporary_ids_later_settled(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
+) -> None:
+    index_db.open().close()
+    first = enrich(months[0][0], options=run_options(sim, index_db, budget=40))
+    handed_out = {row["name"]: row["temporary_id"] for row in first.unresolved.iter_rows(named=True)}
+    settled_at = utcnow()
+    run_worker(worker_options(sim, index_db), once=True)
+    store = index_db.open()
+    try:
+        found = {e["lookup_key"]: e["company_id"] for e in store.entries.all_rows()
+                 if e["lookup_type"] == "customer_name"}  # fmt: skip
+        expected = {(temp, found[name]) for name, temp in handed_out.items() if name in found}
+        assert len(expected) > 50
+        for suffix in ("csv", "parquet"):
+            out = tmp_path / f"remap.{suffix}"
+            args = [*CLI, "index", "remap", "-o", str(out), *index_db.cli(), "--since", settled_at.date().isoformat()]
+            cli = subprocess.run(args, capture_output=True, text=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr
+            frame = pl.read_csv(out, infer_schema=False) if suffix == "csv" else pl.read_parquet(out)
+            assert set(zip(frame["temp_id"], frame["company_id"], strict=True)) == expected
+            assert set(frame["source"]) == {"eqc_api"}
+            assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+        later = subprocess.run([*CLI, "index", "remap", "-o", str(tmp_path / "none.csv"), *index_db.cli(),
+                                "--since", "2999-01-01"], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert later.returncode == 0
+        assert pl.read_csv(tmp_path / "none.csv").height == 0
+        bad = subprocess.run([*CLI, "index", "remap", "-o", str(tmp_path / "x.txt"), *index_db.cli()],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert bad.returncode == 2
+        assert bad.stderr.count("\n") == 1
+    finally:
+        store.close()
+
+
+def test_worker_status_and_a_standing_worker_stopped_by_sigterm(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
+) -> None:
+    index_db.open().close()
+    enrich(months[0][0], options=run_options(sim, index_db, budget=40))
+    status = [*CLI, "worker", "status", *index_db.cli(), "--eqc-url", sim.url, "--rate-limit", "10/60ms"]
+    before = json.loads(subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120).stdout)
+    assert before["due"]["temporary"] > 50
+    assert before["done_today"] == {}
+    standing = start_worker(sim, index_db, "--rate-limit", "10/60ms", "--poll", "50ms")
+    deadline = time.monotonic() + 120
+    while json.loads(subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120).stdout)[
+        "due"]["temporary"]:  # fmt: skip
+        assert time.monotonic() < deadline
+        assert standing.poll() is None  # standing: it does not exit when the queue is empty
+        time.sleep(0.2)
+    standing.send_signal(signal.SIGTERM)
+    _, err = standing.communicate(timeout=60)
+    assert standing.returncode == 0, err
+    after = json.loads(subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120).stdout)
+    assert after["done_today"]["found"] >= before["due"]["temporary"] - 10
+    assert after["quota_share_today"] > 0
+    assert after["workers"] == []  # its journal row says it finished
+    text = subprocess.run(status, capture_output=True, text=True, timeout=120).stdout
+    assert "due now: temporary 0" in text
+    assert "done today:" in text
