@@ -307,6 +307,12 @@ def test_the_queue_puts_the_most_valuable_first_and_waits_out_ttl_backoff_and_re
         assert "旧不知公司" not in dict(again)
         no_backoff = build_queue(store, WorkerOptions(retry_failed_s=0.0)).items
         assert "失败公司" in {item.key for item in no_backoff}
+        # EQC answered 富公司 too weakly to settle it: it waits the refresh age, not asked in a loop
+        store.worker_log.record([{"owner": "worker-x", "lookup_key": "富公司", "kind": "temporary", "outcome": "found",
+                                  "company_id": "C5"}])  # fmt: skip
+        weakly = build_queue(store, WorkerOptions())
+        assert "富公司" not in {item.key for item in weakly.items}
+        assert weakly.waiting["low_confidence"] == 2
     finally:
         store.close()
 
@@ -440,23 +446,43 @@ def test_worker_status_and_a_standing_worker_stopped_by_sigterm(
     index_db.open().close()
     enrich(months[0][0], options=run_options(sim, index_db, budget=40))
     status = [*CLI, "worker", "status", *index_db.cli(), "--eqc-url", sim.url, "--rate-limit", "10/60ms"]
-    before = json.loads(subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120).stdout)
+
+    def state() -> dict[str, Any]:
+        shown = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        loaded: dict[str, Any] = json.loads(shown.stdout)
+        return loaded
+
+    before = state()
     assert before["due"]["temporary"] > 50
     assert before["done_today"] == {}
     standing = start_worker(sim, index_db, "--rate-limit", "10/60ms", "--poll", "50ms")
     deadline = time.monotonic() + 120
-    while json.loads(subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120).stdout)[
-        "due"]["temporary"]:  # fmt: skip
+    while state()["due"]["temporary"]:
         assert time.monotonic() < deadline
         assert standing.poll() is None  # standing: it does not exit when the queue is empty
         time.sleep(0.2)
     standing.send_signal(signal.SIGTERM)
     _, err = standing.communicate(timeout=60)
     assert standing.returncode == 0, err
-    after = json.loads(subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120).stdout)
+    after = state()
     assert after["done_today"]["found"] >= before["due"]["temporary"] - 10
     assert after["quota_share_today"] > 0
     assert after["workers"] == []  # its journal row says it finished
     text = subprocess.run(status, capture_output=True, text=True, timeout=120).stdout
     assert "due now: temporary 0" in text
     assert "done today:" in text
+
+
+def test_bench_months_scenario_writes_its_report_and_chart(tmp_path: Path) -> None:
+    from eqc_enrich.bench._months import run_months, weekly_requests
+
+    result = run_months(tmp_path, seed=3, rows=600, companies=100, budget=40, echo=lambda line: None)
+    without, with_worker = result.runs["without the worker"], result.runs["with the worker"]
+    assert with_worker[0]["worker_names"] > 0
+    assert with_worker[1]["names_asked"] < without[1]["names_asked"]
+    assert {p.name for p in tmp_path.iterdir()} == {"months.json", "months.md", "months.png"}
+    runs, workers = weekly_requests(with_worker, RateLimit(10, 60.0))
+    assert sum(runs) == sum(r["names_asked"] for r in with_worker)
+    assert sum(workers) == with_worker[0]["worker_names"]
+    assert min(runs[0], runs[4], workers[0]) > 0  # month 2 starts in story week 5

@@ -48,10 +48,12 @@ def define_log_table(metadata: sa.MetaData) -> sa.Table:
 
 @dataclass(frozen=True, slots=True)
 class Attempts:
-    """The worker's past tries of one name: when it last asked, and how many of its tries failed."""
+    """The worker's past tries of one name: when it last asked, how many tries failed, how many EQC answered
+    (an answer that left the name open was too weak to learn)."""
 
     last_at: datetime
     failures: int
+    found: int = 0
 
 
 class WorkerLog:
@@ -79,13 +81,14 @@ class WorkerLog:
         if not wanted:
             return {}
         failed = sa.func.sum(sa.case((t.c.outcome == "failed", 1), else_=0))
+        found = sa.func.sum(sa.case((t.c.outcome == "found", 1), else_=0))
         query = (
-            sa.select(t.c.lookup_key, sa.func.max(t.c.asked_at), failed)
+            sa.select(t.c.lookup_key, sa.func.max(t.c.asked_at), failed, found)
             .where(self._db.dialect.one_of(t.c.lookup_key, wanted))
             .group_by(t.c.lookup_key)
         )
         with self._db.read(conn) as c:
-            return {str(k): Attempts(aware(last), int(n or 0)) for k, last, n in c.execute(query)}
+            return {str(k): Attempts(aware(last), int(n or 0), int(f or 0)) for k, last, n, f in c.execute(query)}
 
     def done_since(self, since: datetime, *, conn: Connection | None = None) -> dict[str, dict[str, int]]:
         """Names the worker settled or tried since `since`: by outcome and by kind."""

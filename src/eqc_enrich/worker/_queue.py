@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from eqc_enrich.keys import is_shortened_key, normalize_name
-from eqc_enrich.store import IndexStore, LegacyRequest, UnsettledName, utcnow
+from eqc_enrich.store import Attempts, IndexStore, LegacyRequest, UnsettledName, utcnow
 from eqc_enrich.store._worker import aware
 from eqc_enrich.worker._options import DAY_S, WorkerOptions
 from eqc_enrich.writeback import EQC_SOURCE
@@ -66,13 +66,11 @@ def build_queue(
             queue.waiting["negative_expired"] += 1
             queue.wait_until(negative + ttl)
             continue
-        attempt = tries.get(key)
-        if attempt is not None and attempt.failures:
-            backoff = min(options.retry_failed_s * 2 ** min(attempt.failures - 1, 20), options.negative_ttl_s, DAY_S)
-            if attempt.last_at + timedelta(seconds=backoff) > now:
-                queue.waiting["failed"] += 1
-                queue.wait_until(attempt.last_at + timedelta(seconds=backoff))
-                continue
+        later = tried_recently(tries.get(key), options, now)
+        if later is not None:
+            queue.waiting[later[0]] += 1
+            queue.wait_until(later[1])
+            continue
         kind = {"failed": "failed", "not_found": "negative_expired"}.get(name.status, "temporary")
         due.append(QueueItem(key, kind, name.rows, name.assets))
     for name in weak:
@@ -112,10 +110,19 @@ def _add_index_sources(
     expired = [key for key, _ in store.worker_log.expired_negatives(ttl_cut, limit=_MANY) if key not in seen]
     expired = [key for key in expired if not is_shortened_key(key)]
     decided = store.unsettled.not_companies(expired) if expired else set()
-    due.extend(QueueItem(key, "negative_expired") for key in expired if key not in decided)
+    found = [QueueItem(key, "negative_expired") for key in expired if key not in decided]
     seen.update(expired)
     stale = store.worker_log.stale_low_confidence(refresh_cut, below=LOW_CONFIDENCE, source=EQC_SOURCE, limit=_MANY)
-    due.extend(QueueItem(key, "low_confidence") for key, _, _ in stale if key not in seen)
+    found += [QueueItem(key, "low_confidence") for key, _, _ in stale if key not in seen]
+    # a name the worker tried lately waits as its try says (a failure backs off, a weak answer waits to refresh)
+    tries = store.worker_log.attempts(item.key for item in found)
+    for item in found:
+        later = tried_recently(tries.get(item.key), options, now)
+        if later is None:
+            due.append(item)
+        else:
+            queue.waiting[later[0]] += 1
+            queue.wait_until(later[1])
     first = store.worker_log.first_negative_expiry(ttl_cut)
     if first is not None:
         queue.wait_until(first + timedelta(seconds=options.negative_ttl_s))
@@ -144,6 +151,21 @@ def with_legacy(items: list[QueueItem], taken: list[LegacyRequest]) -> tuple[lis
         else:
             result.append(QueueItem(key, "legacy_request", legacy_ids=tuple(ids)))
     return result, unusable
+
+
+def tried_recently(attempt: Attempts | None, options: WorkerOptions, now: datetime) -> tuple[str, datetime] | None:
+    """(the kind it waits as, when it falls due) for a name the worker tried too lately to try again; None
+    when it is due. A failure backs off (`retry_failed_s`, doubled with each failure, at most a day and the
+    TTL); an answer too weak to settle the name waits the refresh age, as any low-confidence answer does."""
+    if attempt is None:
+        return None
+    if attempt.failures:
+        backoff = min(options.retry_failed_s * 2 ** min(attempt.failures - 1, 20), options.negative_ttl_s, DAY_S)
+        if attempt.last_at + timedelta(seconds=backoff) > now:
+            return "failed", attempt.last_at + timedelta(seconds=backoff)
+    if attempt.found and attempt.last_at + timedelta(seconds=options.refresh_s) > now:
+        return "low_confidence", attempt.last_at + timedelta(seconds=options.refresh_s)
+    return None
 
 
 def _askable(name: UnsettledName) -> bool:
