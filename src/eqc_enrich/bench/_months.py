@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eqc_enrich._durations import RateLimit
+from eqc_enrich._durations import RateLimit, format_duration
 from eqc_enrich.enrich import RunOptions, enrich
 from eqc_enrich.output import atomic_write, write_text
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_months
@@ -138,13 +138,14 @@ def _markdown(result: MonthsResult) -> str:
         f"Simulated EQC at time scale {result.time_scale:g} ({result.rate_limit} in story units). Month 1's run",
         "is cut short by a budget; months 2 and 3 share about 85% of their customers with the month before.",
         "",
-        "| scenario | month | names the run asked | run seconds | worker names after it |",
-        "|---|---|---|---|---|",
+        "| scenario | month | names the run asked | run seconds | in story time | worker names after it |",
+        "|---|---|---|---|---|---|",
     ]
     for label, rows in result.runs.items():
         for row in rows:
+            story = format_duration(row["seconds"] * result.time_scale)
             lines.append(f"| {label} | {int(row['month'])} | {int(row['names_asked'])} | {row['seconds']:.2f} | "
-                         f"{int(row['worker_names'])} |")  # fmt: skip
+                         f"{story} | {int(row['worker_names'])} |")  # fmt: skip
     lines += [
         "",
         "Made with `eqc-enrich bench --months --names N` (customers a month; rows twelve times that; month 1's",
