@@ -486,3 +486,24 @@ def test_bench_months_scenario_writes_its_report_and_chart(tmp_path: Path) -> No
     assert sum(runs) == sum(r["names_asked"] for r in with_worker)
     assert sum(workers) == with_worker[0]["worker_names"]
     assert min(runs[0], runs[4], workers[0]) > 0  # month 2 starts in story week 5
+
+
+def test_max_time_ends_a_pass_and_gives_back_the_claims_of_names_not_asked(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb
+) -> None:
+    index_db.open().close()
+    enrich(months[0][0], options=run_options(sim, index_db, budget=20))
+    slow = RateLimit(10, 0.6)  # 60 ms a slot: 150 names would take 9 s
+    report = run_worker(worker_options(sim, index_db, rate_limit=slow, max_time_s=0.5, batch=500), once=True)
+    assert report.status == "completed"
+    assert report.exit_code == 0
+    assert 0 < report.asked < 100
+    assert report.outcomes["skipped"] > 50
+    store = index_db.open()
+    try:
+        assert [row for row in _claims(store) if row[1] == report.owner] == []
+        assert len(build_queue(store, WorkerOptions()).items) > 50  # still due for the next slot
+        journal = {row["run_id"]: row for row in store.recent_runs(10)}[report.owner]
+        assert (journal["input_path"], journal["status"]) == ("worker", "completed")
+    finally:
+        store.close()

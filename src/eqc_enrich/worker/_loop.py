@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from eqc_enrich._config import RunConfig, resolve_config
@@ -179,7 +179,7 @@ class _Worker:
                 self._idle(queue)
                 await self.control.sleep(self._until_due(queue, deadline))
                 continue
-            stage = await self._pass(store, items, taken_legacy)
+            stage = await self._pass(store, items, taken_legacy, deadline)
             if stage.result.stopped in ("token", "index") or (stage.result.stopped == "eqc_down" and once):
                 self.report.status = {"token": "token_unavailable", "index": "index_unavailable"}.get(
                     stage.result.stopped, "eqc_unavailable"
@@ -234,7 +234,9 @@ class _Worker:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         return wait
 
-    async def _pass(self, store: IndexStore, items: list[QueueItem], legacy: dict[int, str]) -> StageReport:
+    async def _pass(
+        self, store: IndexStore, items: list[QueueItem], legacy: dict[int, str], deadline: float | None
+    ) -> StageReport:
         self.report.passes += 1
         number = self.report.passes
         names = [item.key for item in items]
@@ -249,12 +251,15 @@ class _Worker:
         refresh_since = now - timedelta(seconds=self.options.refresh_s)
         negatives_since = now - timedelta(seconds=self.options.negative_ttl_s)
         side = PendingFile(pending_dirs(store.url, self.options.db_schema), f"{self.owner}-{number}")
-        stage = await run_eqc_stage(
-            names, store=store, config=self.config, settings=self._lookup_settings(), progress=self.progress,
-            rows_per_name={item.key: item.rows for item in items}, side_file=side, owner=self.owner,
-            entries_since=refresh_since, negatives_since=negatives_since, handle=handle, events=self._events,
-            ledger=ledger,
+        # --max-time ends a pass too: requests in flight finish, the names not asked are given back
+        timer = None if deadline is None else asyncio.get_running_loop().call_later(
+            max(0.0, deadline - time.monotonic()), handle.stop
         )  # fmt: skip
+        try:
+            stage = await self._stage(store, items, handle, ledger, side, refresh_since, negatives_since)
+        finally:
+            if timer is not None:
+                timer.cancel()
         if ledger.yielded and not self.control.stopped:
             self.report.yielded += 1
             stage.result.stopped = ""  # stepping aside for a run is no ending
@@ -264,6 +269,23 @@ class _Worker:
             self.report.side_files.append(stage.side_file)
         await asyncio.to_thread(self._record, store, items, stage.result.outcomes, legacy, stage.index_error)
         return stage
+
+    async def _stage(
+        self,
+        store: IndexStore,
+        items: list[QueueItem],
+        handle: StopHandle,
+        ledger: YieldingLedger,
+        side: PendingFile,
+        refresh_since: datetime,
+        negatives_since: datetime,
+    ) -> StageReport:
+        return await run_eqc_stage(
+            [item.key for item in items], store=store, config=self.config, settings=self._lookup_settings(),
+            progress=self.progress, rows_per_name={item.key: item.rows for item in items}, side_file=side,
+            owner=self.owner, entries_since=refresh_since, negatives_since=negatives_since, handle=handle,
+            events=self._events, ledger=ledger,
+        )  # fmt: skip
 
     def _record(
         self,
