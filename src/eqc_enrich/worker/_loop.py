@@ -196,6 +196,8 @@ class _Worker:
         """Until runs have left the quota unused for `idle_s`; False when stopped or past the deadline."""
         announced = False
         while not self.control.stopped:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             wait = await asyncio.to_thread(quota_busy, store, self.config.quota_key, self.idle_s)
             if wait <= 0:
                 return True
