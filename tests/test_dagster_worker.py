@@ -1,14 +1,9 @@
 """The worker's Dagster schedule end to end: its job runs `eqc-enrich worker --once` against the simulator and
 a real index (SQLite; PostgreSQL with EQC_ENRICH_TEST_PG_URL) in Dagster's in-process execution.
-
-`eqc-enrich worker` is built beside this (issue 12); until it exists, this module is skipped as a whole, so
-the suite stays green. Once it is merged, the guard below should never skip again.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,17 +15,6 @@ from tests.conftest import IndexDb, SimFactory
 from eqc_enrich.dagster import EqcEnrichResource, enrich_frame_asset, worker_schedule
 from eqc_enrich.simulator import Simulator, make_month
 from eqc_enrich.store import init_index
-
-
-def _worker_exists() -> bool:
-    done = subprocess.run(
-        [sys.executable, "-m", "eqc_enrich", "worker", "--help"], capture_output=True, timeout=120, check=False
-    )
-    return done.returncode == 0
-
-
-if not _worker_exists():
-    pytest.skip("`eqc-enrich worker --help` fails: the worker is not there yet", allow_module_level=True)
 
 TOKEN = "dagster-worker-secret-Vb83"
 LIMIT = "1000/1s"

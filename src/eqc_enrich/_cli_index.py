@@ -147,6 +147,32 @@ def export(
     typer.echo(f"exported {rows:,} rows from {where} to {file}")
 
 
+@index_app.command("remap")
+def remap(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write: .csv or .parquet.")],
+    since: Annotated[
+        str | None, typer.Option(help="Only ids settled since this date (YYYY-MM-DD, or an ISO time, UTC).")
+    ] = None,
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+) -> None:
+    """Write (temp_id, company_id, name, settled_at, source) for every temporary id since settled."""
+    from eqc_enrich.worker import write_remap  # the worker package imports the run; keep `index` light
+
+    when = _since(since) if since else None
+    with _store(db, db_schema) as store:
+        rows = write_remap(store, output, since=when)
+    typer.echo(f"wrote {rows:,} temporary ids that became company ids to {output}")
+
+
+def _since(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD) or an ISO time", param_hint="--since") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 @index_app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="A .csv or .parquet file, as export writes.", show_default=False)],

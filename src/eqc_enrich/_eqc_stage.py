@@ -15,7 +15,7 @@ from typing import Any
 
 from eqc_enrich._config import RunConfig
 from eqc_enrich._errors import IndexStoreError
-from eqc_enrich._pacing import SlidingWindowLimiter
+from eqc_enrich._pacing import SendLedger, SlidingWindowLimiter
 from eqc_enrich._pending import PendingFile
 from eqc_enrich._shared import DatabaseClaims, DatabaseLedger
 from eqc_enrich._stats import RunProgress
@@ -76,7 +76,10 @@ async def run_eqc_stage(
     handle: StopHandle,
     check_token: bool = False,
     events: Events | None = None,
+    ledger: SendLedger | None = None,
 ) -> StageReport:
+    """`ledger`: where send slots are reserved (default: the shared quota in the index, as a run takes them;
+    the standing worker passes one that yields to runs)."""
     report = StageReport()
     stats = progress.eqc
     events = _tracking_phase(progress, events)
@@ -114,8 +117,8 @@ async def run_eqc_stage(
         limiter = SlidingWindowLimiter(
             settings.rate_limit,
             margin_s=settings.margin_s,
-            ledger=DatabaseLedger(store, config.quota_key, owner, spacing_s=config.slot_s),
-            lookahead=4,
+            ledger=ledger or DatabaseLedger(store, config.quota_key, owner, spacing_s=config.slot_s),
+            lookahead=4 if ledger is None else 1,
         )
         lookup = EqcLookup(
             client, settings, stats=stats, tokens=keeper, on_outcome=on_outcome, events=events,

@@ -24,7 +24,7 @@ import typer.main
 # typer 0.29 carries its own copy of click; these are the exceptions its parser raises (pinned in pyproject)
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
-from eqc_enrich import _cli_index, _cli_sandbox, bench
+from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
 from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._stats import RunProgress
@@ -46,6 +46,7 @@ app = typer.Typer(
 )
 _cli_sandbox.register(app)
 _cli_index.register(app)
+_cli_worker.register(app)
 bench.register(app)
 
 EXIT_BUG = 1

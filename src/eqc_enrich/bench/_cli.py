@@ -50,10 +50,21 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    months: Annotated[
+        bool, typer.Option("--months", help="Instead: the three-month scenario with and without the standing worker.")
+    ] = False,
 ) -> None:
     """Baseline (the old sequential flow) against ours, cold and warm: a performance report with charts."""
     from eqc_enrich.bench._run import run_bench  # polars, httpx and the simulator load only when needed
 
+    if months:
+        from eqc_enrich.bench._months import run_months
+
+        run_months(
+            out, seed=seed, companies=names, rows=12 * names, budget=2 * names // 5, time_scale=time_scale or 1000.0,
+            echo=lambda line: typer.echo(line, err=True),
+        )  # fmt: skip
+        return
     if simulate and eqc_url:
         typer.echo("error: --simulate and --eqc-url exclude each other", err=True)
         raise typer.Exit(2)

@@ -6,7 +6,7 @@ company id of every row beside it.
 """
 
 from eqc_enrich.simulator._app import SimulatorConfig
-from eqc_enrich.simulator._datagen import make_month, truth_path, write_month
+from eqc_enrich.simulator._datagen import make_month, make_months, truth_path, write_month
 from eqc_enrich.simulator._server import Simulator
 from eqc_enrich.simulator._universe import Company, Universe, build_universe, canonical_key
 
@@ -18,6 +18,7 @@ __all__ = [
     "build_universe",
     "canonical_key",
     "make_month",
+    "make_months",
     "truth_path",
     "write_month",
 ]

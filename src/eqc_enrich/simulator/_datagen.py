@@ -253,6 +253,49 @@ def make_month(
     rng = random.Random(f"eqc-enrich-datagen:{seed}")
     single = rows - round(rows * COLLECTIVE_SHARE)
     customers = _customers(rng, build_universe(seed, universe_size), min(companies, single), unknown_share)
+    return _month_rows(rng, customers, rows, existing_id_share, month)
+
+
+def make_months(
+    seed: int,
+    count: int = 3,
+    rows: int = REAL_MONTH_ROWS,
+    companies: int | None = None,
+    overlap: float = 0.85,
+    unknown_share: float = 0.05,
+    universe_size: int = 60_000,
+    existing_id_share: float = 0.15,
+    first: date = date(2025, 1, 1),
+) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """`count` successive months: each keeps `overlap` of the previous month's customers (a random share of
+    them) and adds new ones for the rest, as a real book of business does from month to month."""
+    companies = default_companies(rows) if companies is None else companies
+    _check(rows, companies, unknown_share, existing_id_share)
+    if not 0 <= overlap <= 1 or count < 1:
+        raise ConfigError("overlap must lie in [0, 1] and count be at least 1")
+    rng = random.Random(f"eqc-enrich-datagen-months:{seed}")
+    single = rows - round(rows * COLLECTIVE_SHARE)
+    size = min(companies, single)
+    fresh = size - round(size * overlap)
+    pool = _customers(rng, build_universe(seed, universe_size), size + fresh * (count - 1), unknown_share)
+    current, taken = pool[:size], size
+    months = []
+    for k in range(count):
+        if k:
+            current = rng.sample(current, size - fresh) + pool[taken : taken + fresh]
+            taken += fresh
+            rng.shuffle(current)  # the Zipf ranks of a month: old customers can rise or fall
+        step = first.month - 1 + k
+        months.append(
+            _month_rows(rng, current, rows, existing_id_share, date(first.year + step // 12, step % 12 + 1, 1))
+        )
+    return months
+
+
+def _month_rows(
+    rng: random.Random, customers: list[_Customer], rows: int, existing_id_share: float, month: date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    single = rows - round(rows * COLLECTIVE_SHARE)
     plan: list[_Customer | None] = [None] * (rows - single)
     for owner, count in zip(customers, _rows_per_customer(rng, len(customers), single), strict=True):
         plan.extend([owner] * count)

@@ -23,15 +23,18 @@ from eqc_enrich.store._quota import Decide, QuotaLedger
 from eqc_enrich.store._schema import INDEX_TABLE, Tables, init_sql
 from eqc_enrich.store._store import IndexStore, InitReport, init_index
 from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, SURE, Remapped, UnsettledName, UnsettledNames
+from eqc_enrich.store._worker import LEGACY_TABLE, Attempts, LegacyRequest, LegacyRequests, WorkerLog
 
 __all__ = [
     "DB_ENV",
     "DEFAULT_DB",
     "INDEX_TABLE",
     "KINDS",
+    "LEGACY_TABLE",
     "NOT_A_COMPANY",
     "SCHEMA_ENV",
     "SURE",
+    "Attempts",
     "Claims",
     "Decide",
     "Entries",
@@ -40,6 +43,8 @@ __all__ = [
     "IndexStore",
     "InitReport",
     "Journal",
+    "LegacyRequest",
+    "LegacyRequests",
     "Negatives",
     "Payload",
     "Payloads",
@@ -48,6 +53,7 @@ __all__ = [
     "Tables",
     "UnsettledName",
     "UnsettledNames",
+    "WorkerLog",
     "WriteBatch",
     "database_url",
     "export_entries",

@@ -72,6 +72,61 @@ class QuotaLedger:
             c.execute(sa.delete(s).where(s.c.quota_key == quota_key, s.c.slot_at < now - keep_s))
         return slots, now
 
+    def last_busy(self, quota_key: str, background: str) -> tuple[float | None, float]:
+        """`(latest slot of any owner not starting with `background`, now)`: a plain read, no lock taken, so
+        a process that yields to others can watch the quota without slowing those who use it."""
+        s = self.slots
+        query = sa.select(sa.func.max(s.c.slot_at)).where(s.c.quota_key == quota_key, ~s.c.owner.startswith(background))
+        with self._db.read() as c:
+            latest = c.execute(query).scalar_one_or_none()
+            now = self._db.clock(c)
+        return (float(latest) if latest is not None else None), now
+
+    def reserve_if_idle(
+        self,
+        quota_key: str,
+        owner: str,
+        decide: Decide,
+        *,
+        background: str,
+        idle_s: float,
+        ahead_s: float,
+        recent: int,
+        keep_s: float,
+    ) -> tuple[float | None, float]:
+        """Reserve one send for a process that yields to everyone else: `(slot_at, now)`, or `(None, now)`
+        when it must not have one.
+
+        Under the same lock as `reserve_many`: no slot when an owner not starting with `background` (a run,
+        a review) has a slot later than `idle_s` ago (it is using the quota, or is about to), nor when the
+        pacing rule's slot lies more than `ahead_s` in the future. A background slot is thus taken only while
+        the foreground leaves the quota unused, and never far ahead, where a run starting meanwhile would
+        have to queue behind it.
+        """
+        if recent < 0 or keep_s <= 0:
+            raise ValueError("reserve needs recent >= 0 and keep_s > 0")
+        q, s = self.quota, self.slots
+        with self._db.begin() as c:
+            ensure = self._db.dialect.insert(q).values(quota_key=quota_key, paused_until=0.0)
+            c.execute(ensure.on_conflict_do_nothing(index_elements=[q.c.quota_key]))
+            locked = sa.select(q.c.paused_until).where(q.c.quota_key == quota_key).with_for_update()
+            paused_until = float(c.execute(locked).scalar_one())
+            now = self._db.clock(c)
+            busy = sa.select(sa.func.max(s.c.slot_at)).where(
+                s.c.quota_key == quota_key, ~s.c.owner.startswith(background)
+            )
+            latest_busy = c.execute(busy).scalar_one_or_none()
+            if latest_busy is not None and float(latest_busy) > now - idle_s:
+                return None, now
+            latest = sa.select(s.c.slot_at).where(s.c.quota_key == quota_key).order_by(s.c.slot_at.desc()).limit(recent)
+            sends = sorted(float(value) for value in c.execute(latest).scalars())
+            slot_at = float(decide(sends[-recent:] if recent else [], paused_until, now))
+            if slot_at > now + ahead_s:
+                return None, now
+            c.execute(sa.insert(s).values(quota_key=quota_key, owner=owner, slot_at=slot_at))
+            c.execute(sa.delete(s).where(s.c.quota_key == quota_key, s.c.slot_at < now - keep_s))
+        return slot_at, now
+
     def pause(self, quota_key: str, until: float) -> None:
         """Hold every process's sends on this quota until `until` (a Retry-After applies to the whole account);
         an earlier pause never shortens a later one."""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from eqc_enrich.store._unsettled import define_table as define_unsettled
+from eqc_enrich.store._worker import define_log_table as define_worker_log
 
 __all__ = ["INDEX_TABLE", "Tables", "define", "init_sql", "missing_ddl", "missing_tables"]
 
@@ -35,12 +36,14 @@ class Tables:
     quota_slots: sa.Table
     claims: sa.Table
     unsettled: sa.Table
+    worker_log: sa.Table
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
         """The tables only this tool writes (a run may SELECT, INSERT, UPDATE and DELETE in them)."""
         return (
-            self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled
+            self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
+            self.worker_log,
         )  # fmt: skip
 
     @property
@@ -110,6 +113,7 @@ def define(schema: str | None) -> Tables:
             sa.Index("ix_eqc_claim_expires_at", "expires_at"),
         ),
         unsettled=define_unsettled(metadata),
+        worker_log=define_worker_log(metadata),
     )
 
 

@@ -22,6 +22,7 @@ from eqc_enrich.store._model import IndexEntry, WriteBatch, utcnow
 from eqc_enrich.store._quota import QuotaLedger
 from eqc_enrich.store._schema import Tables, define, missing_ddl, missing_tables
 from eqc_enrich.store._unsettled import UnsettledNames
+from eqc_enrich.store._worker import LegacyRequests, WorkerLog
 
 __all__ = ["IndexStore", "InitReport", "init_index"]
 
@@ -57,6 +58,8 @@ class IndexStore:
         self.quota = QuotaLedger(self._db, t.quota, t.quota_slots)
         self.claims = Claims(self._db, t.claims)
         self.unsettled = UnsettledNames(self._db, t.unsettled, t.index)
+        self.worker_log = WorkerLog(self._db, t.worker_log, index=t.index, negatives=t.negatives, unsettled=t.unsettled)
+        self.legacy_requests = LegacyRequests(self._db, self.schema)  # the old tools' queue, where it exists
         try:
             if self._db.dialect.creates_on_open if create is None else create:
                 _create_missing(self._db, t)

@@ -1,0 +1,199 @@
+"""The `worker` command: the standing worker (`worker`, `worker --once`) and its state (`worker status`).
+
+A thin layer over `eqc_enrich.worker`: options in, the report out, exit 0 when it drained what was due or
+was stopped (SIGTERM, Ctrl-C); a run's exit codes when the token, EQC or the index stopped it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from eqc_enrich._durations import RateLimit, parse_duration, parse_rate_limit
+from eqc_enrich._stats import RunProgress
+from eqc_enrich.events import EventLog
+from eqc_enrich.output import ensure_writable
+from eqc_enrich.settings import load_settings
+from eqc_enrich.store import IndexStore
+from eqc_enrich.worker import WorkerControl, WorkerOptions, WorkerReport, run_worker_async, worker_status
+
+worker_app = typer.Typer(
+    name="worker",
+    help="The standing worker: settles the names runs left open, using only the quota runs leave idle.",
+    invoke_without_command=True,
+)
+
+DbOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
+]
+SchemaOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
+]
+RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
+QuotaKeyOpt = Annotated[
+    str | None,
+    typer.Option(envvar="WDH_EQC_QUOTA_KEY", help="Name of the EQC account's shared quota [the EQC base URL]."),
+]
+NegativeTtlOpt = Annotated[str, typer.Option(help="Ask a name EQC did not know again once this has passed.")]
+RefreshOpt = Annotated[str, typer.Option(help="Ask a low-confidence answer again once it is this old.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `worker` command (and `worker status`) to the project's command line."""
+    app.add_typer(worker_app, name="worker")
+
+
+@worker_app.callback()
+def worker(
+    ctx: typer.Context,
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    eqc_url: Annotated[str | None, typer.Option(help="EQC base URL [WDH_EQC_BASE_URL].")] = None,
+    rate_limit: RateOpt = None,
+    quota_key: QuotaKeyOpt = None,
+    token_command: Annotated[
+        str | None, typer.Option(envvar="WDH_EQC_TOKEN_COMMAND", help="Command that prints a fresh EQC token.")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit (for a scheduler).")] = False,
+    max_time: Annotated[
+        str | None, typer.Option(help="Stop after this long (a scheduler's slot), e.g. 50m; exit 0.")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Names per pass (the queue is read again between).")] = 200,
+    negative_ttl: NegativeTtlOpt = "30d",
+    refresh: RefreshOpt = "90d",
+    retry_failed: Annotated[str, typer.Option(help="Wait before asking a failed name again (doubles).")] = "1h",
+    timeout: Annotated[str | None, typer.Option(help="Per-request timeout [WDH_EQC_TIMEOUT].")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
+    claim_lease: Annotated[str, typer.Option(help="How long a claim outlives a worker that died.")] = "60s",
+    poll: Annotated[
+        str | None, typer.Option(help="How often a worker with nothing due looks again (default: ten rate windows).")
+    ] = None,
+    log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Run until stopped (SIGTERM or Ctrl-C let requests in flight finish, then exit 0)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    options = WorkerOptions(
+        db=db, db_schema=db_schema, eqc_url=eqc_url, rate_limit=_rate(rate_limit), quota_key=quota_key,
+        token_command=token_command, batch=batch, concurrency=concurrency, negative_ttl_s=parse_duration(negative_ttl),
+        refresh_s=parse_duration(refresh), retry_failed_s=parse_duration(retry_failed),
+        timeout_s=parse_duration(timeout) if timeout else None, claim_lease_s=parse_duration(claim_lease),
+        poll_s=parse_duration(poll) if poll else None, max_time_s=parse_duration(max_time) if max_time else None,
+    )  # fmt: skip
+    if log_json is not None:
+        ensure_writable([log_json], check_format=False)
+    report = _run_with_signals(options, once=once, log_json=log_json)
+    if not quiet:
+        _print_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+@worker_app.command("status")
+def status(
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    rate_limit: RateOpt = None,
+    quota_key: QuotaKeyOpt = None,
+    eqc_url: Annotated[str | None, typer.Option(help="EQC base URL (names the quota when no key is set).")] = None,
+    negative_ttl: NegativeTtlOpt = "30d",
+    refresh: RefreshOpt = "90d",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """The queue by kind, what the workers did today, their share of the quota, and what falls due next."""
+    settings = load_settings()
+    limit = _rate(rate_limit) or settings.rate_limit
+    key = quota_key or settings.eqc_quota_key or eqc_url or settings.eqc_base_url
+    options = WorkerOptions(negative_ttl_s=parse_duration(negative_ttl), refresh_s=parse_duration(refresh))
+    store = IndexStore(db, schema=db_schema)
+    try:
+        state = worker_status(store, options, limit, key)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(state.as_dict(), ensure_ascii=False, indent=2, default=str))
+        return
+    for line in state.lines():
+        typer.echo(line)
+
+
+def _rate(text: str | None) -> RateLimit | None:
+    return parse_rate_limit(text) if text else None
+
+
+def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | None) -> WorkerReport:
+    control = WorkerControl()
+    progress = RunProgress()
+
+    async def main() -> WorkerReport:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if control.stopped and task is not None:
+                task.cancel()
+                return
+            typer.echo("stopping: letting requests in flight finish (press Ctrl-C again to stop at once)", err=True)
+            control.stop()
+
+        restore = _on_stop_signals(loop, on_signal)
+        events = EventLog(log_json, progress, interval_s=30.0) if log_json else None
+        if events is not None:
+            events.start(options=options.public(), once=once)
+        report: WorkerReport | None = None
+        try:
+            report = await run_worker_async(options, once=once, control=control, events=events, progress=progress)
+            return report
+        finally:
+            if events is not None:
+                await events.finish(**(report.as_dict() if report else {"status": "failed"}))
+            restore()
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        typer.echo("error: stopped at once: answers received so far are in the index", err=True)
+        raise typer.Exit(130) from None
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, handler)
+    except NotImplementedError:  # Windows: the plain signal module hands over to the loop thread-safely
+        previous: dict[signal.Signals, Any] = {sig: signal.getsignal(sig) for sig in signals}
+        for sig in signals:
+            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(handler))
+
+        def restore_plain() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore_plain
+
+    def restore() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+    return restore
+
+
+def _print_report(report: WorkerReport) -> None:
+    o = report.outcomes
+    typer.echo(
+        f"worker {report.owner}: {report.status}; {report.passes} passes, {report.asked:,} names asked "
+        f"({o['found']:,} found, {o['not_found']:,} not found, {o['failed']:,} failed), "
+        f"{o['elsewhere']:,} answered by others, {report.yielded} times yielded to a run, {report.elapsed_s:.1f}s",
+        err=True,
+    )
+    if report.message:
+        typer.echo(report.message, err=True)
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
