@@ -70,6 +70,7 @@ TOOL_TABLES = (
     "eqc_quota_slot",
     "eqc_claim",
     "eqc_unsettled",
+    "eqc_review_decision",
 )
 
 

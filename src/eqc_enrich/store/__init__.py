@@ -9,12 +9,13 @@
 Layout: `_engine` (URLs, engine, transactions, the one error-mapping table), `_dialects` (what differs
 between SQLite and PostgreSQL, chosen once), `_schema` (the tables by name, DDL for `index init`), one
 object per table (`Entries`, `Negatives`, `Payloads`, `Journal`, `QuotaLedger`, `Claims`,
-`UnsettledNames`), the front `IndexStore`, and `_admin` (what the `index` commands do).
+`UnsettledNames`, `ReviewDecisions`), the front `IndexStore`, and `_admin` (what the `index` commands do).
 """
 
 from eqc_enrich.store._admin import ImportReport, export_entries, import_entries, index_stats, prune_index
 from eqc_enrich.store._cache import Negatives, Payloads
 from eqc_enrich.store._claims import Claims
+from eqc_enrich.store._decisions import DECISIONS, Decision, ReviewDecisions
 from eqc_enrich.store._engine import DB_ENV, DEFAULT_DB, SCHEMA_ENV, database_url, redact_url
 from eqc_enrich.store._entries import Entries
 from eqc_enrich.store._journal import Journal
@@ -26,6 +27,7 @@ from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, Remapped, Unsettle
 
 __all__ = [
     "DB_ENV",
+    "DECISIONS",
     "DEFAULT_DB",
     "INDEX_TABLE",
     "KINDS",
@@ -33,6 +35,7 @@ __all__ = [
     "SCHEMA_ENV",
     "Claims",
     "Decide",
+    "Decision",
     "Entries",
     "ImportReport",
     "IndexEntry",
@@ -44,6 +47,7 @@ __all__ = [
     "Payloads",
     "QuotaLedger",
     "Remapped",
+    "ReviewDecisions",
     "Tables",
     "UnsettledName",
     "UnsettledNames",

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
+from eqc_enrich.store._decisions import define_table as define_decisions
 from eqc_enrich.store._unsettled import define_table as define_unsettled
 
 __all__ = ["INDEX_TABLE", "Tables", "define", "init_sql", "missing_ddl", "missing_tables"]
@@ -35,12 +36,14 @@ class Tables:
     quota_slots: sa.Table
     claims: sa.Table
     unsettled: sa.Table
+    decisions: sa.Table
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
         """The tables only this tool writes (a run may SELECT, INSERT, UPDATE and DELETE in them)."""
         return (
-            self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled
+            self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
+            self.decisions,
         )  # fmt: skip
 
     @property
@@ -110,6 +113,7 @@ def define(schema: str | None) -> Tables:
             sa.Index("ix_eqc_claim_expires_at", "expires_at"),
         ),
         unsettled=define_unsettled(metadata),
+        decisions=define_decisions(metadata),
     )
 
 
