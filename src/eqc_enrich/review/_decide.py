@@ -66,6 +66,7 @@ class Decider:
 
     def skip(self, key: str) -> int:
         """Looked at and left open (journaled, so the queue can say who looked)."""
+        self._require_open(key)
         return self._store.decisions.add(key, "skip", os_user=self.os_user)
 
     def undo(self, decision_id: int | None = None) -> Undone | None:

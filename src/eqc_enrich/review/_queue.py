@@ -76,7 +76,12 @@ def _from_input(frame: pl.DataFrame, name_column: str) -> list[UnsettledName]:
     shown = [c for c in frame.columns if not c.startswith("__")]
     text = frame.select(pl.col(shown).cast(pl.String))
     keys = [normalize_name(v) for v in text[name_column]]
-    asset_column = next((c for c in ASSET_COLUMNS if c in frame.columns and frame.schema[c].is_numeric()), None)
+    asset_column = next((c for c in ASSET_COLUMNS if c in frame.columns), None)
+    assets = (
+        frame[asset_column].cast(pl.String).str.replace_all(",", "").cast(pl.Float64, strict=False).to_list()
+        if asset_column is not None
+        else [None] * frame.height
+    )  # CSV cells arrive as text: "1,234.5" is a number too
     by_key: dict[str, dict[str, Any]] = {}
     for i, key in enumerate(keys):
         if not key:
@@ -85,8 +90,8 @@ def _from_input(frame: pl.DataFrame, name_column: str) -> list[UnsettledName]:
         seen["rows"] += 1
         if len(seen["sample"]) < _SAMPLE_ROWS:
             seen["sample"].append(text.row(i, named=True))
-        if asset_column is not None and frame[asset_column][i] is not None:
-            seen["assets"] = (seen["assets"] or 0.0) + float(frame[asset_column][i])
+        if assets[i] is not None:
+            seen["assets"] = (seen["assets"] or 0.0) + assets[i]
     return [
         UnsettledName(
             lookup_key=key,

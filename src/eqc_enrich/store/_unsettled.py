@@ -91,6 +91,7 @@ def define_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("settled_company_id", sa.String(100)),
         sa.Column("settled_source", sa.String(50)),
         sa.Index("ix_eqc_unsettled_open_rows", "settled_at", "rows"),
+        sa.Index("ix_eqc_unsettled_open_kind", "settled_at", "kind", "status"),  # the queue's counts, index only
         sa.Index("ix_eqc_unsettled_temp_id", "temp_id"),
     )
 
