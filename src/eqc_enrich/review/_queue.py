@@ -77,7 +77,7 @@ def _from_input(frame: pl.DataFrame, name_column: str) -> list[UnsettledName]:
     text = frame.select(pl.col(shown).cast(pl.String))
     keys = [normalize_name(v) for v in text[name_column]]
     asset_column = next((c for c in ASSET_COLUMNS if c in frame.columns), None)
-    assets = (
+    assets: list[float | None] = (
         frame[asset_column].cast(pl.String).str.replace_all(",", "").cast(pl.Float64, strict=False).to_list()
         if asset_column is not None
         else [None] * frame.height
@@ -90,8 +90,9 @@ def _from_input(frame: pl.DataFrame, name_column: str) -> list[UnsettledName]:
         seen["rows"] += 1
         if len(seen["sample"]) < _SAMPLE_ROWS:
             seen["sample"].append(text.row(i, named=True))
-        if assets[i] is not None:
-            seen["assets"] = (seen["assets"] or 0.0) + assets[i]
+        amount = assets[i]
+        if amount is not None:
+            seen["assets"] = (seen["assets"] or 0.0) + float(amount)
     return [
         UnsettledName(
             lookup_key=key,
