@@ -218,10 +218,10 @@ def _detail(
         f'<section class="detail" id="detail" data-key="{e(key)}">'
         + (f'<p class="notice" id="notice">{e(notice)}</p>' if notice else "")
         + f'<h2>{zh(name.display_name or key)}</h2><dl class="facts">{dl}</dl>'
-        + _sample(name.sample)
-        + _candidates(candidates, name, hidden)
-        + _search(key, name.display_name or key, hidden, slot_s, answer)
+        + _candidates(candidates, name, hidden, answer["query"] if answer else "")
+        + _search(key, answer["query"] if answer else (name.display_name or key), hidden, slot_s, answer)
         + _decide_forms(hidden)
+        + _sample(name.sample)
         + "</section>"
     )
 
@@ -239,7 +239,7 @@ def _sample(sample: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _candidates(candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hidden: str) -> str:
+def _candidates(candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hidden: str, query: str) -> str:
     if not candidates:
         return '<h3>What EQC answered before</h3><p class="empty" id="no-candidates">No stored candidate.</p>'
     rows = []

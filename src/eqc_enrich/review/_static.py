@@ -36,6 +36,10 @@ tr.name a { color: #12407a; text-decoration: none; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; }
 .facts dt { color: #4a5567; }
 .scroll { overflow-x: auto; }
+.sample { width: auto; font-size: 12px; }
+.sample th, .sample td { white-space: nowrap; }
+.detail h2 { margin: 4px 0 8px; font-size: 20px; }
+.detail h3 { margin: 14px 0 6px; font-size: 15px; }
 .notice { background: #e6f4ea; padding: 6px 8px; border-radius: 4px; }
 .answer { background: #eef1f5; padding: 6px 8px; border-radius: 4px; }
 .slot { margin-left: 10px; color: #4a5567; }
