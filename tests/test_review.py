@@ -35,7 +35,7 @@ from eqc_enrich.review import (
     seconds_to_next_slot,
 )
 from eqc_enrich.simulator import Simulator, SimulatorConfig
-from eqc_enrich.store import IndexStore, UnsettledName
+from eqc_enrich.store import IndexStore, Payload, UnsettledName, WriteBatch
 
 TOKEN = "eqc-secret-7f3a9c2e"  # the EQC token: must appear in no page and no response
 FAST = RateLimit(10, 0.06)
@@ -403,3 +403,38 @@ def test_the_command_refuses_a_missing_file_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "no such file" in done.stderr
+
+
+def test_one_name_shows_its_rows_and_every_stored_candidate(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        sample = [{"客户名称": "弱匹配公司", "计划代码": "P0042", "期末资产规模": "12.5"}]
+        weak = name("弱匹配公司", 6, kind="low_confidence", status="weak_match", candidate_id="700000003",
+                    confidence=0.5, sample=sample)  # fmt: skip
+        store.unsettled.record([weak, name("乙公司", 2)], "run-1")
+        items: list[dict[str, object]] = [
+            {"companyId": 700000003, "companyFullName": "弱匹配科技有限公司", "type": "其他", "unite_code": "91AAA",
+             "registeredStatus": "注销", "company_former_name": "旧名甲，旧名乙"},
+            {"companyId": "700000004", "companyFullName": "弱匹配有限公司", "type": "全称精确匹配",
+             "unite_code": "91BBB", "registeredStatus": "存续"},
+        ]  # fmt: skip
+        store.write(WriteBatch(payloads=[Payload(str(i["companyId"]), "弱匹配公司", i) for i in items]))
+        with page_of(store) as (_, page):
+            shown = page.get("/?key=弱匹配公司").text
+            queue = page.get("/").text
+            several = page.get("/?kind=several").text
+        candidates = shown[shown.index('id="candidates"') : shown.index("Search EQC")]
+        # best first, each with match type, unified credit code, registered status and former names
+        assert candidates.index("700000004") < candidates.index("700000003")
+        for text in ("全称精确匹配", "91BBB", "存续", "91AAA", "注销", "旧名甲、旧名乙", "the run&#x27;s weak answer"):
+            assert text in candidates
+        rows = shown[shown.index("Rows (a sample)") :]
+        assert rows.index("计划代码") < rows.index("客户名称")  # the plan code first
+        assert "P0042" in rows
+        assert "low confidence" in shown
+        assert "2 candidates" in queue  # several candidates: said in the queue, and a filter of its own
+        assert "乙公司" in queue
+        assert "弱匹配公司" in several
+        assert "乙公司" not in several
+    finally:
+        store.close()

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from eqc_enrich._errors import EqcEnrichError
 from eqc_enrich.review._decide import Decider
 from eqc_enrich.review._pages import QueueView, error_page, review_page
-from eqc_enrich.review._queue import candidate_counts, candidates_of
+from eqc_enrich.review._queue import candidate_counts, candidates_of, with_several_candidates
 from eqc_enrich.review._search import EqcAccess, EqcSearcher, seconds_to_next_slot
 from eqc_enrich.review._static import CSS, JS
 from eqc_enrich.store import KINDS, IndexStore, UnsettledName
@@ -34,6 +34,7 @@ from eqc_enrich.store import KINDS, IndexStore, UnsettledName
 __all__ = ["COOKIE", "PAGE_SIZE", "ReviewState", "create_app", "render_queue"]
 
 COOKIE = "eqc_review_session"
+SEVERAL = "several"  # the queue filter for names with more than one stored candidate
 PAGE_SIZE = 100
 _MAX_BODY = 64 * 1024
 _HEADERS = {
@@ -185,6 +186,9 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
     store, scope = state.store, state.scope_keys
     counts = store.unsettled.counts(keys=scope)
     kinds = [kind] if kind in KINDS else None
+    if kind == SEVERAL:  # not a kind of its own: the names with more than one stored candidate
+        several = with_several_candidates(store)
+        scope = several & scope if scope is not None else several
     statuses = [status] if status else None
     size = state.page_size
     names = store.unsettled.open_names(
@@ -192,10 +196,11 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
     )
     more = len(names) > size
     names = names[:size]
-    total = _total(counts, kinds, statuses, search, page, size, more, len(names))
+    total = _total(counts, kinds, statuses, search or (kind == SEVERAL and "several"), page, size, more, len(names))
     view = QueueView(
         names, counts=counts, candidates=candidate_counts(store, [n.lookup_key for n in names]),
-        kind=kind if kinds else "", status=status, search=search, page=page, page_size=size, total=total,
+        kind=kind if kinds or kind == SEVERAL else "", status=status, search=search, page=page, page_size=size,
+        total=total,
     )  # fmt: skip
     selected: UnsettledName | None = store.unsettled.get(key) if key else (names[0] if names else None)
     keys = [n.lookup_key for n in names]
@@ -215,8 +220,8 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
 
 
 def _total(
-    counts: dict[str, int], kinds: list[str] | None, statuses: list[str] | None, search: str, page: int, size: int,
-    more: bool, shown: int,
+    counts: dict[str, int], kinds: list[str] | None, statuses: list[str] | None, search: str | bool, page: int,
+    size: int, more: bool, shown: int,
 ) -> int:  # fmt: skip
     """How many names match, from the counts where they say it; else as far as this page shows."""
     if not search and not (kinds and statuses):

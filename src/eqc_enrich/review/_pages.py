@@ -37,6 +37,7 @@ WHAT = {
     "not_asked": "not asked",
     "too_long": "name too long",
     "weak_match": "weak match",
+    "several": "several candidates",
 }
 _PLAN_COLUMNS = ("计划代码", "plan_code")
 
@@ -146,7 +147,9 @@ def _header(view: QueueView, scope: str) -> str:
         "<header><h1>Names to settle</h1>"
         f'<p class="left" id="left"><b>{left:,}</b> left, {c.get("settled", 0):,} settled'
         f"{' · ' + e(scope) if scope else ''}</p>"
-        f'<nav class="counts"><a class="count" href="/">all</a>{badges}</nav>'
+        f'<nav class="counts"><a class="count" href="/">all</a>{badges}'
+        f'<a class="count" id="several" href="{e(view.link(kind="several", status="", page=1))}">several candidates</a>'
+        "</nav>"
         f'<form class="filter" method="get" action="/"><input type="hidden" name="kind" value="{e(view.kind)}">'
         f'<input type="hidden" name="status" value="{e(view.status)}">'
         f'<input type="search" name="q" id="filter" lang="zh-CN" placeholder="filter names" value="{e(view.search)}">'

@@ -23,7 +23,9 @@ from eqc_enrich.read import read_table, require_columns
 from eqc_enrich.review._search import candidate_view
 from eqc_enrich.store import IndexStore, UnsettledName
 
-__all__ = ["UNRESOLVED_COLUMNS", "FileScope", "candidate_counts", "candidates_of", "scope_of_file"]
+__all__ = [
+    "UNRESOLVED_COLUMNS", "FileScope", "candidate_counts", "candidates_of", "scope_of_file", "with_several_candidates"
+]  # fmt: skip
 
 UNRESOLVED_COLUMNS = ("name", "temporary_id", "rows", "status")
 _SAMPLE_ROWS = 5
@@ -131,3 +133,16 @@ def candidate_counts(store: IndexStore, keys: Sequence[str]) -> dict[str, int]:
     query = sa.select(p.c.search_key, sa.func.count()).where(p.c.search_key.in_(list(keys))).group_by(p.c.search_key)
     with store.reading() as conn:
         return {str(key): int(n) for key, n in conn.execute(query)}
+
+
+def with_several_candidates(store: IndexStore) -> frozenset[str]:
+    """Names with more than one stored candidate: a person has to choose (read only when that filter is on)."""
+    p = store.tables.payloads
+    query = (
+        sa.select(p.c.search_key)
+        .where(p.c.search_key.is_not(None))
+        .group_by(p.c.search_key)
+        .having(sa.func.count() > 1)
+    )
+    with store.reading() as conn:
+        return frozenset(str(row[0]) for row in conn.execute(query))
