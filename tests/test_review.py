@@ -288,8 +288,9 @@ def test_a_search_without_a_token_says_why_and_asks_nothing(sim: Simulator, tmp_
         store.unsettled.record([name("甲", 2)], "run-1")
         with page_of(store, access(sim.url, token=None)) as (_, page):
             os.environ.pop("WDH_EQC_TOKEN", None)
-            shown = _notice(page, page.post("/search", data={"key": "甲", "query": "甲"}))
-            assert "no EQC token" in shown
+            for _ in range(2):  # and the second time too
+                shown = _notice(page, page.post("/search", data={"key": "甲", "query": "甲"}))
+                assert "no EQC token" in shown
             assert sum(sim.state.stats.search_keys.values()) == 0
     finally:
         store.close()
@@ -436,5 +437,21 @@ def test_one_name_shows_its_rows_and_every_stored_candidate(tmp_path: Path) -> N
         assert "乙公司" in queue
         assert "弱匹配公司" in several
         assert "乙公司" not in several
+    finally:
+        store.close()
+
+
+def test_a_search_while_eqc_is_away_says_so_and_the_page_goes_on(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        store.unsettled.record([name("甲", 2)], "run-1")
+        eqc = access("http://127.0.0.1:9", retries=1, rate_limit=RateLimit(100, 1.0), timeout_s=1.0)
+        with page_of(store, eqc) as (_, page):
+            for _ in range(2):  # twice: the second search reuses the first one's client, keeper and limiter
+                shown = _notice(page, page.post("/search", data={"key": "甲", "query": "甲"}))
+                assert 'id="search-answer"' in shown
+                assert "connection refused" in shown or "EQC unavailable" in shown
+            assert page.get("/?key=甲").status_code == 200
+        assert store.claims.live() == []
     finally:
         store.close()

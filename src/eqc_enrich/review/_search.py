@@ -16,6 +16,7 @@ from typing import Any
 
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._pacing import ConcurrencyGate, SlidingWindowLimiter, default_margin, next_send
+from eqc_enrich._policies import OutagePolicy
 from eqc_enrich._shared import DatabaseClaims, DatabaseLedger
 from eqc_enrich._stats import EqcStats
 from eqc_enrich._tokens import TokenKeeper
@@ -122,17 +123,10 @@ class EqcSearcher:
         if self._client is None:
             self._client = EqcClient(access.token, base_url=access.eqc_url, timeout=access.timeout_s)
             self._keeper = TokenKeeper(self._client, access.token_command)
-            if not await self._keeper.prepare(check=False):
-                return SearchAnswer(query, "skipped", message=self._keeper.unavailable_reason or "no EQC token")
-            self._limiter = SlidingWindowLimiter(
-                access.rate_limit,
-                ledger=DatabaseLedger(
-                    self._store,
-                    access.quota,
-                    self._owner,
-                    spacing_s=access.rate_limit.window_s / access.rate_limit.requests,
-                ),
-            )
+            await self._keeper.prepare(check=False)
+            slot_s = access.rate_limit.window_s / access.rate_limit.requests
+            ledger = DatabaseLedger(self._store, access.quota, self._owner, spacing_s=slot_s)
+            self._limiter = SlidingWindowLimiter(access.rate_limit, ledger=ledger)
         assert self._keeper is not None
         assert self._limiter is not None
         if self._keeper.unavailable_reason is not None:
@@ -143,8 +137,9 @@ class EqcSearcher:
             self._store, self._owner, lease_s=access.claim_lease_s, entries_since=started, negatives_since=started
         )
         settings = LookupSettings(
-            rate_limit=access.rate_limit, retries=access.retries, concurrency=1, timeout_s=access.timeout_s
-        )
+            rate_limit=access.rate_limit, retries=access.retries, concurrency=1, timeout_s=access.timeout_s,
+            outage=OutagePolicy(wait_s=0.0),  # a person waits for an answer: an EQC that is away is said at once
+        )  # fmt: skip
         lookup = EqcLookup(
             self._client, settings, stats=EqcStats(), tokens=self._keeper, on_outcome=outcomes.append,
             limiter=self._limiter, gate=ConcurrencyGate(self._limiter.effective_rate, burst=1, ceiling=1),
