@@ -71,6 +71,7 @@ TOOL_TABLES = (
     "eqc_claim",
     "eqc_unsettled",
     "eqc_worker_log",
+    "eqc_review_decision",
 )
 
 

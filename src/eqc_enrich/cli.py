@@ -404,6 +404,32 @@ def demo(
     )  # fmt: skip
 
 
+@app.command()
+def review(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="FILE_OR_UNRESOLVED_CSV",
+            help="Only the names of this file: an unresolved export, or an input file (its names keyed).",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    name_column: NameColOpt = "客户名称",
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless you mean otherwise).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 0,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL only; open no browser.")] = False,
+) -> None:
+    """A local page to settle the names runs left open: accept a candidate, type an id, not a company, undo."""
+    from eqc_enrich.review._command import review_command
+
+    review_command(
+        db=db, db_schema=db_schema, file=file, name_column=name_column, host=host, port=port,
+        open_browser=not no_browser, echo=typer.echo, warn=lambda line: typer.echo(line, err=True),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every error is one line on stderr, never a traceback or a boxed panel.
 

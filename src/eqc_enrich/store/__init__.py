@@ -9,12 +9,13 @@
 Layout: `_engine` (URLs, engine, transactions, the one error-mapping table), `_dialects` (what differs
 between SQLite and PostgreSQL, chosen once), `_schema` (the tables by name, DDL for `index init`), one
 object per table (`Entries`, `Negatives`, `Payloads`, `Journal`, `QuotaLedger`, `Claims`,
-`UnsettledNames`), the front `IndexStore`, and `_admin` (what the `index` commands do).
+`UnsettledNames`, `ReviewDecisions`), the front `IndexStore`, and `_admin` (what the `index` commands do).
 """
 
 from eqc_enrich.store._admin import ImportReport, export_entries, import_entries, index_stats, prune_index
 from eqc_enrich.store._cache import Negatives, Payloads
 from eqc_enrich.store._claims import Claims
+from eqc_enrich.store._decisions import DECISIONS, Decision, ReviewDecisions
 from eqc_enrich.store._engine import DB_ENV, DEFAULT_DB, SCHEMA_ENV, database_url, redact_url
 from eqc_enrich.store._entries import Entries
 from eqc_enrich.store._journal import Journal
@@ -27,6 +28,7 @@ from eqc_enrich.store._worker import LEGACY_TABLE, Attempts, LegacyRequest, Lega
 
 __all__ = [
     "DB_ENV",
+    "DECISIONS",
     "DEFAULT_DB",
     "INDEX_TABLE",
     "KINDS",
@@ -37,6 +39,7 @@ __all__ = [
     "Attempts",
     "Claims",
     "Decide",
+    "Decision",
     "Entries",
     "ImportReport",
     "IndexEntry",
@@ -50,6 +53,7 @@ __all__ = [
     "Payloads",
     "QuotaLedger",
     "Remapped",
+    "ReviewDecisions",
     "Tables",
     "UnsettledName",
     "UnsettledNames",

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
+from eqc_enrich.store._decisions import define_table as define_decisions
 from eqc_enrich.store._unsettled import define_table as define_unsettled
 from eqc_enrich.store._worker import define_log_table as define_worker_log
 
@@ -37,6 +38,7 @@ class Tables:
     claims: sa.Table
     unsettled: sa.Table
     worker_log: sa.Table
+    decisions: sa.Table
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
@@ -44,6 +46,7 @@ class Tables:
         return (
             self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
             self.worker_log,
+            self.decisions,
         )  # fmt: skip
 
     @property
@@ -114,6 +117,7 @@ def define(schema: str | None) -> Tables:
         ),
         unsettled=define_unsettled(metadata),
         worker_log=define_worker_log(metadata),
+        decisions=define_decisions(metadata),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich.store._cache import Negatives, Payloads
 from eqc_enrich.store._claims import Claims
+from eqc_enrich.store._decisions import ReviewDecisions
 from eqc_enrich.store._engine import SCHEMA_ENV, Database, database_url, redact_url
 from eqc_enrich.store._entries import Entries
 from eqc_enrich.store._journal import Journal
@@ -30,7 +31,7 @@ __all__ = ["IndexStore", "InitReport", "init_index"]
 class IndexStore:
     """The enrichment index and the tool's tables beside it: `enrichment_index` compatible with
     `enterprise.enrichment_index`, the negative cache, raw payloads, the run journal, the shared quota, the
-    claims, and the names runs left unsettled.
+    claims, the names runs left unsettled, and the review page's decisions.
 
     `db` is a SQLite path or a SQLAlchemy URL (default `EQC_ENRICH_DB`, else `./eqc_enrich.db`); `schema`
     places the tables in a PostgreSQL schema (default `EQC_ENRICH_DB_SCHEMA`; ignored for SQLite).
@@ -41,7 +42,7 @@ class IndexStore:
     without them fails with one line saying so.
 
     Reads and writes are short transactions; each table object (`entries`, `negatives`, `payloads`,
-    `journal`, `quota`, `claims`, `unsettled`) takes `conn=` to work inside `transaction()`.
+    `journal`, `quota`, `claims`, `unsettled`, `decisions`) takes `conn=` to work inside `transaction()`.
     """
 
     def __init__(self, db: str | Path | None = None, *, schema: str | None = None, create: bool | None = None) -> None:
@@ -60,6 +61,7 @@ class IndexStore:
         self.unsettled = UnsettledNames(self._db, t.unsettled, t.index)
         self.worker_log = WorkerLog(self._db, t.worker_log, index=t.index, negatives=t.negatives, unsettled=t.unsettled)
         self.legacy_requests = LegacyRequests(self._db, self.schema)  # the old tools' queue, where it exists
+        self.decisions = ReviewDecisions(self._db, t.decisions)
         try:
             if self._db.dialect.creates_on_open if create is None else create:
                 _create_missing(self._db, t)
@@ -82,6 +84,12 @@ class IndexStore:
         with self._db.begin() as conn:
             yield conn
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads of several tables (SQLite takes no write lock for it)."""
+        with self._db.read() as conn:
+            yield conn
+
     # -- the run's calls -----------------------------------------------------------------------------------
 
     def lookup(
@@ -94,15 +102,15 @@ class IndexStore:
         """Names EQC said it does not know, asked recently enough to trust."""
         return self.negatives.known(names, asked_since=asked_since)
 
-    def write(self, batch: WriteBatch, *, owner: str | None = None) -> None:
+    def write(self, batch: WriteBatch, *, owner: str | None = None, conn: Connection | None = None) -> None:
         """Everything in one transaction, committed together or not at all: answers, negatives, payloads,
-        and the release of `owner`'s claims on `batch.released`."""
+        and the release of `owner`'s claims on `batch.released` (inside the caller's transaction with `conn`)."""
         if not len(batch):
             return
         if batch.released and owner is None:
             raise ValueError("a batch that releases claims needs the owner of those claims")
         now = utcnow()
-        with self.transaction() as conn:
+        with self._db.begin(conn) as conn:
             self.entries.upsert(batch.entries, now=now, conn=conn)
             self.unsettled.settle_entries(batch.entries, now=now, conn=conn)
             self.negatives.add(batch.negatives, now=now, conn=conn)

@@ -10,7 +10,7 @@ the worker (their queues) and `index remap` (the temporary ids that have become 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -94,6 +94,7 @@ def define_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("settled_company_id", sa.String(100)),
         sa.Column("settled_source", sa.String(50)),
         sa.Index("ix_eqc_unsettled_open_rows", "settled_at", "rows"),
+        sa.Index("ix_eqc_unsettled_open_kind", "settled_at", "kind", "status"),  # the queue's counts, index only
         sa.Index("ix_eqc_unsettled_temp_id", "temp_id"),
     )
 
@@ -187,13 +188,17 @@ class UnsettledNames:
         kinds: Sequence[str] | None = None,
         statuses: Sequence[str] | None = None,
         search: str | None = None,
+        keys: Collection[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
         conn: Connection | None = None,
     ) -> list[UnsettledName]:
-        """Names still open, most rows affected first (then assets, then the key, for a stable order)."""
+        """Names still open, most rows affected first (then assets, then the key, for a stable order);
+        `keys` keeps only those names (the names of one file)."""
         t = self.table
         query = sa.select(t).where(t.c.settled_at.is_(None))
+        if keys is not None:
+            query = query.where(self._db.dialect.one_of(t.c.lookup_key, keys))
         if kinds:
             query = query.where(t.c.kind.in_(list(kinds)))
         if statuses:
@@ -216,17 +221,28 @@ class UnsettledNames:
             row = c.execute(sa.select(self.table).where(self.table.c.lookup_key == key)).mappings().first()
         return _name(row) if row is not None else None
 
-    def counts(self, *, conn: Connection | None = None) -> dict[str, int]:
-        """Open names by kind and by status (keys `kind:<k>` and `status:<s>`), and `settled`."""
+    def counts(self, *, keys: Collection[str] | None = None, conn: Connection | None = None) -> dict[str, int]:
+        """Open names by kind and by status (keys `kind:<k>` and `status:<s>`), and `settled`; `keys` counts
+        only those names."""
         t = self.table
+        scope = [self._db.dialect.one_of(t.c.lookup_key, keys)] if keys is not None else []
         result: dict[str, int] = {}
         with self._db.read(conn) as c:
             for column in (t.c.kind, t.c.status):
-                query = sa.select(column, sa.func.count()).where(t.c.settled_at.is_(None)).group_by(column)
+                query = sa.select(column, sa.func.count()).where(t.c.settled_at.is_(None), *scope).group_by(column)
                 result.update({f"{column.name}:{value}": int(n) for value, n in c.execute(query)})
-            settled = sa.select(sa.func.count()).select_from(t).where(t.c.settled_at.is_not(None))
+            settled = sa.select(sa.func.count()).select_from(t).where(t.c.settled_at.is_not(None), *scope)
             result["settled"] = int(c.execute(settled).scalar_one())
         return result
+
+    def known(self, keys: Iterable[str], *, conn: Connection | None = None) -> set[str]:
+        """Of these keys, those recorded here (open or settled)."""
+        t = self.table
+        with self._db.read(conn) as c:
+            return {
+                row[0]
+                for row in c.execute(sa.select(t.c.lookup_key).where(self._db.dialect.one_of(t.c.lookup_key, keys)))
+            }
 
     def remapped(self, *, since: datetime | None = None, conn: Connection | None = None) -> list[Remapped]:
         """Temporary ids that became company ids (settled after `since`), oldest settlement first."""

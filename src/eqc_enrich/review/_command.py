@@ -1,0 +1,78 @@
+"""What `eqc-enrich review` does, apart from parsing: open the index, narrow to a file, serve, open a browser."""
+
+from __future__ import annotations
+
+import webbrowser
+from collections.abc import Callable
+from pathlib import Path
+
+from eqc_enrich._errors import ConfigError
+from eqc_enrich.review._queue import scope_of_file
+from eqc_enrich.review._search import EqcAccess
+from eqc_enrich.review._server import ReviewServer, is_loopback
+from eqc_enrich.settings import Settings, load_settings
+from eqc_enrich.store import IndexStore, redact_url
+
+__all__ = ["access_from_settings", "review_command"]
+
+Echo = Callable[[str], None]
+
+
+def access_from_settings(settings: Settings) -> EqcAccess:
+    """The runs' EQC settings (WDH_*): the same URL, token, token command, rate limit and shared quota."""
+    return EqcAccess(
+        eqc_url=settings.eqc_base_url,
+        token=settings.token_value(),
+        token_command=settings.eqc_token_command,
+        rate_limit=settings.rate_limit,
+        timeout_s=settings.eqc_timeout,
+        retries=settings.eqc_retry_max,
+        quota_key=settings.eqc_quota_key or settings.eqc_base_url,
+    )
+
+
+def review_command(
+    *,
+    db: str | None,
+    db_schema: str | None,
+    file: Path | None,
+    name_column: str,
+    host: str,
+    port: int,
+    open_browser: bool,
+    echo: Echo,
+    warn: Echo,
+) -> None:
+    access = access_from_settings(load_settings())
+    store = IndexStore(db, schema=db_schema)
+    try:
+        scope = scope_of_file(store, file, name_column=name_column) if file is not None else None
+        try:
+            server = ReviewServer(
+                store, access, host=host, port=port, scope_keys=scope.keys if scope else None,
+                scope_label=f"names of {file.name}" if file is not None else "",
+            )  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        if not is_loopback(host):
+            warn(f"warning: listening on {host}, not loopback: anyone who can reach it and has the URL can decide")
+        counts = store.unsettled.counts(keys=scope.keys if scope else None)
+        left = sum(n for k, n in counts.items() if k.startswith("kind:"))
+        where = f" ({len(scope.keys):,} names in {file}, {scope.recorded:,} newly listed)" if scope and file else ""
+        echo(f"index {redact_url(store.url)}: {left:,} names to settle{where}")
+        echo(f"review page: {server.url}")
+        echo("(Ctrl-C stops it)")
+        if open_browser:
+            _open(server.url)
+        server.serve()
+    finally:
+        store.close()
+
+
+def _open(url: str) -> None:
+    """Open the page when this machine has a browser; without one the printed URL is the way in."""
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return
+    webbrowser.open(url, new=2)
