@@ -21,6 +21,7 @@ from eqc_enrich.keys import (
     clean_plan_code,
     is_real_company_id,
     is_shortened_key,
+    is_temp_company_id,
     normalize_name,
     plan_customer_key,
     temp_company_id,
@@ -389,3 +390,13 @@ def test_lookup_types() -> None:
         "account_number",
     ]
     assert INDEX_PRIORITY == ("plan_code", "customer_name", "plan_customer", "former_name")
+
+
+def test_a_temporary_id_is_recognised_and_a_real_one_is_not() -> None:
+    temp = temp_company_id("示例科技有限公司", "salt")
+    assert temp is not None
+    assert is_temp_company_id(temp)
+    assert is_temp_company_id(f" {temp} ")
+    assert not is_temp_company_id("600000001")
+    assert not is_temp_company_id(temp + "X")
+    assert not is_temp_company_id("IN" + "1" * 16)  # base32 has no 1

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from tests.conftest import IndexDb
 
 from eqc_enrich import RateLimit
+from eqc_enrich.keys import temp_company_id
 from eqc_enrich.review import (
     COOKIE,
     KEYS_HELP,
@@ -203,6 +204,9 @@ def test_a_typed_id_must_be_an_id_and_the_name_must_be_in_the_queue(tmp_path: Pa
         with page_of(store) as (_, page):
             assert "not a company id" in _notice(page, page.post("/decide", data={"key": "甲", "decision": "typed",
                                                                                  "company_id": "N/A"}))  # fmt: skip
+            temp = temp_company_id("甲", "salt")
+            assert "is a temporary id" in _notice(page, page.post("/decide", data={"key": "甲", "decision": "typed",
+                                                                                 "company_id": temp}))  # fmt: skip
             assert "no such name" in _notice(page, page.post("/decide", data={"key": "无", "decision": "skip"}))
             assert page.post("/decide", data={"key": "甲", "decision": "drop"}).status_code == 400
             assert store.decisions.latest() == []

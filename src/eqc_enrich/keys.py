@@ -36,6 +36,7 @@ __all__ = [
     "clean_plan_code",
     "is_real_company_id",
     "is_shortened_key",
+    "is_temp_company_id",
     "normalize_name",
     "plan_customer_key",
     "temp_company_id",
@@ -327,6 +328,14 @@ def temp_company_id(name: str | None, salt: str) -> str | None:
     message = normalize_name(name) or "__empty__"
     digest = hmac.new(salt.encode("utf-8"), message.encode("utf-8"), hashlib.sha1).digest()
     return "IN" + base64.b32encode(digest[:10]).decode("ascii").rstrip("=")
+
+
+_TEMP_ID = re.compile(r"IN[A-Z2-7]{16}")
+
+
+def is_temp_company_id(value: str) -> bool:
+    """Whether an id has the shape `temp_company_id` gives: a stand-in, never to be learned as a company."""
+    return _TEMP_ID.fullmatch(value.strip()) is not None
 
 
 # --- ids and plan codes -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from eqc_enrich._errors import InputError
-from eqc_enrich.keys import LookupType, clean_company_id, is_real_company_id
+from eqc_enrich.keys import LookupType, clean_company_id, is_real_company_id, is_temp_company_id
 from eqc_enrich.store import NOT_A_COMPANY, Decision, IndexEntry, IndexStore, WriteBatch
 
 __all__ = ["MANUAL_DOMAIN", "MANUAL_SOURCE", "Decider", "Undone", "manual_entry"]
@@ -51,6 +51,8 @@ class Decider:
         cleaned = clean_company_id(company_id)
         if not cleaned or not is_real_company_id(cleaned):
             raise InputError(f"not a company id: {company_id!r}")
+        if is_temp_company_id(cleaned):
+            raise InputError(f"{cleaned} is a temporary id a run gave, not a company id")
         self._require_open(key)
         store = self._store
         with store.transaction() as conn:
