@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from tests.conftest import IndexDb
 
 from eqc_enrich import RateLimit
 from eqc_enrich.simulator import Simulator, SimulatorConfig, write_month
@@ -51,9 +52,12 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 1
     )
 
 
-def run_args(month: Path, sim: Simulator, tmp_path: Path, *extra: str | Path) -> list[str | Path]:
+def run_args(
+    month: Path, sim: Simulator, tmp_path: Path, *extra: str | Path, db: Sequence[str | Path] = ()
+) -> list[str | Path]:
+    """`run` on the test's month; `db` replaces the default index (a SQLite file in tmp_path)."""
     return [
-        "run", month, "-o", tmp_path / "out.parquet", "--db", tmp_path / "index.db", "--eqc-url", sim.url,
+        "run", month, "-o", tmp_path / "out.parquet", *(db or ["--db", tmp_path / "index.db"]), "--eqc-url", sim.url,
         "--rate-limit", "10/60ms", "--timeout", "2s", "--summary", tmp_path / "summary.json", *extra,
     ]  # fmt: skip
 
@@ -142,8 +146,12 @@ def test_plan_answers_without_calling_eqc(month: Path, sim: Simulator, tmp_path:
     assert sim.stats()["requests"]["search"] == 0
 
 
-def test_sigint_stops_cleanly_and_a_rerun_resumes(month: Path, sim: Simulator, tmp_path: Path) -> None:
-    args = run_args(month, sim, tmp_path, "--progress-interval", "50ms")
+def test_sigint_stops_cleanly_and_a_rerun_resumes(
+    month: Path, sim: Simulator, tmp_path: Path, index_db: IndexDb
+) -> None:
+    """End to end on each index: SQLite, and the PostgreSQL `.ci/run` starts (tables made by `index init`)."""
+    index_db.open().close()
+    args = run_args(month, sim, tmp_path, "--progress-interval", "50ms", db=index_db.cli())
     process = subprocess.Popen(
         [sys.executable, "-m", "eqc_enrich.cli", *map(str, args)],
         stderr=subprocess.PIPE,
@@ -169,7 +177,7 @@ def test_sigint_stops_cleanly_and_a_rerun_resumes(month: Path, sim: Simulator, t
     out = pl.read_parquet(tmp_path / "out.parquet")
     assert out.height == 3_000  # complete: what EQC did not answer got temporary ids
 
-    again = cli(*run_args(month, sim, tmp_path, "--quiet"))
+    again = cli(*run_args(month, sim, tmp_path, "--quiet", db=index_db.cli()))
     assert again.returncode == 0, again.stderr
     resumed = json.loads((tmp_path / "summary.json").read_text())
     assert resumed["status"] == "completed"
