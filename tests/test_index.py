@@ -237,6 +237,15 @@ def test_all_rows_leave_out_the_surrogate_id_and_come_in_key_order(store: IndexS
     ]
 
 
+def test_all_rows_sort_by_type_before_key(store: IndexStore) -> None:
+    """Key order and type order disagree here (乙 sorts before 甲): the type comes first."""
+    store.write(WriteBatch(entries=[entry("A", 0.9, key="甲"), IndexEntry("乙", "former_name", "B", 0.8, "eqc_api"),
+                                    entry("B", 0.9, key="乙")]))  # fmt: skip
+    assert [(r["lookup_type"], r["lookup_key"]) for r in store.entries.all_rows()] == [
+        ("customer_name", "乙"), ("customer_name", "甲"), ("former_name", "乙")
+    ]  # fmt: skip
+
+
 def test_a_payload_answered_again_is_stamped_again(store: IndexStore) -> None:
     first, later = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
     store.payloads.upsert([Payload("C1", "甲")], now=first)
