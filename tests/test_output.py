@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import re
 import shutil
@@ -562,6 +563,17 @@ def test_write_text_writes_utf8_through_a_temporary_file(tmp_path: Path) -> None
     assert tree(tmp_path) == ["sub", "sub/说明.txt"]
 
 
+def test_write_text_writes_utf8_whatever_the_locale_says(tmp_path: Path) -> None:
+    """A host whose locale is not UTF-8 (here C, plain ASCII) still gets a UTF-8 file, not an encoding error."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        write_text(tmp_path / "说明.txt", "第一行\n")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert (tmp_path / "说明.txt").read_bytes() == "第一行\n".encode()
+
+
 def test_the_unresolved_list_sits_beside_the_input() -> None:
     assert unresolved_path(Path("/data/2024-11/月报.xlsx")) == Path("/data/2024-11/月报.unresolved.csv")
 
@@ -572,3 +584,13 @@ def test_xlsx_columns_are_not_fitted(tmp_path: Path) -> None:
     sheet = zipfile.ZipFile(target).read("xl/worksheets/sheet1.xml").decode()
     assert "<sheetData>" in sheet
     assert "<cols>" not in sheet
+
+
+def test_column_names_that_neutralize_into_others_are_named_in_the_refusal() -> None:
+    frame = pl.DataFrame({"=a": ["1"], "'=a": ["2"], "+b": ["3"], "'+b": ["4"], "c": ["5"]})
+    with pytest.raises(InputError) as caught:
+        neutralize_formulas(frame)
+    assert one_line(caught.value) == (
+        "column name(s) \"'+b\", \"'=a\" exist twice once a leading ' neutralizes the other; "
+        "rename a column or write with --keep-formulas"
+    )

@@ -26,6 +26,7 @@ from eqc_enrich import (
     enrich_async,
     temp_company_id,
 )
+from eqc_enrich._policies import OutagePolicy
 from eqc_enrich._stats import EqcStats
 from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import SEARCH, EqcClient
@@ -357,6 +358,7 @@ def one_name_with_details(
     stop_after_arrivals: int | None = None,
     events: list[tuple[str, dict[str, Any]]] | None = None,
     stop_on_event: str | None = None,
+    before_run: Callable[[EqcLookup], None] = lambda lookup: None,
 ) -> StageResult:
     """One name through the EQC stage, details and all; `events` collects what it reports, and the stage is
     stopped after `stop_after_arrivals` requests reached the simulator or at the first `stop_on_event`."""
@@ -375,6 +377,7 @@ def one_name_with_details(
             client, settings, stats=EqcStats(), tokens=keeper, on_outcome=lambda outcome: None, events=hear,
             rng=random.Random(5),
         )  # fmt: skip
+        before_run(lookup)
         task = asyncio.create_task(lookup.run([name]))
         if stop_after_arrivals is not None:
             for _ in range(3000):  # 30 s at most
@@ -475,3 +478,39 @@ def test_a_stop_cuts_a_back_off_short(quick_sim: Simulator) -> None:
     result = one_name_with_details(quick_sim, name, settings, transport=transport, stop_on_event="retry")
     assert (result.outcomes[name].status, result.stopped) == ("skipped", "interrupted")
     assert result.outcomes[name].error == "not asked: the run was interrupted"
+
+
+def test_a_stop_before_the_run_sends_nothing_and_the_first_reason_sticks(quick_sim: Simulator) -> None:
+    name = known_name()
+
+    def stop_twice(lookup: EqcLookup) -> None:
+        lookup.stop("token", "no usable token")
+        lookup.stop("eqc_down", "EQC unavailable")
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0))
+    result = one_name_with_details(quick_sim, name, settings, events=events, before_run=stop_twice)
+    assert (result.stopped, result.message) == ("token", "no usable token")
+    assert (result.outcomes[name].status, result.outcomes[name].error) == ("skipped", "not asked: no usable EQC token")
+    assert events == [("stopping", {"reason": "token"})]
+    assert quick_sim.state.stats.arrivals == []
+
+
+@pytest.mark.parametrize("unreachable", ["findDepart", "findLabels"])
+def test_eqc_gone_during_the_details_keeps_the_search_answer(quick_sim: Simulator, unreachable: str) -> None:
+    """A details call gets no answer at all, and the outage policy gives EQC no time to come back: the answer
+    in hand is kept; nothing more was asked, so the stage just ends."""
+    name = known_name()
+
+    def refuse(path: str) -> None:
+        if path.endswith(unreachable):
+            raise httpx.ConnectError("connection refused")
+
+    no_patience = OutagePolicy(unreachable_in_a_row=1, wait_s=0.0)
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=0, details=True, outage=no_patience)
+    result = one_name_with_details(quick_sim, name, settings, transport=front(quick_sim, refuse))
+    outcome = result.outcomes[name]
+    assert outcome.status == "found"
+    assert outcome.hit is not None
+    assert (outcome.business is None) == (unreachable == "findDepart")
+    assert outcome.labels is None

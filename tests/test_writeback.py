@@ -74,6 +74,11 @@ def test_former_names_below_the_minimum_once_discounted_are_not_learned() -> Non
     assert [e.confidence for e in exactly.entries if e.lookup_type == LookupType.FORMER_NAME] == [0.6]
 
 
+def test_a_former_names_confidence_is_kept_to_two_places() -> None:
+    batch = batch_for(found(0.87, former=("旧名有限公司",)))  # 0.87 x 0.9 = 0.783
+    assert [e.confidence for e in batch.entries if e.lookup_type == LookupType.FORMER_NAME] == [0.78]
+
+
 def test_a_not_found_name_becomes_a_negative_and_nothing_else() -> None:
     batch = batch_for(LookupOutcome(NAME, "not_found"))
     assert (batch.negatives, batch.entries, batch.payloads, batch.cleared_negatives) == ([NAME], [], [], [])
@@ -424,14 +429,16 @@ def test_a_probe_of_a_locked_index_fails_at_the_stall_bound_and_says_why(tmp_pat
             error = writer.error
         finally:
             lock.release()
-        return probed, error, await writer.flush()
+        back = await writer.flush()
+        writer.report_trouble("the claims could not be written")  # a second outage, counted as one more
+        return probed, error, back and writer.outages == 2
 
     try:
-        probed, error, back = asyncio.run(main())
+        probed, error, back_then_down_again = asyncio.run(main())
     finally:
         store.close()
-    assert (probed, error, back) == (False, "index write lock not granted", True)
-    assert [kind for kind, _ in events] == ["index_unwritable", "index_back"]
+    assert (probed, error, back_then_down_again) == (False, "index write lock not granted", True)
+    assert [kind for kind, _ in events] == ["index_unwritable", "index_back", "index_unwritable"]
     assert events[0][1]["error"] == "the shared quota could not be read"
 
 
@@ -443,8 +450,9 @@ def test_a_side_file_that_cannot_be_written_gives_up_once_and_is_not_tried_again
     blocker = tmp_path / "pending"
     blocker.write_text("a file where the folder should be", encoding="utf-8")
     side = PendingFile([blocker], "run-1")
+    events: list[tuple[str, dict[str, Any]]] = []
     try:
-        writer = IndexWriter(store, side_file=side)
+        writer = IndexWriter(store, side_file=side, events=lambda kind, fields: events.append((kind, fields)))
         writer.add(LookupOutcome("甲公司", "not_found"))
         writer.report_trouble("index locked")
         blocker.unlink()
@@ -457,3 +465,19 @@ def test_a_side_file_that_cannot_be_written_gives_up_once_and_is_not_tried_again
     assert not side.exists
     assert list(blocker.iterdir()) == []
     assert writer.uncommitted == 2
+    assert events[-1] == ("index_gave_up", {"error": writer.gave_up, "side_file": str(side.path)})
+
+
+def test_the_first_report_of_trouble_never_gives_up_by_itself(tmp_path: Path) -> None:
+    """The wait bound counts from the first failure: with a bound of 0 s the first report starts the clock,
+    and only a later one, any time after, gives up."""
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        writer = IndexWriter(store, policy=IndexWaitPolicy(wait_s=0.0, stall_s=1.0, retry_s=0.01))
+        writer.report_trouble("index locked")
+        first = writer.gave_up
+        time.sleep(0.01)
+        writer.report_trouble("index still locked")
+    finally:
+        store.close()
+    assert (first, writer.gave_up) == (None, "index still locked")
