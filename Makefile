@@ -24,10 +24,10 @@ bench: $(STAMP)
 	$(BIN)/eqc-enrich bench --simulate --out bench-report
 
 # Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; score and survivors in
-# docs/mutation.md). About half an hour on two cores; not part of `make test` or .ci/run.
+# docs/mutation.md). Over an hour on two busy cores (docs/mutation.md); not part of `make test` or .ci/run.
 mutation: $(STAMP)
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children 2
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 
 clean:

@@ -81,12 +81,12 @@ PLANTS: tuple[Plant, ...] = (
     ),
     Plant(
         "7", "negative-cache TTL ignored", "enrich.py `prepare` (the cut-off also feeds the claims' look)",
-        (("enrich.py", "else timedelta(seconds=options.negative_ttl_s)", "else timedelta(days=36_500)"),),
+        (("enrich.py", "read_at - timedelta(seconds=options.negative_ttl_s)", "read_at - timedelta(days=36_500)"),),
         ("tests/test_promises.py::test_not_found_is_trusted_for_the_negative_ttl_and_no_longer",),
     ),
     Plant(
         "8", "negative TTL read as milliseconds (30 days become 43 minutes)", "enrich.py `prepare`",
-        (("enrich.py", "else timedelta(seconds=options.negative_ttl_s)", "else timedelta(milliseconds=options.negative_ttl_s)"),),
+        (("enrich.py", "read_at - timedelta(seconds=options.negative_ttl_s)", "read_at - timedelta(milliseconds=options.negative_ttl_s)"),),
         ("tests/test_promises.py::test_not_found_is_trusted_for_the_negative_ttl_and_no_longer",),
     ),
     Plant(

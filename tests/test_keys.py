@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from decimal import Decimal
 
 import pytest
@@ -287,6 +288,24 @@ def test_keys_up_to_the_limit_are_kept_whole() -> None:
 )
 def test_ordinary_keys_are_not_shortened(key: str) -> None:
     assert not is_shortened_key(key)
+
+
+def _expected_char(char: str) -> str:
+    """The per-character rule, from Unicode's own full-width folding rather than the table's offsets."""
+    if char in "(（﹙":
+        return "（"
+    if char in ")）﹚":
+        return "）"
+    code = ord(char)
+    if 0x21 <= code <= 0x7E or 0xFF01 <= code <= 0xFF5E:
+        return unicodedata.normalize("NFKC", char).upper()
+    return char
+
+
+def test_the_char_map_is_the_documented_rule_and_nothing_else() -> None:
+    expected = {code: _expected_char(chr(code)) for code in range(0x10000) if _expected_char(chr(code)) != chr(code)}
+    assert keys._build_char_map() == expected
+    assert expected == keys._CHAR_MAP
 
 
 def test_mapping_fast_path_sees_every_mapped_char() -> None:

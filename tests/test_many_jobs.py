@@ -140,6 +140,8 @@ def test_three_runs_share_one_quota_ask_each_name_once_and_get_every_row_right(
     # each name was asked by one process; the others took its answer from the index
     assert sum(s["eqc"]["names_asked"] for s in summaries) == len(names)
     assert sum(s["eqc"]["answered_elsewhere"] for s in summaries) > 0
+    for eqc in (s["eqc"] for s in summaries):  # each run's figures add up, names answered elsewhere one by one
+        assert eqc["names_planned"] == eqc["names_asked"] + eqc["not_asked"] + eqc["answered_elsewhere"]
 
 
 def _summary(path: Path) -> dict[str, Any]:

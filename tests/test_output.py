@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import locale
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,13 +22,16 @@ from eqc_enrich.output import (
     FORMULA_TRIGGERS,
     WriteItem,
     _commit,
+    atomic_write,
     default_output_path,
     ensure_writable,
     is_number_text,
     neutralize_formulas,
     neutralize_text,
+    unresolved_path,
     write_table,
     write_tables,
+    write_text,
 )
 from eqc_enrich.read import Table, TableFormat, read_table, table_format
 
@@ -490,3 +495,102 @@ def test_a_directory_in_the_way_of_a_commit_is_named() -> None:
 
     with pytest.raises(IsADirectoryError, match=r"^/tmp is not a regular file$"):
         _keep_previous(Path("/tmp"))
+
+
+# --- found untested by mutation testing: temporary names, atomic_write and write_text on their own ----------
+
+
+def test_the_temporary_file_is_a_hidden_unique_sibling_that_keeps_the_extension(tmp_path: Path) -> None:
+    seen: list[Path] = []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp)
+        tmp.write_bytes(b"x")
+
+    target = tmp_path / "月报.xlsx"
+    assert atomic_write(target, write) == target
+    atomic_write(target, write)
+    first, second = seen
+    assert first.parent == second.parent == tmp_path
+    assert re.fullmatch(r"\.月报\.[0-9a-f]{32}\.tmp\.xlsx", first.name)
+    assert first != second
+    assert tree(tmp_path) == ["月报.xlsx"]
+
+
+def test_a_temporary_name_cuts_a_long_stem_at_100_bytes_and_a_long_suffix_at_16_characters(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp.name)
+        tmp.write_bytes(b"x")
+
+    atomic_write(tmp_path / ("a" * 150 + "." + "b" * 30), write)
+    assert re.fullmatch(r"\." + "a" * 100 + r"\.[0-9a-f]{32}\.tmp\." + "b" * 15, seen[0])
+
+
+def test_a_file_name_with_undecodable_bytes_still_gets_a_temporary_sibling(tmp_path: Path) -> None:
+    target = tmp_path / "\udcff数据.csv"  # the byte 0xff, as Python spells a file-name byte that is not UTF-8
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"x"))
+    assert target.read_bytes() == b"x"
+    assert os.listdir(os.fsencode(tmp_path)) == [b"\xff" + "数据.csv".encode()]
+
+
+def test_atomic_write_makes_a_failed_write_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "out.txt"
+
+    def refused(tmp: Path) -> None:
+        raise PermissionError(13, "Permission denied")  # before the temporary file exists
+
+    with pytest.raises(InputError) as caught:
+        atomic_write(target, refused)
+    assert one_line(caught.value) == f"cannot write {target}: Permission denied"
+    assert tree(tmp_path) == []
+
+
+def test_atomic_write_lets_any_other_error_through_and_leaves_nothing(tmp_path: Path) -> None:
+    def bug(tmp: Path) -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        atomic_write(tmp_path / "new" / "out.txt", bug)
+    assert tree(tmp_path) == []
+
+
+def test_write_text_writes_utf8_through_a_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "说明.txt"
+    assert write_text(target, "第一行\n") == target
+    assert target.read_bytes() == "第一行\n".encode()
+    assert tree(tmp_path) == ["sub", "sub/说明.txt"]
+
+
+def test_write_text_writes_utf8_whatever_the_locale_says(tmp_path: Path) -> None:
+    """A host whose locale is not UTF-8 (here C, plain ASCII) still gets a UTF-8 file, not an encoding error."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        write_text(tmp_path / "说明.txt", "第一行\n")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert (tmp_path / "说明.txt").read_bytes() == "第一行\n".encode()
+
+
+def test_the_unresolved_list_sits_beside_the_input() -> None:
+    assert unresolved_path(Path("/data/2024-11/月报.xlsx")) == Path("/data/2024-11/月报.unresolved.csv")
+
+
+def test_xlsx_columns_are_not_fitted(tmp_path: Path) -> None:
+    """No autofit: fitting measures every cell of every column; the file then carries no column widths."""
+    target = write_table(pl.DataFrame({"客户名称": ["一个很长很长的公司名称有限公司"] * 3}), tmp_path / "o.xlsx")
+    sheet = zipfile.ZipFile(target).read("xl/worksheets/sheet1.xml").decode()
+    assert "<sheetData>" in sheet
+    assert "<cols>" not in sheet
+
+
+def test_column_names_that_neutralize_into_others_are_named_in_the_refusal() -> None:
+    frame = pl.DataFrame({"=a": ["1"], "'=a": ["2"], "+b": ["3"], "'+b": ["4"], "c": ["5"]})
+    with pytest.raises(InputError) as caught:
+        neutralize_formulas(frame)
+    assert one_line(caught.value) == (
+        "column name(s) \"'+b\", \"'=a\" exist twice once a leading ' neutralizes the other; "
+        "rename a column or write with --keep-formulas"
+    )

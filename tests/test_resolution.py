@@ -11,6 +11,7 @@ import pytest
 from eqc_enrich import ConfigError, InputError, RunOptions, enrich, temp_company_id
 from eqc_enrich.output import write_table
 from eqc_enrich.read import read_table
+from eqc_enrich.resolve import Overrides
 from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
 
 SALT = "test_salt"
@@ -95,6 +96,24 @@ def test_bad_overrides_are_config_errors(tmp_path: Path) -> None:
     bad.write_text("customer_name: [not, a, map]\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="overrides"):
         enrich(pl.DataFrame({"客户名称": ["x"]}), options=offline(tmp_path / "i.db", overrides=bad))
+
+
+@pytest.mark.parametrize(
+    ("entry", "shown"),
+    [
+        ("甲公司: {nested: 1}", "'甲公司': {'nested': 1}"),
+        ("甲公司: [C1, C2]", "'甲公司': ['C1', 'C2']"),
+        ("甲公司: ''", "'甲公司': ''"),
+        ("甲公司: null", "'甲公司': None"),
+        ("'  ': C1", "'  ': 'C1'"),
+    ],
+)
+def test_an_override_that_is_not_a_key_and_an_id_is_named(tmp_path: Path, entry: str, shown: str) -> None:
+    bad = tmp_path / "o.yaml"
+    bad.write_text(f"customer_name:\n  乙公司: C9\n  {entry}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        Overrides.load(bad)
+    assert str(caught.value) == f"overrides {bad}: entry {shown} is not a key and a company id"
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -23,7 +26,12 @@ from eqc_enrich import (
     enrich_async,
     temp_company_id,
 )
+from eqc_enrich._policies import OutagePolicy
+from eqc_enrich._stats import EqcStats
+from eqc_enrich._tokens import TokenKeeper
+from eqc_enrich.eqc import SEARCH, EqcClient
 from eqc_enrich.keys import normalize_name
+from eqc_enrich.lookup import EqcLookup, LookupSettings, StageResult
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import IndexStore
@@ -312,3 +320,197 @@ def test_details_fetches_and_stores_business_info_and_labels(tmp_path: Path) -> 
     assert all("labels" in p["labels_json"] for p in payloads)
     joined = result.frame.with_row_index("row").join(truth.rename({"company_id": "expected"}), on="row")
     assert joined.filter(pl.col("expected").is_not_null() & (pl.col("company_id") != pl.col("expected"))).height == 0
+
+
+# --- the EQC stage's details: what stops or fails there keeps the search answer (found by mutation testing) ---
+
+
+def known_name() -> str:
+    """A name of the seed-11 universe that EQC finds."""
+    data, truth = make_month(seed=11, rows=40, companies=4, existing_id_share=0.0)
+    row = truth.filter(pl.col("company_id").is_not_null())["row"][0]
+    return str(data["客户名称"][row])
+
+
+def front(sim: Simulator, on_request: Callable[[str], httpx.Response | None]) -> httpx.MockTransport:
+    """A transport that hands each request to the real simulator, unless `on_request(path)` answers it first:
+    the simulator has no fault aimed at one endpoint, and these cases need one."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        answer = on_request(request.url.path)
+        if answer is not None:
+            return answer
+        async with httpx.AsyncClient() as real:
+            forwarded = await real.request(
+                request.method, sim.url + request.url.path, params=request.url.params, headers=request.headers
+            )
+        return httpx.Response(forwarded.status_code, content=forwarded.content, headers=forwarded.headers)
+
+    return httpx.MockTransport(handle)
+
+
+def one_name_with_details(
+    sim: Simulator,
+    name: str,
+    settings: LookupSettings,
+    *,
+    transport: httpx.MockTransport | None = None,
+    stop_after_arrivals: int | None = None,
+    events: list[tuple[str, dict[str, Any]]] | None = None,
+    stop_on_event: str | None = None,
+    before_run: Callable[[EqcLookup], None] = lambda lookup: None,
+) -> StageResult:
+    """One name through the EQC stage, details and all; `events` collects what it reports, and the stage is
+    stopped after `stop_after_arrivals` requests reached the simulator or at the first `stop_on_event`."""
+    heard = events if events is not None else []
+
+    async def main() -> StageResult:
+        client = EqcClient(TOKEN, base_url=sim.url, timeout=2.0, transport=transport)
+        keeper = TokenKeeper(client, None)
+
+        def hear(kind: str, fields: dict[str, Any]) -> None:
+            heard.append((kind, fields))
+            if kind == stop_on_event:
+                lookup.stop()
+
+        lookup = EqcLookup(
+            client, settings, stats=EqcStats(), tokens=keeper, on_outcome=lambda outcome: None, events=hear,
+            rng=random.Random(5),
+        )  # fmt: skip
+        before_run(lookup)
+        task = asyncio.create_task(lookup.run([name]))
+        if stop_after_arrivals is not None:
+            for _ in range(3000):  # 30 s at most
+                if len(sim.state.stats.arrivals) >= stop_after_arrivals or task.done():
+                    break
+                await asyncio.sleep(0.01)
+            lookup.stop()
+        try:
+            return await asyncio.wait_for(task, 60)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def quick_sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(seed=11, latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,))
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+@pytest.mark.parametrize("sends_before_the_wait", [1, 2])
+def test_a_stop_while_details_wait_for_the_quota_keeps_the_search_answer(
+    quick_sim: Simulator, sends_before_the_wait: int
+) -> None:
+    """The quota lets `sends_before_the_wait` requests through (search, then findDepart), then holds the next
+    for ten minutes; the stop comes during that wait."""
+    name = known_name()
+    settings = LookupSettings(rate_limit=RateLimit(sends_before_the_wait, 600.0), details=True, grace_s=10.0)
+    result = one_name_with_details(quick_sim, name, settings, stop_after_arrivals=sends_before_the_wait)
+    outcome = result.outcomes[name]
+    assert (outcome.status, result.stopped) == ("found", "interrupted")
+    assert outcome.hit is not None
+    assert (outcome.business is not None) == (sends_before_the_wait == 2)
+    assert outcome.labels is None
+
+
+@pytest.mark.parametrize("failing", ["findDepart", "findLabels"])
+def test_a_details_call_that_fails_every_attempt_keeps_the_search_answer(quick_sim: Simulator, failing: str) -> None:
+    name = known_name()
+    transport = front(quick_sim, lambda path: httpx.Response(500) if path.endswith(failing) else None)
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=1, details=True)
+    result = one_name_with_details(quick_sim, name, settings, transport=transport)
+    outcome = result.outcomes[name]
+    assert (outcome.status, result.stopped) == ("found", "")
+    assert (outcome.business is None, outcome.labels is None) == (failing == "findDepart", failing == "findLabels")
+
+
+@pytest.mark.parametrize("expiring", ["findDepart", "findLabels"])
+def test_a_token_lost_during_the_details_keeps_the_search_answer(quick_sim: Simulator, expiring: str) -> None:
+    """The token expires as a details call goes out, and no command can renew it: the answer in hand is kept,
+    the call comes back empty."""
+    name = known_name()
+
+    def expire_then_pass(path: str) -> None:
+        if path.endswith(expiring):
+            quick_sim.state.tokens.expire_all()
+
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), details=True)
+    result = one_name_with_details(quick_sim, name, settings, transport=front(quick_sim, expire_then_pass))
+    outcome = result.outcomes[name]
+    assert outcome.status == "found"
+    assert outcome.hit is not None
+    assert (outcome.business is None) == (expiring == "findDepart")
+    assert outcome.labels is None
+
+
+def test_each_retry_is_an_event_and_a_retry_after_is_its_floor(quick_sim: Simulator) -> None:
+    """The `retry` events of --log-json: which endpoint, which attempt, why, and the delay; a 429's Retry-After
+    is the least the next try waits."""
+    name = known_name()
+    refusals = iter([httpx.Response(500), httpx.Response(429, headers={"Retry-After": "0.3"})])
+    transport = front(quick_sim, lambda path: next(refusals, None) if path.endswith("/search/") else None)
+    events: list[tuple[str, dict[str, Any]]] = []
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=3)
+    result = one_name_with_details(quick_sim, name, settings, transport=transport, events=events)
+    assert result.outcomes[name].status == "found"
+    retries = [fields for kind, fields in events if kind == "retry"]
+    assert [(f["endpoint"], f["attempt"], f["error"]) for f in retries] == [
+        (SEARCH, 1, "TransientError"),
+        (SEARCH, 2, "RateLimitedError"),
+    ]
+    assert retries[0]["delay_s"] < 0.3 <= retries[1]["delay_s"]
+    assert retries[0]["delay_s"] == round(retries[0]["delay_s"], 4) > 0  # the jitter, to 0.1 ms
+
+
+def test_a_stop_cuts_a_back_off_short(quick_sim: Simulator) -> None:
+    """EQC says to come back in ten minutes; a stop during that back-off ends the stage within the test's
+    patience (a minute), though the grace for requests in flight is ten minutes too: nothing is in flight."""
+    name = known_name()
+
+    def come_back_later(path: str) -> httpx.Response | None:
+        return httpx.Response(429, headers={"Retry-After": "600"}) if path.endswith("/search/") else None
+
+    transport = front(quick_sim, come_back_later)
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=3, grace_s=600.0)
+    result = one_name_with_details(quick_sim, name, settings, transport=transport, stop_on_event="retry")
+    assert (result.outcomes[name].status, result.stopped) == ("skipped", "interrupted")
+    assert result.outcomes[name].error == "not asked: the run was interrupted"
+
+
+def test_a_stop_before_the_run_sends_nothing_and_the_first_reason_sticks(quick_sim: Simulator) -> None:
+    name = known_name()
+
+    def stop_twice(lookup: EqcLookup) -> None:
+        lookup.stop("token", "no usable token")
+        lookup.stop("eqc_down", "EQC unavailable")
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0))
+    result = one_name_with_details(quick_sim, name, settings, events=events, before_run=stop_twice)
+    assert (result.stopped, result.message) == ("token", "no usable token")
+    assert (result.outcomes[name].status, result.outcomes[name].error) == ("skipped", "not asked: no usable EQC token")
+    assert events == [("stopping", {"reason": "token"})]
+    assert quick_sim.state.stats.arrivals == []
+
+
+@pytest.mark.parametrize("unreachable", ["findDepart", "findLabels"])
+def test_eqc_gone_during_the_details_keeps_the_search_answer(quick_sim: Simulator, unreachable: str) -> None:
+    """A details call gets no answer at all, and the outage policy gives EQC no time to come back: the answer
+    in hand is kept; nothing more was asked, so the stage just ends."""
+    name = known_name()
+
+    def refuse(path: str) -> None:
+        if path.endswith(unreachable):
+            raise httpx.ConnectError("connection refused")
+
+    no_patience = OutagePolicy(unreachable_in_a_row=1, wait_s=0.0)
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=0, details=True, outage=no_patience)
+    result = one_name_with_details(quick_sim, name, settings, transport=front(quick_sim, refuse))
+    outcome = result.outcomes[name]
+    assert outcome.status == "found"
+    assert outcome.hit is not None
+    assert (outcome.business is None) == (unreachable == "findDepart")
+    assert outcome.labels is None

@@ -98,3 +98,57 @@ def test_claimers_racing_for_the_same_names_split_them(store: IndexStore) -> Non
     assert set().union(*won.values()) == set(names)
     for owner, got in won.items():
         assert store.claims.held_by_others(names, owner) == set(names) - got
+
+
+# --- found untested by mutation testing: the caller's transaction, the expiry instant, the stats view --------
+
+
+class Rollback(Exception):
+    pass
+
+
+def every_claims_call_in_one_transaction(store: IndexStore) -> None:
+    with store.transaction() as conn:
+        assert store.claims.claim(["甲", "乙"], "a", LEASE, conn=conn) == {"甲", "乙"}
+        assert store.claims.held_by_others(["甲", "丙"], "b", conn=conn) == {"甲"}
+        assert [(row["owner"], row["claims"]) for row in store.claims.live(conn=conn)] == [("a", 2)]
+        assert store.claims.renew("a", LEASE, conn=conn) == 2
+        assert store.claims.release(["乙"], "a", conn=conn) == 1
+        store.claims.claim(["丁"], "lapsed", 0.0, conn=conn)
+        assert store.claims.prune_expired(conn=conn) == 1
+        raise Rollback
+
+
+def test_every_claims_call_takes_part_in_the_callers_transaction(store: IndexStore) -> None:
+    """Inside `transaction()`, each call sees what the earlier ones did on the same connection, and a failure
+    takes it all back: no call went through a connection of its own."""
+    with pytest.raises(Rollback):
+        every_claims_call_in_one_transaction(store)
+    assert store.claims.live() == []
+    assert store.claims.held_by_others(["甲", "乙", "丁"], "b") == set()
+
+
+def test_a_claim_lapses_at_its_expiry_instant_for_every_call(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At `now == expires_at` a claim is lapsed: not held, not live, pruned, and free to take over. The one
+    clock reading a real clock cannot repeat is pinned (the store's dialect clock); the database is real."""
+    now = 1_750_000_000.0
+    monkeypatch.setattr(store._db.dialect, "clock", lambda conn: now)
+    store.claims.claim(["甲", "丙"], "a", 0.0)  # expires_at == now
+    store.claims.claim(["乙"], "a", 12.34)
+    assert store.claims.held_by_others(["甲", "乙", "丙"], "b") == {"乙"}
+    assert store.claims.live() == [{"owner": "a", "claims": 1, "expires_in_s": 12.3}]
+    assert store.claims.claim(["甲", "乙"], "b", LEASE) == {"甲"}
+    assert store.claims.prune_expired() == 1  # 丙
+
+
+def test_held_by_others_answers_only_for_the_keys_asked(store: IndexStore) -> None:
+    store.claims.claim(["甲", "乙", "丙"], "a", LEASE)
+    assert store.claims.held_by_others(["乙", "戊"], "b") == {"乙"}
+
+
+def test_live_counts_each_owner_apart_in_owner_order(store: IndexStore) -> None:
+    store.claims.claim(["甲", "乙", "丙"], "z-run", LEASE)
+    store.claims.claim(["丁"], "a-run", LEASE)
+    assert [(row["owner"], row["claims"]) for row in store.claims.live()] == [("a-run", 1), ("z-run", 3)]

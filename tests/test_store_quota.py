@@ -159,3 +159,54 @@ def test_old_slots_are_dropped_by_reserve_per_key_and_by_prune_for_all(store: In
     assert [row["quota_key"] for row in store.quota.tallies()] == [KEY, "other"]
     with pytest.raises(ValueError, match="keep_s"):
         store.quota.reserve(KEY, "a", at(0.0), recent=R, keep_s=0.0)
+
+
+# --- found untested by mutation testing: slot order, the keep boundary, the stats view ---------------------
+
+NOW = 1_750_000_000.0
+
+
+def pinned_clock(store: IndexStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one thing a real clock cannot do is read the same instant twice: pin the store's dialect clock."""
+    monkeypatch.setattr(store._db.dialect, "clock", lambda conn: NOW)
+
+
+def test_slots_come_back_in_time_order_then_reservation_order(store: IndexStore) -> None:
+    def countdown(sends: list[float], paused_until: float, now: float) -> float:
+        return NOW + 100.0 - len(sends)  # 100, 99, 98: reserved latest first
+
+    store.quota.reserve_many(KEY, "a", countdown, count=3, recent=10, keep_s=1e9)
+    store.quota.reserve(KEY, "z", lambda sends, paused_until, now: NOW + 97.0, recent=0, keep_s=1e9)
+    store.quota.reserve(KEY, "b", lambda sends, paused_until, now: NOW + 97.0, recent=0, keep_s=1e9)
+    assert store.quota.slots_of(KEY) == [
+        ("z", NOW + 97.0), ("b", NOW + 97.0), ("a", NOW + 98.0), ("a", NOW + 99.0), ("a", NOW + 100.0)
+    ]  # fmt: skip
+
+
+def test_a_slot_exactly_as_old_as_the_keep_is_kept(store: IndexStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    pinned_clock(store, monkeypatch)
+    store.quota.reserve("other", "a", lambda sends, paused_until, now: now - 100.0, recent=0, keep_s=1e9)
+    store.quota.reserve(KEY, "a", lambda sends, paused_until, now: now - 100.0, recent=0, keep_s=1e9)
+    store.quota.reserve(KEY, "a", lambda sends, paused_until, now: now, recent=0, keep_s=100.0)
+    assert len(store.quota.slots_of(KEY)) == 2  # the slot at now - keep_s stays
+    assert store.quota.prune(100.0) == 0
+    assert store.quota.prune(99.0) == 2
+
+
+def test_tallies_count_each_quota_apart_in_key_order_with_paused_only_quotas(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned_clock(store, monkeypatch)
+    store.quota.pause("z-paused-only", NOW + 5.0)
+
+    def at(offset: float) -> Decide:
+        return lambda sends, paused_until, now: now + offset
+
+    for offset in (1.0, 3.0, 2.0):
+        store.quota.reserve("a-busy", "run", at(offset), recent=0, keep_s=1e9)
+    store.quota.reserve("m-once", "run", lambda sends, paused_until, now: now, recent=0, keep_s=1e9)
+    assert store.quota.tallies() == [
+        {"quota_key": "a-busy", "slots": 3, "last_slot_at": NOW + 3.0, "paused_until": 0.0},
+        {"quota_key": "m-once", "slots": 1, "last_slot_at": NOW, "paused_until": 0.0},
+        {"quota_key": "z-paused-only", "slots": 0, "last_slot_at": None, "paused_until": NOW + 5.0},
+    ]

@@ -74,6 +74,11 @@ def test_former_names_below_the_minimum_once_discounted_are_not_learned() -> Non
     assert [e.confidence for e in exactly.entries if e.lookup_type == LookupType.FORMER_NAME] == [0.6]
 
 
+def test_a_former_names_confidence_is_kept_to_two_places() -> None:
+    batch = batch_for(found(0.87, former=("旧名有限公司",)))  # 0.87 x 0.9 = 0.783
+    assert [e.confidence for e in batch.entries if e.lookup_type == LookupType.FORMER_NAME] == [0.78]
+
+
 def test_a_not_found_name_becomes_a_negative_and_nothing_else() -> None:
     batch = batch_for(LookupOutcome(NAME, "not_found"))
     assert (batch.negatives, batch.entries, batch.payloads, batch.cleared_negatives) == ([NAME], [], [], [])
@@ -409,3 +414,76 @@ def test_a_writer_that_gave_up_on_a_stalled_write_lets_the_next_run_load_its_sid
     finally:
         lock.release()
         store.close()
+
+
+def test_a_probe_of_a_locked_index_fails_at_the_stall_bound_and_says_why(tmp_path: Path) -> None:
+    """Nothing pending, the index reported in trouble by another use (the quota, claims): a flush probes the
+    write lock. Held elsewhere past the stall bound, the probe fails, with a reason rather than an empty
+    message; once the lock is free the next probe brings the writer back."""
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    store = IndexStore(f"sqlite:///{db}?timeout=5.0")  # the busy wait would outlast the stall bound many times
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def main() -> tuple[bool, str | None, bool]:
+        writer = IndexWriter(store, policy=IndexWaitPolicy(wait_s=60.0, stall_s=0.2, retry_s=0.02),
+                             events=lambda kind, fields: events.append((kind, fields)))  # fmt: skip
+        writer.report_trouble("the shared quota could not be read")
+        lock = Lock(db)
+        try:
+            probed = await writer.flush()
+            error = writer.error
+        finally:
+            lock.release()
+        back = await writer.flush()
+        writer.report_trouble("the claims could not be written")  # a second outage, counted as one more
+        return probed, error, back and writer.outages == 2
+
+    try:
+        probed, error, back_then_down_again = asyncio.run(main())
+    finally:
+        store.close()
+    assert (probed, error, back_then_down_again) == (False, "index write lock not granted", True)
+    assert [kind for kind, _ in events] == ["index_unwritable", "index_back", "index_unwritable"]
+    assert events[0][1]["error"] == "the shared quota could not be read"
+
+
+def test_a_side_file_that_cannot_be_written_gives_up_once_and_is_not_tried_again(tmp_path: Path) -> None:
+    """The index is in trouble and the side file's folder is a plain file: the writer gives up, naming both,
+    and keeps later answers in memory rather than start a side file that lacks the earlier ones."""
+    db = tmp_path / "index.db"
+    store = IndexStore(db)
+    blocker = tmp_path / "pending"
+    blocker.write_text("a file where the folder should be", encoding="utf-8")
+    side = PendingFile([blocker], "run-1")
+    events: list[tuple[str, dict[str, Any]]] = []
+    try:
+        writer = IndexWriter(store, side_file=side, events=lambda kind, fields: events.append((kind, fields)))
+        writer.add(LookupOutcome("甲公司", "not_found"))
+        writer.report_trouble("index locked")
+        blocker.unlink()
+        blocker.mkdir()  # writable again, too late: the run has given up
+        writer.add(LookupOutcome("乙公司", "not_found"))
+    finally:
+        store.close()
+    assert writer.gave_up == f"index locked; cannot write the side file {side.path}: File exists"
+    assert writer.spill_error == f"cannot write the side file {side.path}: File exists"
+    assert not side.exists
+    assert list(blocker.iterdir()) == []
+    assert writer.uncommitted == 2
+    assert events[-1] == ("index_gave_up", {"error": writer.gave_up, "side_file": str(side.path)})
+
+
+def test_the_first_report_of_trouble_never_gives_up_by_itself(tmp_path: Path) -> None:
+    """The wait bound counts from the first failure: with a bound of 0 s the first report starts the clock,
+    and only a later one, any time after, gives up."""
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        writer = IndexWriter(store, policy=IndexWaitPolicy(wait_s=0.0, stall_s=1.0, retry_s=0.01))
+        writer.report_trouble("index locked")
+        first = writer.gave_up
+        time.sleep(0.01)
+        writer.report_trouble("index still locked")
+    finally:
+        store.close()
+    assert (first, writer.gave_up) == (None, "index still locked")
