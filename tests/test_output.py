@@ -591,6 +591,6 @@ def test_column_names_that_neutralize_into_others_are_named_in_the_refusal() -> 
     with pytest.raises(InputError) as caught:
         neutralize_formulas(frame)
     assert one_line(caught.value) == (
-        "column name(s) \"'+b\", \"'=a\" exist twice once a leading ' neutralizes the other; "
+        'column name(s) "\'+b", "\'=a" exist twice once a leading \' neutralizes the other; '
         "rename a column or write with --keep-formulas"
     )

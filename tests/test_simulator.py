@@ -444,7 +444,7 @@ def test_simulate_command_serves_until_interrupted() -> None:
         response = httpx.get(match.group(0) + SEARCH, params={"key": "x"}, headers={"token": "secret-token-value"})
         assert response.status_code == 200
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0  # bounded; a busy machine may be slow to stop it
         assert "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:

@@ -71,10 +71,10 @@ def simulate(
         sim = Simulator(config, host=host, port=port).start()
     except (EqcEnrichError, OSError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo(_describe(sim.url, config))
-    typer.echo(f"make a month it knows:  eqc-enrich make-data {TRY_MONTH} --seed {config.seed}")
-    typer.echo(f"then run against it:    {run_command(sim.url, config, token)}")
-    try:
+    try:  # from the first line printed on: a Ctrl-C as soon as the banner shows is a clean stop too
+        typer.echo(_describe(sim.url, config))
+        typer.echo(f"make a month it knows:  eqc-enrich make-data {TRY_MONTH} --seed {config.seed}")
+        typer.echo(f"then run against it:    {run_command(sim.url, config, token)}")
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
