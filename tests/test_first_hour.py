@@ -101,7 +101,8 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
     made = cli(*shlex.split(make_data)[1:], "--rows", "300", cwd=tmp_path)  # the README's month, smaller
     assert made.returncode == 0, made.stderr
     # a real EQC token in the shell must neither be adopted by the simulator nor printed by it
-    sim_env = {**os.environ, "WDH_EQC_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a simulator that will not stop is made to print where each thread is (SIGABRT)
+    sim_env = {**os.environ, "WDH_EQC_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     # its stderr goes to a file: a pipe nobody reads until the end would block the simulator once full
     sim_err = (tmp_path / "simulate.err").open("w+", encoding="utf-8")
     proc = subprocess.Popen(
@@ -130,6 +131,9 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=60)  # bounded; a loaded machine may take a while to stop it
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # the thread dump goes to its stderr, shown below
+            proc.wait(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
