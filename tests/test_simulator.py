@@ -426,10 +426,22 @@ def test_url_has_the_real_port() -> None:
 _CLI = "import typer; from eqc_enrich._cli_sandbox import register; app = typer.Typer(); register(app); app()"
 
 
-def test_simulate_command_serves_until_interrupted() -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
+
+
+@pytest.mark.parametrize(
+    ("stop_with", "started_as_background_job"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-to-a-background-job"],
+)
+def test_simulate_command_serves_until_interrupted(stop_with: signal.Signals, started_as_background_job: bool) -> None:
     env = {**os.environ, "EQC_SIM_TOKEN": "secret-token-value", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-c", _CLI, "simulate", "--time-scale", "1000", "--latency", "0s", "--seed", "7"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if started_as_background_job else None,
+    )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stderr is not None
     try:
@@ -443,7 +455,7 @@ def test_simulate_command_serves_until_interrupted() -> None:
         assert "rate limit 10/" in line
         response = httpx.get(match.group(0) + SEARCH, params={"key": "x"}, headers={"token": "secret-token-value"})
         assert response.status_code == 200
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_with)
         assert proc.wait(timeout=60) == 0  # bounded; a busy machine may be slow to stop it
         assert "Traceback" not in proc.stderr.read()
     finally:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
-import time
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,14 +72,17 @@ def simulate(
         sim = Simulator(config, host=host, port=port).start()
     except (EqcEnrichError, OSError) as exc:
         raise _fail(str(exc)) from None
-    try:  # from the first line printed on: a Ctrl-C as soon as the banner shows is a clean stop too
+    stop = threading.Event()
+    # Ctrl-C and SIGTERM stop it cleanly, also when it was started with SIGINT ignored (a shell's
+    # background job): Python then raises no KeyboardInterrupt, and the simulator would never stop.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
         typer.echo(_describe(sim.url, config))
         typer.echo(f"make a month it knows:  eqc-enrich make-data {TRY_MONTH} --seed {config.seed}")
         typer.echo(f"then run against it:    {run_command(sim.url, config, token)}")
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            pass
     finally:
         sim.stop()
 
