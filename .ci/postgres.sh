@@ -8,7 +8,9 @@ start_postgres() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   fi
-  local data port=55432
+  local data port
+  # a free port, not a fixed one: another server (or another CI run) on this machine must not collide
+  port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   data=$(mktemp -d /tmp/eqc-enrich-pg.XXXXXX)
   chown postgres "$data"
   su postgres -s /bin/sh -c "$bindir/initdb -D $data -A trust -U postgres >/dev/null"
