@@ -244,7 +244,7 @@ def test_without_a_refresh_command_the_run_completes_with_exit_3(month: Path, tm
 
 def test_stop_signals_fall_back_to_the_signal_module_where_the_loop_has_none() -> None:
     """Windows has no loop signal handlers: the fallback must still route SIGINT to the run, then undo itself."""
-    from eqc_enrich.cli import _on_stop_signals
+    from eqc_enrich._signals import on_stop_signals
 
     class WindowsLikeLoop(asyncio.SelectorEventLoop):
         def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
@@ -254,7 +254,7 @@ def test_stop_signals_fall_back_to_the_signal_module_where_the_loop_has_none() -
     seen: list[str] = []
     before = signal.getsignal(signal.SIGINT)
     try:
-        restore = _on_stop_signals(loop, lambda: seen.append("stop"))
+        restore = on_stop_signals(loop, lambda: seen.append("stop"))
         signal.raise_signal(signal.SIGINT)
         loop.run_until_complete(asyncio.sleep(0.05))
         restore()

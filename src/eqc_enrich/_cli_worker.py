@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from eqc_enrich._durations import RateLimit, parse_duration, parse_rate_limit
+from eqc_enrich._signals import on_stop_signals
 from eqc_enrich._stats import RunProgress
 from eqc_enrich.events import EventLog
 from eqc_enrich.output import ensure_writable
@@ -142,7 +141,7 @@ def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | No
             typer.echo("stopping: letting requests in flight finish (press Ctrl-C again to stop at once)", err=True)
             control.stop()
 
-        restore = _on_stop_signals(loop, on_signal)
+        restore = on_stop_signals(loop, on_signal)
         events = EventLog(log_json, progress, interval_s=30.0) if log_json else None
         if events is not None:
             events.start(options=options.public(), once=once)
@@ -160,29 +159,6 @@ def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | No
     except asyncio.CancelledError:
         typer.echo("error: stopped at once: answers received so far are in the index", err=True)
         raise typer.Exit(130) from None
-
-
-def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
-    signals = (signal.SIGINT, signal.SIGTERM)
-    try:
-        for sig in signals:
-            loop.add_signal_handler(sig, handler)
-    except NotImplementedError:  # Windows: the plain signal module hands over to the loop thread-safely
-        previous: dict[signal.Signals, Any] = {sig: signal.getsignal(sig) for sig in signals}
-        for sig in signals:
-            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(handler))
-
-        def restore_plain() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore_plain
-
-    def restore() -> None:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-
-    return restore
 
 
 def _print_report(report: WorkerReport) -> None:

@@ -27,7 +27,7 @@ from eqc_enrich._pacing import Rule
 from eqc_enrich.keys import LookupType
 from eqc_enrich.store import IndexStore
 
-__all__ = ["ClaimRound", "DatabaseClaims", "DatabaseLedger"]
+__all__ = ["AccountPause", "ClaimRound", "DatabaseClaims", "DatabaseLedger"]
 
 
 class DatabaseLedger:
@@ -51,7 +51,7 @@ class DatabaseLedger:
         # its error is at most half that round trip, well inside the quota margin at any time scale
         self._offset = 0.0
         self._best_rtt = float("inf")
-        self._pauses: set[asyncio.Task[None]] = set()
+        self._account_pause = AccountPause(store, quota_key)
 
     @property
     def batch(self) -> int:
@@ -79,11 +79,24 @@ class DatabaseLedger:
 
     def pause_for(self, seconds: float) -> None:
         """Tell every process on the account (fire and forget: this process pauses itself locally too)."""
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._pause, seconds))
-        self._pauses.add(task)
-        task.add_done_callback(self._pauses.discard)
+        self._account_pause(seconds)
 
-    def _pause(self, seconds: float) -> None:
+
+class AccountPause:
+    """A Retry-After for the whole account, written to the shared quota in the background; a database error
+    only loses the others' pause (this process pauses itself anyway)."""
+
+    def __init__(self, store: IndexStore, quota_key: str) -> None:
+        self._store = store
+        self._key = quota_key
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, seconds: float) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._write, seconds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _write(self, seconds: float) -> None:
         with contextlib.suppress(IndexStoreError):
             self._store.quota.pause(self._key, self._store.quota.clock() + seconds)
 

@@ -12,7 +12,6 @@ import asyncio
 import difflib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOpt
 from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
 from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
+from eqc_enrich._signals import on_stop_signals
 from eqc_enrich._stats import RunProgress
 from eqc_enrich.enrich import EnrichResult, RunControl, RunOptions, enrich_async, plan
 from eqc_enrich.events import EventLog
@@ -208,7 +208,7 @@ def _run_with_signals(
             typer.echo("stopping: letting requests in flight finish (press Ctrl-C again to stop at once)", err=True)
             control.stop()
 
-        restore = _on_stop_signals(loop, on_signal)
+        restore = on_stop_signals(loop, on_signal)
         events = EventLog(log_json, progress, interval_s=interval_s) if log_json else None
         display.start()
         if events is not None:
@@ -268,34 +268,6 @@ def _with_notices(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]
             log(kind, fields)
 
     return emit
-
-
-def _on_stop_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
-    """Route SIGINT and SIGTERM to `handler` on the loop; returns the undo.
-
-    The loop's own signal handlers do not exist on Windows (where many users of this tool work), so there
-    the plain `signal` module hands the signal over to the loop thread-safely.
-    """
-    signals = (signal.SIGINT, signal.SIGTERM)
-    try:
-        for sig in signals:
-            loop.add_signal_handler(sig, handler)
-    except NotImplementedError:
-        previous = {sig: signal.getsignal(sig) for sig in signals}
-        for sig in signals:
-            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(handler))
-
-        def restore_plain() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore_plain
-
-    def restore_loop() -> None:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-
-    return restore_loop
 
 
 def _report(result: EnrichResult, *, verbose: bool) -> None:

@@ -10,11 +10,10 @@ unasked names' claims are released, so the run finds them free) and waits until 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
-from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._pacing import Rule, Stopped
+from eqc_enrich._shared import AccountPause
 from eqc_enrich.store import IndexStore
 
 __all__ = ["WORKER_PREFIX", "YieldingLedger", "quota_busy"]
@@ -43,7 +42,7 @@ class YieldingLedger:
         self._on_busy = on_busy
         self.yielded = False
         self.slots = 0
-        self._pauses: set[asyncio.Task[None]] = set()
+        self._account_pause = AccountPause(store, quota_key)
 
     async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
         while True:
@@ -63,13 +62,7 @@ class YieldingLedger:
             await asyncio.sleep(max(0.002, self._slot_s / 2))  # another worker holds the next slot
 
     def pause_for(self, seconds: float) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._pause, seconds))
-        self._pauses.add(task)
-        task.add_done_callback(self._pauses.discard)
-
-    def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(IndexStoreError):
-            self._store.quota.pause(self._key, self._store.quota.clock() + seconds)
+        self._account_pause(seconds)
 
 
 def quota_busy(store: IndexStore, quota_key: str, idle_s: float) -> float:
