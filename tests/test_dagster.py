@@ -356,12 +356,13 @@ def test_the_schedule_asks_for_a_run_of_the_worker_job_at_each_tick(tmp_path: Pa
     assert resolved.job_name == "eqc_enrich_worker"
 
 
-def test_the_worker_command_carries_the_settings_and_the_token_only_in_the_environment(
+def test_the_worker_command_carries_the_settings_and_the_token_and_database_url_only_in_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ACCOUNT_B_EQC_TOKEN", TOKEN)
+    url = "postgresql+psycopg://etl:s3cret-pw@db/warehouse"
     res = EqcEnrichResource(
-        db="postgresql+psycopg://etl@db/warehouse",
+        db=url,
         db_schema="enterprise",
         eqc_url="http://127.0.0.1:8000",
         quota_key="account-b",
@@ -370,10 +371,12 @@ def test_the_worker_command_carries_the_settings_and_the_token_only_in_the_envir
     )
     assert res.worker_command() == [
         sys.executable, "-m", "eqc_enrich", "worker", "--once",
-        "--db", "postgresql+psycopg://etl@db/warehouse", "--db-schema", "enterprise",
+        "--db-schema", "enterprise",
         "--eqc-url", "http://127.0.0.1:8000", "--quota-key", "account-b", "--rate-limit", "10/60s",
     ]  # fmt: skip
+    assert not any("s3cret-pw" in part or TOKEN in part for part in res.worker_command())  # `ps` shows argv
     assert res.worker_env()["WDH_EQC_TOKEN"] == TOKEN
+    assert res.worker_env()["EQC_ENRICH_DB"] == url
     assert res.worker_command(max_time="50m")[5:7] == ["--max-time", "50m"]
     assert EqcEnrichResource().worker_command() == [sys.executable, "-m", "eqc_enrich", "worker", "--once"]
 

@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 TOKEN_ENV = "WDH_EQC_TOKEN"
+DB_ENV = "EQC_ENRICH_DB"  # what the worker command reads its --db from
 DEFAULT_RESOURCE_KEY = "eqc_enrich"
 _BAD_SETTING_EXIT = 2
 _STOP_GRACE_S = 30.0  # a worker told to stop lets its requests in flight land (they can take a minute at 1x)
@@ -132,14 +133,15 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
         return enrich(source, options=options, output=output, unresolved_output=unresolved_output)
 
     def worker_command(self, *, max_time: str | None = None) -> list[str]:
-        """`eqc-enrich worker --once` with the settings it takes; the token goes through the environment.
+        """`eqc-enrich worker --once` with the settings it takes.
 
+        The token and the database URL (which may hold a password) go through the environment
+        (`worker_env`), never the command line, which any user of the host can read in `ps`.
         `max_time` (e.g. `50m`) ends the pass early, so an hourly schedule's runs do not pile up.
         """
         command = [sys.executable, "-m", "eqc_enrich", "worker", "--once"]
         for option, value in (
             ("--max-time", max_time),
-            ("--db", self.db),
             ("--db-schema", self.db_schema),
             ("--eqc-url", self.eqc_url),
             ("--quota-key", self.quota_key),
@@ -150,8 +152,11 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
         return command
 
     def worker_env(self) -> dict[str, str]:
-        """The run's environment, with the token under `WDH_EQC_TOKEN` when `token_env` names another variable."""
+        """The run's environment: the token under `WDH_EQC_TOKEN` when `token_env` names another variable, and
+        the `db` field under `EQC_ENRICH_DB`."""
         env = dict(os.environ)
+        if self.db:
+            env[DB_ENV] = self.db
         if self.token_env != TOKEN_ENV:
             token = self._token()
             if token is not None:
