@@ -26,7 +26,7 @@ from eqc_enrich import (
     enrich_async,
     temp_company_id,
 )
-from eqc_enrich._policies import OutagePolicy
+from eqc_enrich._policies import ConfidencePolicy, OutagePolicy
 from eqc_enrich._stats import EqcStats
 from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import SEARCH, EqcClient
@@ -323,6 +323,53 @@ def test_details_fetches_and_stores_business_info_and_labels(tmp_path: Path) -> 
 
 
 # --- the EQC stage's details: what stops or fails there keeps the search answer (found by mutation testing) ---
+
+
+def _learned_and_kept(db: Path) -> tuple[dict[str, float], int]:
+    """The EQC answers' customer-name entries (key -> confidence) and the number of payloads kept."""
+    store = IndexStore(db)
+    try:
+        entries = {
+            row["lookup_key"]: float(row["confidence"])
+            for row in store.entries.all_rows()
+            if row["source"] == "eqc_api" and row["lookup_type"] == "customer_name"
+        }
+        with store._engine.connect() as conn:
+            payloads = len(conn.execute(sa.select(store.payloads.table)).all())
+    finally:
+        store.close()
+    return entries, payloads
+
+
+def test_the_confidence_policy_decides_what_the_index_learns_and_the_journal_records_it(tmp_path: Path) -> None:
+    """A stricter policy (learn only exact matches) still gives the rows the ids EQC answered this run and keeps
+    every payload, but leaves the fuzzy answers out of the index, so a person or the worker sees them again."""
+    data, _ = make_month(seed=11, rows=600, companies=60, existing_id_share=0.0)
+    config = SimulatorConfig(seed=11, latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,))
+    strict = ConfidencePolicy(min_learned=0.95)
+    with Simulator(config) as sim:
+        fast = {"rate_limit": RateLimit(1000, 1.0)}
+        default = enrich(data, options=options(sim, tmp_path / "default.db", **fast))
+        stricter = enrich(data, options=options(sim, tmp_path / "strict.db", confidence=strict, **fast))
+    assert stricter.frame["company_id"].to_list() == default.frame["company_id"].to_list()
+
+    learned, kept = _learned_and_kept(tmp_path / "default.db")
+    learned_strict, kept_strict = _learned_and_kept(tmp_path / "strict.db")
+    fuzzy = {key for key, confidence in learned.items() if confidence < 0.95}
+    assert fuzzy, "the month has no fuzzy answers: the test would prove nothing"
+    assert min(learned.values()) >= ConfidencePolicy().min_learned
+    assert fuzzy.isdisjoint(learned_strict)
+    assert all(confidence >= 0.95 for confidence in learned_strict.values())
+    assert kept_strict == kept > len(fuzzy)  # one payload per company answered, learned or not
+
+    store = IndexStore(tmp_path / "strict.db")
+    try:
+        (journal,) = store.journal.recent()
+    finally:
+        store.close()
+    assert journal["run_id"] == stricter.summary.run_id
+    recorded = journal["settings_json"]["confidence"]
+    assert recorded == {"min_learned": 0.95, "former_name_factor": 0.9, "refresh_below": 0.8}
 
 
 def known_name() -> str:

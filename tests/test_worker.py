@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from tests.conftest import IndexDb
 
-from eqc_enrich import RateLimit
+from eqc_enrich import ConfidencePolicy, RateLimit
 from eqc_enrich._pacing import next_send
 from eqc_enrich.enrich import RunOptions, enrich
 from eqc_enrich.keys import normalize_name
@@ -292,6 +292,9 @@ def test_the_queue_puts_the_most_valuable_first_and_waits_out_ttl_backoff_and_re
             ("大公司", "temporary"), ("富公司", "temporary"), ("小公司", "temporary"), ("失败公司", "failed"),
             ("旧不知公司", "negative_expired"), ("孤儿不知", "negative_expired"), ("模糊公司", "low_confidence"),
         ]  # fmt: skip
+        # the policy draws the line: asking again below 0.99 takes in the old 0.95 answer too
+        stricter = build_queue(store, WorkerOptions(confidence=ConfidencePolicy(refresh_below=0.99)))
+        assert {item.key for item in stricter.items if item.kind == "low_confidence"} == {"模糊公司", "清楚公司"}
         assert queue.waiting["negative_expired"] == 1  # 不知公司 waits for its TTL
         assert queue.waiting["low_confidence"] == 1  # the weak answer was seen just now
         assert queue.next_due is not None

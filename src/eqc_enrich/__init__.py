@@ -17,7 +17,7 @@ from eqc_enrich._errors import (
     IndexStoreError,
     InputError,
 )
-from eqc_enrich._policies import IndexWaitPolicy, OutagePolicy, RetryPolicy
+from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy, OutagePolicy, RetryPolicy
 from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich.enrich import (
     EnrichResult,
@@ -43,6 +43,7 @@ __all__ = [
     "EXIT_CODES",
     "STATUSES",
     "Columns",
+    "ConfidencePolicy",
     "ConfigError",
     "EnrichResult",
     "EqcEnrichError",

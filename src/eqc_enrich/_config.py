@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eqc_enrich._durations import RateLimit
-from eqc_enrich._policies import IndexWaitPolicy, OutagePolicy
+from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy, OutagePolicy
 from eqc_enrich.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class RunConfig:
     index_wait: IndexWaitPolicy
     quota_key: str  # the EQC account every process on this index shares a rate limit for
     claim_lease_s: float
+    confidence: ConfidencePolicy
 
     def __repr__(self) -> str:  # the token and the salt never reach a log through a repr
         return f"RunConfig(rate_limit={self.rate_limit}, eqc_url={self.eqc_url!r}, retries={self.retries})"
@@ -70,4 +71,5 @@ def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
         index_wait=index_wait,
         quota_key=options.quota_key or settings.eqc_quota_key or (options.eqc_url or settings.eqc_base_url),
         claim_lease_s=options.claim_lease_s,
+        confidence=options.confidence,
     )

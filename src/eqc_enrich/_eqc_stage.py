@@ -110,6 +110,7 @@ async def run_eqc_stage(
             interval_s=config.commit_interval_s,
             side_file=side_file,
             policy=config.index_wait,
+            confidence=config.confidence,
             events=events,
             on_give_up=index_gave_up,
             owner=owner,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from eqc_enrich._durations import RateLimit
 
-__all__ = ["IndexWaitPolicy", "OutagePolicy", "RetryPolicy"]
+__all__ = ["ConfidencePolicy", "IndexWaitPolicy", "OutagePolicy", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +63,23 @@ class IndexWaitPolicy:
     wait_s: float = 120.0
     stall_s: float = 2.0
     retry_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidencePolicy:
+    """What the index learns from an EQC answer, by its confidence.
+
+    The confidence of an answer comes from its match type (`eqc.match_confidence`: EQC's own vocabulary,
+    exact 1.00, fuzzy 0.80, pinyin 0.60, other 0.70). A name stays open for review until an entry of full
+    confidence answers it (`store.SURE`, the top of the scale, not a choice).
+    """
+
+    min_learned: float = 0.60  # below this an answer is kept as a payload, but the index does not learn it
+    former_name_factor: float = 0.9  # a former name is a little less sure than the name EQC was asked
+    refresh_below: float = 0.80  # the worker asks again about answers below this once they are old
+
+    def learns(self, confidence: float) -> bool:
+        return confidence >= self.min_learned
+
+    def former_name(self, confidence: float) -> float:
+        return round(self.former_name_factor * confidence, 2)

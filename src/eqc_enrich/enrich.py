@@ -26,6 +26,7 @@ from eqc_enrich._durations import RateLimit
 from eqc_enrich._eqc_stage import StageReport, StopHandle, run_eqc_stage
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError, InputError
 from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
+from eqc_enrich._policies import ConfidencePolicy
 from eqc_enrich._stats import EqcStats, RunProgress
 from eqc_enrich.events import EventSink
 from eqc_enrich.followup import unsettled_names
@@ -99,6 +100,9 @@ class RunOptions:
     quota_key: str | None = None  # the shared quota's account (default WDH_EQC_QUOTA_KEY, else the EQC URL)
     claim_lease_s: float = 60.0  # how long a claim on a name outlives its process
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
+    confidence: ConfidencePolicy = field(
+        default_factory=ConfidencePolicy
+    )  # what the index learns from an answer, by its confidence
 
     def public(self) -> dict[str, Any]:
         """The options as the run journal and `--log-json` record them, as plain JSON values with their real

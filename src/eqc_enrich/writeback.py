@@ -17,7 +17,8 @@ from typing import Any
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._pacing import Stopped
 from eqc_enrich._pending import PendingFile
-from eqc_enrich._policies import IndexWaitPolicy
+from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy
+from eqc_enrich.eqc import SearchHit
 from eqc_enrich.keys import LookupType, normalize_name
 from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
@@ -25,12 +26,13 @@ from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
 EQC_SOURCE = "eqc_api"
 LOOKUP_DOMAIN = "eqc_sync_lookup"  # source_domain of an EQC answer, as the existing EQC writer records it
 FORMER_NAME_DOMAIN = "eqc_sync_former_name"
-MIN_CACHED_CONFIDENCE = 0.60
-FORMER_NAME_FACTOR = 0.9
 
 
-def batch_for(outcome: LookupOutcome, *, keep_payloads: bool = True) -> WriteBatch:
+def batch_for(
+    outcome: LookupOutcome, *, keep_payloads: bool = True, confidence: ConfidencePolicy | None = None
+) -> WriteBatch:
     """What one answer teaches the index; failures and skips teach nothing."""
+    confidence = confidence or ConfidencePolicy()
     batch = WriteBatch()
     if outcome.status == "not_found":
         batch.negatives.append(outcome.name)
@@ -39,8 +41,8 @@ def batch_for(outcome: LookupOutcome, *, keep_payloads: bool = True) -> WriteBat
     if outcome.status != "found" or hit is None:
         return batch
     batch.cleared_negatives.append(outcome.name)
-    if hit.confidence >= MIN_CACHED_CONFIDENCE:
-        batch.entries.extend(_entries(outcome.name, hit.company_id, hit.full_name, hit.confidence, hit.former_names))
+    if confidence.learns(hit.confidence):
+        batch.entries.extend(_entries(outcome.name, hit, confidence))
     if keep_payloads:
         batch.payloads.append(
             Payload(
@@ -54,21 +56,19 @@ def batch_for(outcome: LookupOutcome, *, keep_payloads: bool = True) -> WriteBat
     return batch
 
 
-def _entries(
-    asked: str, company_id: str, full_name: str, confidence: float, former_names: tuple[str, ...]
-) -> list[IndexEntry]:
+def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy) -> list[IndexEntry]:
     def entry(key: str, kind: LookupType, score: float, domain: str) -> IndexEntry:
-        return IndexEntry(key, kind, company_id, score, EQC_SOURCE, source_domain=domain)
+        return IndexEntry(key, kind, hit.company_id, score, EQC_SOURCE, source_domain=domain)
 
-    entries = [entry(asked, LookupType.CUSTOMER_NAME, confidence, LOOKUP_DOMAIN)]
-    official = normalize_name(full_name)
+    entries = [entry(asked, LookupType.CUSTOMER_NAME, hit.confidence, LOOKUP_DOMAIN)]
+    official = normalize_name(hit.full_name)
     if official and official != asked:
         # EQC named the company's registered name: asking that name would be an exact match.
         entries.append(entry(official, LookupType.CUSTOMER_NAME, 1.0, LOOKUP_DOMAIN))
-    former_confidence = round(FORMER_NAME_FACTOR * confidence, 2)
-    for former in former_names:
+    former_confidence = policy.former_name(hit.confidence)
+    for former in hit.former_names:
         key = normalize_name(former)
-        if key and former_confidence >= MIN_CACHED_CONFIDENCE:
+        if key and policy.learns(former_confidence):
             entries.append(entry(key, LookupType.FORMER_NAME, former_confidence, FORMER_NAME_DOMAIN))
     return entries
 
@@ -84,6 +84,7 @@ class IndexWriter:
         keep_payloads: bool = True,
         side_file: PendingFile | None = None,
         policy: IndexWaitPolicy | None = None,
+        confidence: ConfidencePolicy | None = None,
         events: Callable[[str, dict[str, Any]], None] | None = None,
         on_give_up: Callable[[str], None] | None = None,
         owner: str | None = None,
@@ -94,6 +95,7 @@ class IndexWriter:
         self._keep_payloads = keep_payloads
         self._side = side_file
         self._policy = policy or IndexWaitPolicy()
+        self._confidence = confidence or ConfidencePolicy()
         self._events = events or (lambda kind, fields: None)
         self._on_give_up = on_give_up
         self._pending = WriteBatch()
@@ -124,7 +126,7 @@ class IndexWriter:
         return self._side if self._side is not None and self._side.exists else None
 
     def add(self, outcome: LookupOutcome) -> None:
-        batch = batch_for(outcome, keep_payloads=self._keep_payloads)
+        batch = batch_for(outcome, keep_payloads=self._keep_payloads, confidence=self._confidence)
         if self._owner is not None and outcome.status in ("found", "not_found", "failed"):
             batch.released.append(outcome.name)  # the claim goes in the same commit as the answer
         self._pending.extend(batch)

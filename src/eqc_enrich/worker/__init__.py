@@ -10,13 +10,12 @@ yield to runs), `_loop` (passes of the EQC stage), `_status` (`worker status`), 
 from eqc_enrich.worker._ledger import WORKER_PREFIX, YieldingLedger, quota_busy
 from eqc_enrich.worker._loop import WorkerControl, WorkerReport, run_worker, run_worker_async
 from eqc_enrich.worker._options import WorkerOptions
-from eqc_enrich.worker._queue import KIND_ORDER, LOW_CONFIDENCE, Queue, QueueItem, build_queue
+from eqc_enrich.worker._queue import KIND_ORDER, Queue, QueueItem, build_queue
 from eqc_enrich.worker._remap import remap_frame, write_remap
 from eqc_enrich.worker._status import WorkerStatus, worker_status
 
 __all__ = [
     "KIND_ORDER",
-    "LOW_CONFIDENCE",
     "WORKER_PREFIX",
     "Queue",
     "QueueItem",

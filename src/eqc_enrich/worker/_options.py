@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from eqc_enrich._durations import RateLimit
+from eqc_enrich._policies import ConfidencePolicy
 from eqc_enrich.enrich import DEFAULT_NEGATIVE_TTL_S, RunOptions
 
 __all__ = ["WorkerOptions"]
@@ -41,6 +42,9 @@ class WorkerOptions:
     commit_interval_s: float = 0.5
     eqc_down_wait_s: float | None = None
     index_wait_s: float | None = None
+    confidence: ConfidencePolicy = field(
+        default_factory=ConfidencePolicy
+    )  # what is learned, and which answers are asked again
 
     def run_options(self) -> RunOptions:
         """The same settings as a run's, so the EQC stage behaves exactly as in a run."""
@@ -51,6 +55,7 @@ class WorkerOptions:
             negative_ttl_s=self.negative_ttl_s, refresh_s=self.refresh_s, grace_s=self.grace_s,
             commit_interval_s=self.commit_interval_s, eqc_down_wait_s=self.eqc_down_wait_s,
             index_wait_s=self.index_wait_s, quota_key=self.quota_key, claim_lease_s=self.claim_lease_s,
+            confidence=self.confidence,
         )  # fmt: skip
 
     def public(self) -> dict[str, Any]:

@@ -18,10 +18,9 @@ from eqc_enrich.store._worker import aware
 from eqc_enrich.worker._options import DAY_S, WorkerOptions
 from eqc_enrich.writeback import EQC_SOURCE
 
-__all__ = ["KIND_ORDER", "LOW_CONFIDENCE", "Queue", "QueueItem", "build_queue", "with_legacy"]
+__all__ = ["KIND_ORDER", "Queue", "QueueItem", "build_queue", "with_legacy"]
 
 KIND_ORDER = ("temporary", "failed", "negative_expired", "low_confidence", "legacy_request")
-LOW_CONFIDENCE = 0.80  # an index entry EQC answered below this is asked again after the refresh age
 _MANY = 100_000
 
 
@@ -112,7 +111,9 @@ def _add_index_sources(
     decided = store.unsettled.not_companies(expired) if expired else set()
     found = [QueueItem(key, "negative_expired") for key in expired if key not in decided]
     seen.update(expired)
-    stale = store.worker_log.stale_low_confidence(refresh_cut, below=LOW_CONFIDENCE, source=EQC_SOURCE, limit=_MANY)
+    stale = store.worker_log.stale_low_confidence(
+        refresh_cut, below=options.confidence.refresh_below, source=EQC_SOURCE, limit=_MANY
+    )
     found += [QueueItem(key, "low_confidence") for key, _, _ in stale if key not in seen]
     # a name the worker tried lately waits as its try says (a failure backs off, a weak answer waits to refresh)
     tries = store.worker_log.attempts(item.key for item in found)
@@ -126,7 +127,9 @@ def _add_index_sources(
     first = store.worker_log.first_negative_expiry(ttl_cut)
     if first is not None:
         queue.wait_until(first + timedelta(seconds=options.negative_ttl_s))
-    refresh = store.worker_log.first_low_confidence_refresh(refresh_cut, below=LOW_CONFIDENCE, source=EQC_SOURCE)
+    refresh = store.worker_log.first_low_confidence_refresh(
+        refresh_cut, below=options.confidence.refresh_below, source=EQC_SOURCE
+    )
     if refresh is not None:
         queue.wait_until(refresh + timedelta(seconds=options.refresh_s))
 
