@@ -49,26 +49,38 @@ class EqcOutage:
         self._next_probe_at = 0.0
         self._probing = False
         self._changed = asyncio.Event()
+        # One more at every trip and every comeback. A request carries the epoch it left in, and its outcome
+        # reported in a later epoch says nothing about EQC now: a failure of a request that was in flight
+        # when EQC went neither counts toward a new outage nor pushes the next probe back, and an answer
+        # that left before the trip (a server answering as it shuts down) does not end the outage; only a
+        # probe does. On a busy machine such late outcomes are common.
+        self.epoch = 0
 
     @property
     def down(self) -> bool:
         return self.down_since is not None
 
-    def answered(self) -> None:
-        """Any HTTP answer (even a 5xx or a 429) proves EQC is reachable."""
+    def answered(self, sent_in: int | None = None) -> None:
+        """Any HTTP answer (even a 5xx or a 429) to a request sent in this epoch proves EQC is reachable."""
+        if sent_in is not None and sent_in != self.epoch:
+            return
         self.in_a_row = 0
         if self.down_since is not None:
             self._events("eqc_back", {"down_s": round(self._clock() - self.down_since, 3)})
             self.down_since = None
             self._probes = 0
+            self.epoch += 1
         self._wake()
 
-    def unanswered(self, error: EqcError) -> None:
-        """A request that got no HTTP answer at all."""
-        self.in_a_row += 1
+    def unanswered(self, error: EqcError, sent_in: int | None = None) -> None:
+        """A request that got no HTTP answer at all; `sent_in` is the `epoch` it was sent in."""
         self.reason = str(error)
         if isinstance(error, CertificateError):
             self._fatal = str(error)
+        elif sent_in is not None and sent_in != self.epoch:
+            self._wake()
+            return
+        self.in_a_row += 1
         if self.down_since is None and (self._fatal or self.in_a_row >= self._policy.unreachable_in_a_row):
             self.trip()
         elif self.down_since is not None:
@@ -82,6 +94,7 @@ class EqcOutage:
             return
         self.down_since = self._clock()
         self.outages += 1
+        self.epoch += 1
         self._probes = 0
         self._next_probe_at = self.down_since + self._policy.probe_interval(0, self._limit)
         self._events("eqc_down", {"reason": self.reason, "in_a_row": self.in_a_row, "wait_s": self._policy.wait_s})

@@ -362,16 +362,17 @@ class EqcLookup:
                 return _NOT_SENT  # the slot goes unused: cheaper than a request that cannot succeed
             generation = self._tokens.generation  # the token this request carries, read as it goes out
             sent = time.monotonic()
+            epoch = self.outage.epoch
             self._stats.in_flight += 1
             try:
                 result = await call()
             except UnreachableError as exc:
-                self.outage.unanswered(exc)
+                self.outage.unanswered(exc, sent_in=epoch)
                 raise
             except EqcError:
-                self.outage.answered()
+                self.outage.answered(sent_in=epoch)
                 raise
-            self.outage.answered()
+            self.outage.answered(sent_in=epoch)
             self._tokens.confirm(generation)
             latency = time.monotonic() - sent
             self.limiter.settle()
