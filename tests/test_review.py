@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -396,6 +397,22 @@ def test_the_command_prints_a_url_that_opens_the_page_and_stops_on_ctrl_c(tmp_pa
         out, err = process.communicate(timeout=20)
     assert TOKEN not in out + err
     assert "Traceback" not in err
+
+
+def test_the_printed_url_takes_connections_before_the_page_serves(tmp_path: Path) -> None:
+    """The command prints the URL and opens the browser before the server runs: a connection made then waits in
+    the backlog and gets the page once it serves, instead of a refusal (seen on a busy machine)."""
+    store = IndexStore(tmp_path / "index.db")
+    store.unsettled.record([name("甲公司", 3)], "run-1")
+    server = ReviewServer(store, access())
+    try:
+        early = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # refused without the listen
+        early.close()
+        with server, httpx.Client(follow_redirects=True) as page:
+            assert "甲公司" in page.get(server.url).text
+    finally:
+        server.stop()
+        store.close()
 
 
 def test_the_command_refuses_a_missing_file_in_one_line(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from eqc_enrich.store import IndexStore
 __all__ = ["ReviewServer", "is_loopback"]
 
 _START_TIMEOUT_S = 15.0
+_BACKLOG = 128
 
 
 def is_loopback(host: str) -> bool:
@@ -79,6 +80,10 @@ class ReviewServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            # Listening from here on: the command prints the URL (and opens a browser) before uvicorn runs,
+            # and a connection made in between waits in the backlog instead of being refused (it was, on a
+            # busy machine).
+            sock.listen(_BACKLOG)
         except OSError:
             sock.close()
             raise
