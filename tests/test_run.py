@@ -440,6 +440,15 @@ def one_name_with_details(
     return asyncio.run(main())
 
 
+def assert_search_answer_kept(result: StageResult, name: str, *, lost_at: str) -> None:
+    """The search answer stays; the details stop at the call that was lost (findLabels always comes after)."""
+    outcome = result.outcomes[name]
+    assert outcome.status == "found"
+    assert outcome.hit is not None
+    assert (outcome.business is None) == (lost_at == "findDepart")
+    assert outcome.labels is None
+
+
 @pytest.fixture
 def quick_sim() -> Iterator[Simulator]:
     config = SimulatorConfig(seed=11, latency=(0.0, 0.0), rate_limit=RateLimit(1000, 1.0), tokens=(TOKEN,))
@@ -486,11 +495,7 @@ def test_a_token_lost_during_the_details_keeps_the_search_answer(quick_sim: Simu
 
     settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), details=True)
     result = one_name_with_details(quick_sim, name, settings, transport=front(quick_sim, expire_then_pass))
-    outcome = result.outcomes[name]
-    assert outcome.status == "found"
-    assert outcome.hit is not None
-    assert (outcome.business is None) == (expiring == "findDepart")
-    assert outcome.labels is None
+    assert_search_answer_kept(result, name, lost_at=expiring)
 
 
 def test_each_retry_is_an_event_and_a_retry_after_is_its_floor(quick_sim: Simulator) -> None:
@@ -556,8 +561,4 @@ def test_eqc_gone_during_the_details_keeps_the_search_answer(quick_sim: Simulato
     no_patience = OutagePolicy(unreachable_in_a_row=1, wait_s=0.0)
     settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=0, details=True, outage=no_patience)
     result = one_name_with_details(quick_sim, name, settings, transport=front(quick_sim, refuse))
-    outcome = result.outcomes[name]
-    assert outcome.status == "found"
-    assert outcome.hit is not None
-    assert (outcome.business is None) == (unreachable == "findDepart")
-    assert outcome.labels is None
+    assert_search_answer_kept(result, name, lost_at=unreachable)
