@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sqlite3
 import time
@@ -487,3 +488,25 @@ def test_the_first_report_of_trouble_never_gives_up_by_itself(tmp_path: Path) ->
     finally:
         store.close()
     assert (first, writer.gave_up) == (None, "index still locked")
+
+
+def test_a_write_left_behind_has_its_outcome_taken_whether_it_failed_or_was_cancelled() -> None:
+    """A write the writer stopped waiting for must not end as asyncio's "exception was never retrieved"
+    (a stray error line long after the run reported the stall), and a cancelled one must not raise."""
+    from eqc_enrich.writeback import _observed
+
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        failed: asyncio.Future[None] = loop.create_future()
+        failed.set_exception(OSError("database is locked"))
+        _observed(failed)
+        del failed
+        gc.collect()  # an unretrieved error is reported when its future is collected
+        assert reported == []
+        cancelled: asyncio.Future[None] = loop.create_future()
+        cancelled.cancel()
+        _observed(cancelled)  # no CancelledError out of a done callback
+    finally:
+        loop.close()
