@@ -66,6 +66,8 @@ def test_a_stronger_answer_without_provenance_clears_the_old_provenance(store: I
 def test_one_batch_may_name_a_key_twice(store: IndexStore) -> None:
     store.write(WriteBatch(entries=[entry("A", 0.7), entry("B", 0.9), entry("C", 0.8)]))
     assert row(store)["company_id"] == "B"
+    store.write(WriteBatch(entries=[entry("D", 0.9, key="另一公司"), entry("E", 0.9, key="另一公司")]))
+    assert row(store, "另一公司")["company_id"] == "D"  # of equals the first, as across batches (equal keeps)
 
 
 def test_bulk_lookup_across_chunks_and_types_with_a_freshness_cut(store: IndexStore) -> None:
