@@ -157,8 +157,13 @@ def test_old_slots_are_dropped_by_reserve_per_key_and_by_prune_for_all(store: In
     assert store.quota.prune(500.0) == 3
     assert store.quota.slots_of("other") == []
     assert [row["quota_key"] for row in store.quota.tallies()] == [KEY, "other"]
-    with pytest.raises(ValueError, match="keep_s"):
+    message = r"^reserve needs count >= 1, recent >= 0 and keep_s > 0$"  # the whole message, as a caller reads it
+    with pytest.raises(ValueError, match=message):
         store.quota.reserve(KEY, "a", at(0.0), recent=R, keep_s=0.0)
+    with pytest.raises(ValueError, match=message):
+        store.quota.reserve(KEY, "a", at(0.0), recent=-1, keep_s=10.0)
+    with pytest.raises(ValueError, match=message):
+        store.quota.reserve_many(KEY, "a", at(0.0), count=0, recent=R, keep_s=10.0)
 
 
 # --- found untested by mutation testing: slot order, the keep boundary, the stats view ---------------------

@@ -341,6 +341,9 @@ def test_the_worker_gets_a_slot_only_while_runs_leave_the_quota_idle(index_db: I
         assert busy is None  # a run used the quota within idle_s: the worker yields
         assert quota_busy(store, "q", 1.0) > 0
         assert quota_busy(store, "other", 1.0) == 0.0
+        for bad in ({"recent": -1}, {"keep_s": 0.0}):
+            with pytest.raises(ValueError, match=r"^reserve needs recent >= 0 and keep_s > 0$"):
+                quota.reserve_if_idle("q", "worker-a", rule, **{**args, **bad})
     finally:
         store.close()
 

@@ -260,6 +260,34 @@ def test_requests_wait_while_the_index_is_in_trouble_until_it_is_back_or_a_stop(
     assert down == round(down, 3)
 
 
+def test_a_request_released_by_the_index_coming_back_leaves_the_runs_stop_untouched(tmp_path: Path) -> None:
+    """The stop future is the run's, shared by every waiter: a wait that ends because the index is back
+    cancels only its own helper, so a later Ctrl-C still stops the run."""
+    store = IndexStore(tmp_path / "index.db")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        writer = IndexWriter(store, interval_s=3_600.0, policy=IndexWaitPolicy(wait_s=60.0, stall_s=5.0, retry_s=0.01))
+        writer.report_trouble("the shared quota could not be reserved")
+        stop: asyncio.Future[None] = loop.create_future()
+        waiting = asyncio.ensure_future(writer.wait(stop))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        assert await writer.flush()  # the index is back: the request goes on
+        await asyncio.wait_for(waiting, timeout=5.0)
+        assert not stop.done()
+        writer.report_trouble("the shared quota could not be reserved")
+        stop.set_result(None)
+        with pytest.raises(Stopped):
+            await writer.wait(stop)
+        await writer.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
 # --- an index that cannot be written: the side file, the stall bound, the wait bound ---------------------------
 
 
