@@ -133,6 +133,9 @@ def test_reserve_hands_the_rule_the_latest_slots_the_pause_and_the_shared_clock(
     assert seen[2][1] == now + 100.0
     assert store.quota.paused_until(KEY) == now + 100.0
     assert store.quota.paused_until("other") == 0.0
+    seen.clear()
+    store.quota.reserve_many(KEY, "c", later(1.0), count=3, recent=0, keep_s=3600.0)
+    assert [sends for sends, _, _ in seen] == [[], [], []]  # recent=0: no slot, not even this call's own
 
 
 def test_a_rule_that_fails_reserves_nothing(store: IndexStore) -> None:
