@@ -99,6 +99,7 @@ MORE_CASES = [
     ("中国平安（（））", "中国平安"),
     # nested groups: the trailing group is the one whose `（` matches the final `）`
     ("某某公司（北京（朝阳）分部）", "某某公司"),
+    ("甲（乙（丙）丁）", "甲"),  # the matching `（` right after the first character
     ("某某（甲）（乙（丙）丁）", "某某"),
     ("某某（a）b（c（d）e）", "某某（A）B"),
     ("某某公司（北京（朝阳）有限合伙）", "某某公司（北京（朝阳）有限合伙）"),  # a legal form inside: kept

@@ -218,3 +218,80 @@ def test_tallies_count_each_quota_apart_in_key_order_with_paused_only_quotas(
         {"quota_key": "m-once", "slots": 1, "last_slot_at": NOW, "paused_until": 0.0},
         {"quota_key": "z-paused-only", "slots": 0, "last_slot_at": None, "paused_until": NOW + 5.0},
     ]
+
+
+# --- the standing worker's calls: a slot only while runs leave the quota idle, never far ahead -------------
+
+WORKER = "worker-"
+
+
+def fixed(offset: float, seen: list[tuple[list[float], float]] | None = None) -> Decide:
+    """A rule that puts the slot at `now + offset`, noting what it was handed."""
+
+    def decide(sends: list[float], paused_until: float, now: float) -> float:
+        if seen is not None:
+            seen.append((sends, paused_until))
+        return now + offset
+
+    return decide
+
+
+def idle_slot(store: IndexStore, rule: Decide, **overrides: float) -> float | None:
+    args = {"idle_s": 1.0, "ahead_s": 5.0, "recent": 2, "keep_s": 100.0, **overrides}
+    slot, _ = store.quota.reserve_if_idle(
+        KEY, f"{WORKER}a", rule, background=WORKER, idle_s=args["idle_s"], ahead_s=args["ahead_s"],
+        recent=int(args["recent"]), keep_s=args["keep_s"],
+    )  # fmt: skip
+    return slot
+
+
+def test_only_a_foreground_slot_on_the_same_quota_keeps_the_worker_waiting(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned_clock(store, monkeypatch)
+    store.quota.reserve("other", "run-1", fixed(0.0), recent=0, keep_s=1e9)  # a run on another account
+    assert idle_slot(store, fixed(0.0)) == NOW
+    assert idle_slot(store, fixed(0.0)) == NOW  # the worker's own slots never make the quota busy
+    assert store.quota.last_busy(KEY, WORKER) == (None, NOW)
+    store.quota.reserve(KEY, "run-1", fixed(-1.0), recent=0, keep_s=1e9)  # a run, exactly idle_s ago
+    assert idle_slot(store, fixed(0.0)) == NOW  # the quota counts as idle from that instant on
+    store.quota.reserve(KEY, "run-1", fixed(-0.5), recent=0, keep_s=1e9)
+    assert idle_slot(store, fixed(0.0)) is None  # a run used it within idle_s: the worker yields
+    assert [owner for owner, _ in store.quota.slots_of(KEY)].count(f"{WORKER}a") == 3
+    assert store.quota.last_busy(KEY, WORKER) == (NOW - 0.5, NOW)  # the run's, though the worker's are later
+    assert store.quota.last_busy("other", WORKER) == (NOW, NOW)
+
+
+def test_the_worker_takes_a_slot_up_to_exactly_ahead_s_away_and_never_further(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned_clock(store, monkeypatch)
+    assert idle_slot(store, fixed(5.0), ahead_s=5.0) == NOW + 5.0
+    assert idle_slot(store, fixed(5.001), ahead_s=5.0) is None
+    assert [at for _, at in store.quota.slots_of(KEY)] == [NOW + 5.0]  # a refused slot is not written
+
+
+def test_the_worker_hands_its_rule_the_latest_slots_and_the_pause_of_a_fresh_quota(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned_clock(store, monkeypatch)
+    seen: list[tuple[list[float], float]] = []
+    assert idle_slot(store, fixed(0.0, seen), recent=0, keep_s=0.5) == NOW  # recent 0 and a short keep: allowed
+    assert seen == [([], 0.0)]  # a fresh quota is not paused
+    for offset in (1.0, 2.0, 3.0):
+        idle_slot(store, fixed(offset))
+    seen.clear()
+    idle_slot(store, fixed(4.0, seen), recent=2)
+    assert seen == [([NOW + 2.0, NOW + 3.0], 0.0)]  # the 2 latest, oldest first
+
+
+def test_the_worker_drops_only_its_own_quotas_slots_older_than_the_keep(
+    store: IndexStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned_clock(store, monkeypatch)
+    store.quota.reserve("other", "run-1", fixed(-500.0), recent=0, keep_s=1e9)
+    store.quota.reserve(KEY, "run-1", fixed(-500.0), recent=0, keep_s=1e9)
+    store.quota.reserve(KEY, "run-1", fixed(-100.0), recent=0, keep_s=1e9)  # exactly keep_s old: kept
+    assert idle_slot(store, fixed(0.0), keep_s=100.0) == NOW
+    assert [at for _, at in store.quota.slots_of(KEY)] == [NOW - 100.0, NOW]
+    assert [at for _, at in store.quota.slots_of("other")] == [NOW - 500.0]  # another quota's: not this call's
