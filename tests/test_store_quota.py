@@ -236,12 +236,18 @@ def fixed(offset: float, seen: list[tuple[list[float], float]] | None = None) ->
     return decide
 
 
-def idle_slot(store: IndexStore, rule: Decide, **overrides: float) -> float | None:
-    args = {"idle_s": 1.0, "ahead_s": 5.0, "recent": 2, "keep_s": 100.0, **overrides}
+def idle_slot(
+    store: IndexStore,
+    rule: Decide,
+    *,
+    idle_s: float = 1.0,
+    ahead_s: float = 5.0,
+    recent: int = 2,
+    keep_s: float = 100.0,
+) -> float | None:
     slot, _ = store.quota.reserve_if_idle(
-        KEY, f"{WORKER}a", rule, background=WORKER, idle_s=args["idle_s"], ahead_s=args["ahead_s"],
-        recent=int(args["recent"]), keep_s=args["keep_s"],
-    )  # fmt: skip
+        KEY, f"{WORKER}a", rule, background=WORKER, idle_s=idle_s, ahead_s=ahead_s, recent=recent, keep_s=keep_s
+    )
     return slot
 
 

@@ -21,7 +21,7 @@ from eqc_enrich.eqc import BusinessInfo, LabelSet, SearchHit
 from eqc_enrich.keys import LookupType
 from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
-from eqc_enrich.writeback import FORMER_NAME_DOMAIN, LOOKUP_DOMAIN, IndexWriter, batch_for
+from eqc_enrich.writeback import FORMER_NAME_DOMAIN, LOOKUP_DOMAIN, IndexWriter, _observed, batch_for
 
 NAME = "示例科技"
 
@@ -521,8 +521,6 @@ def test_the_first_report_of_trouble_never_gives_up_by_itself(tmp_path: Path) ->
 def test_a_write_left_behind_has_its_outcome_taken_whether_it_failed_or_was_cancelled() -> None:
     """A write the writer stopped waiting for must not end as asyncio's "exception was never retrieved"
     (a stray error line long after the run reported the stall), and a cancelled one must not raise."""
-    from eqc_enrich.writeback import _observed
-
     reported: list[dict[str, Any]] = []
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(lambda _, context: reported.append(context))
