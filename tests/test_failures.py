@@ -24,8 +24,10 @@ from typing import Any
 
 import polars as pl
 import pytest
+from tests.options import run_options
 
 from eqc_enrich import RateLimit, RunOptions, RunProgress, enrich, enrich_async
+from eqc_enrich.cli import exit_code
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import IndexStore
@@ -50,7 +52,7 @@ def sim_config(**changes: Any) -> SimulatorConfig:
 
 
 def options(url: str, db: Path, **changes: Any) -> RunOptions:
-    base = RunOptions(
+    base = run_options(
         db=db,
         eqc_url=url,
         token=TOKEN,
@@ -60,7 +62,7 @@ def options(url: str, db: Path, **changes: Any) -> RunOptions:
         latency_hint=Latency(0.04, 0.06),
         grace_s=1.0,
     )
-    return RunOptions(**{**base.__dict__, **changes})
+    return run_options(base, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,7 @@ def test_eqc_gone_mid_run_stops_sending_keeps_every_answer_and_ends_eqc_unavaila
     result, _ = run_until(data, options(sim.url, db, eqc_down_wait_s=0.5), lambda p: p.eqc.names_done >= 30, sim.stop)
     summary = result.summary
     assert summary.status == "eqc_unavailable"
-    assert result.exit_code == 5
+    assert exit_code(result.summary.status) == 5
     assert "EQC unreachable" in (summary.message or "")
     eqc = summary.eqc
     assert eqc.failed == 0  # an outage fails no name: they wait, then stay unasked
@@ -164,7 +166,7 @@ def test_eqc_back_within_the_wait_resumes_and_completes_asking_nothing_answered_
         for sim in second:
             sim.stop()
     assert result.summary.status == "completed", result.summary.message
-    assert result.exit_code == 0
+    assert exit_code(result.summary.status) == 0
     assert result.summary.eqc_outages == 1
     assert result.summary.eqc.failed == 0
     # only the requests that were in flight when EQC went away are asked again
@@ -272,7 +274,7 @@ def test_names_that_fail_after_every_retry_end_names_failed_listed_with_their_re
     summary = result.summary
     assert summary.eqc.failed > 0
     assert summary.status == "names_failed"
-    assert result.exit_code == 4
+    assert exit_code(result.summary.status) == 4
     assert len(summary.failed_names) == summary.eqc.failed
     reasons = [item["reason"] for item in summary.failed_names]
     assert all(r.startswith("EQC search: ") and r.endswith("(after 2 attempts)") for r in reasons), reasons
@@ -337,7 +339,7 @@ def test_index_locked_past_the_wait_stops_asking_saves_answers_and_the_next_run_
     lockers[0].release()
     summary = result.summary
     assert summary.status == "index_unavailable"
-    assert result.exit_code == 6
+    assert exit_code(result.summary.status) == 6
     assert summary.side_file is not None
     assert "which the next run loads first" in (summary.message or "")
     # sending stopped at the lock: what went out after it is at most what was in flight then
@@ -546,7 +548,7 @@ def test_a_token_stop_says_what_is_wrong(command: str | None, expected: str, tmp
     with Simulator(sim_config(latency=(0.0, 0.0))) as sim:
         result = enrich(frame, options=options(sim.url, tmp_path / "i.db", token="stale", token_command=command))
     assert result.summary.status == "token_unavailable"
-    assert result.exit_code == 3
+    assert exit_code(result.summary.status) == 3
     assert (result.summary.message or "").startswith(expected)
     assert "stale" not in json.dumps(result.summary.as_dict(), default=str)
     assert result.summary.eqc.not_asked == 2
@@ -561,10 +563,8 @@ def test_an_unexpected_error_in_a_worker_fails_that_name_loudly_and_the_stage_go
     becomes a reported failure of that name, never a silent skip."""
     import httpx
 
-    from eqc_enrich._stats import EqcStats
-    from eqc_enrich._tokens import TokenKeeper
     from eqc_enrich.eqc import EqcClient
-    from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings
+    from eqc_enrich.eqc_stage import EqcLookup, EqcStats, LookupOutcome, LookupSettings, TokenKeeper
 
     def explode(request: httpx.Request) -> httpx.Response:
         if "坏" in request.url.params.get("key", ""):

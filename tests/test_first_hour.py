@@ -22,8 +22,9 @@ from typing import Any
 
 import polars as pl
 import pytest
+from tests.options import run_options
 
-from eqc_enrich import RateLimit, RunOptions
+from eqc_enrich import RateLimit
 from eqc_enrich.model import Latency
 from eqc_enrich.resolve import Columns
 from eqc_enrich.simulator import Simulator, SimulatorConfig, write_month
@@ -293,7 +294,7 @@ def test_log_json_events_are_plain_json_with_real_types(
 
 
 def test_public_options_are_json_and_hide_secrets() -> None:
-    options = RunOptions(
+    options = run_options(
         columns=Columns(plan=None),
         db="postgresql+psycopg://etl:db-password@127.0.0.1/warehouse",
         token=TOKEN,

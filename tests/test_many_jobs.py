@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from eqc_enrich import RateLimit
-from eqc_enrich._pacing import default_margin
+from eqc_enrich.eqc_stage import default_margin
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import IndexStore, init_index

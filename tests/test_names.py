@@ -6,8 +6,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from eqc_enrich._names import NameSource
-from eqc_enrich._shared import DatabaseClaims
+from eqc_enrich.eqc_stage import DatabaseClaims, NameSource
 from eqc_enrich.store import IndexStore, utcnow
 
 

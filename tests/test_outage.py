@@ -4,9 +4,9 @@ one already counted (on a busy machine, requests in flight when EQC went away fa
 from __future__ import annotations
 
 from eqc_enrich import RateLimit
-from eqc_enrich._outage import EqcOutage
 from eqc_enrich._policies import OutagePolicy
 from eqc_enrich.eqc import CertificateError, UnreachableError
+from eqc_enrich.eqc_stage import EqcOutage
 
 REFUSED = UnreachableError("connection refused", endpoint="search")
 LIMIT = RateLimit(10, 60.0)  # one slot: 6 s; the first probe one slot after the trip

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from tests.virtual_time import VirtualTimeLoop, run_virtual
 
 from eqc_enrich._durations import RateLimit
-from eqc_enrich._pacing import (
+from eqc_enrich._policies import RetryPolicy
+from eqc_enrich.eqc_stage import (
     ConcurrencyGate,
     MemoryLedger,
     SlidingWindowLimiter,
@@ -28,7 +29,6 @@ from eqc_enrich._pacing import (
     next_send,
     sleep_unless,
 )
-from eqc_enrich._policies import RetryPolicy
 
 TOLERANCE = 1e-6  # the virtual loop may run a timer up to its clock resolution (1 ns) early; float sums drift less
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+from tests.options import run_options
 
 from eqc_enrich import RateLimit, RunOptions, RunProgress, enrich_async
 from eqc_enrich.events import EventLog
@@ -20,11 +21,11 @@ TOKEN = "progress-token"
 
 
 def _options(sim: Simulator, db: Path, **changes: object) -> RunOptions:
-    base = RunOptions(
+    base = run_options(
         db=db, eqc_url=sim.url, token=TOKEN, rate_limit=RateLimit(10, 60.0).scaled(SCALE), timeout_s=2.0,
         latency_hint=Latency(0.04, 0.06),
     )  # fmt: skip
-    return RunOptions(**{**base.__dict__, **changes})
+    return run_options(base, **changes)
 
 
 ETA_SCALE = 150.0
@@ -68,7 +69,8 @@ def test_eta_at_a_quarter_is_within_20_percent_of_what_remains(tmp_path: Path) -
 
 
 def test_eta_follows_the_quota_not_the_rows() -> None:
-    progress = RunProgress(phase="eqc", names_for_eqc=1_000, effective_rate=10 / 60, latency_hint_s=40.0)
+    progress = RunProgress(phase="eqc", names_for_eqc=1_000, latency_hint_s=40.0)
+    progress.eqc.effective_rate = 10 / 60
     progress.eqc.started_at = time.monotonic()
     # no answer yet: 1,000 calls at 10 per 60 s, plus the last call's latency
     eta = eta_seconds(progress, progress.eqc.started_at)
@@ -81,7 +83,8 @@ def test_eta_follows_the_quota_not_the_rows() -> None:
 
 def test_status_line_carries_every_fact_of_the_display() -> None:
     progress = RunProgress(phase="eqc", rows=30_986, rows_resolved=20_000, distinct_names=3_000,
-                           answered_before_eqc=2_000, names_for_eqc=1_000, effective_rate=0.16)  # fmt: skip
+                           answered_before_eqc=2_000, names_for_eqc=1_000)  # fmt: skip
+    progress.eqc.effective_rate = 0.16
     progress.eqc.started_at = time.monotonic()
     progress.eqc.found, progress.eqc.not_found, progress.eqc.failed = 300, 20, 1
     progress.eqc.retries, progress.eqc.rate_limited, progress.eqc.in_flight = 4, 2, 7

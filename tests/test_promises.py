@@ -29,17 +29,17 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 import typer.main
+from tests.options import run_options
 from typer.testing import CliRunner
 
 from eqc_enrich import RateLimit, RunOptions, enrich
-from eqc_enrich._config import resolve_config
 from eqc_enrich.cli import app
+from eqc_enrich.eqc_stage import IndexWriter, LookupOutcome
 from eqc_enrich.keys import normalize_name
-from eqc_enrich.lookup import LookupOutcome
+from eqc_enrich.options import resolve_config
 from eqc_enrich.settings import Settings
 from eqc_enrich.simulator import Simulator, SimulatorConfig
 from eqc_enrich.store import IndexEntry, IndexStore, utcnow
-from eqc_enrich.writeback import IndexWriter
 
 if TYPE_CHECKING:
     from tests.conftest import ScriptedServer
@@ -60,8 +60,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def options(sim_url: str, db: Path, **changes: Any) -> RunOptions:
-    base = RunOptions(db=db, eqc_url=sim_url, token=TOKEN, rate_limit=FAST, timeout_s=5.0, salt=SALT, retries=0)
-    return RunOptions(**{**base.__dict__, **changes})
+    base = run_options(db=db, eqc_url=sim_url, token=TOKEN, rate_limit=FAST, timeout_s=5.0, salt=SALT, retries=0)
+    return run_options(base, **changes)
 
 
 def not_found_asked(db: Path, age: timedelta, name: str = UNKNOWN) -> None:
@@ -198,11 +198,11 @@ def test_a_token_printed_by_the_token_command_stays_out_of_the_database(sim: Sim
 
 
 def test_every_answer_is_committed_within_half_a_second_at_the_story_rate() -> None:
-    story = resolve_config(RunOptions(rate_limit=RateLimit(10, 60.0)), Settings())
-    assert story.commit_interval_s == 0.5
-    fast = resolve_config(RunOptions(rate_limit=RateLimit(10, 0.06)), Settings())
-    assert fast.commit_interval_s == pytest.approx(0.006)  # at least once per quota slot
-    assert resolve_config(RunOptions(commit_interval_s=0.2), Settings()).commit_interval_s == 0.2
+    story = resolve_config(run_options(rate_limit=RateLimit(10, 60.0)), Settings())
+    assert story.stage.commit_interval_s == 0.5
+    fast = resolve_config(run_options(rate_limit=RateLimit(10, 0.06)), Settings())
+    assert fast.stage.commit_interval_s == pytest.approx(0.006)  # at least once per quota slot
+    assert resolve_config(RunOptions(commit_interval_s=0.2), Settings()).stage.commit_interval_s == 0.2
 
 
 def test_the_writer_commits_while_the_run_goes_on(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 import pytest
+from tests.options import run_options
 
 from eqc_enrich import ConfigError, InputError, RunOptions, enrich, temp_company_id
 from eqc_enrich.output import write_table
@@ -18,7 +19,7 @@ SALT = "test_salt"
 
 
 def offline(db: Path, **changes: object) -> RunOptions:
-    return RunOptions(**{**RunOptions(db=db, enrichment=False, salt=SALT).__dict__, **changes})
+    return run_options(RunOptions(db=db, enrichment=False, salt=SALT), **changes)
 
 
 def seed_index(db: Path, *entries: IndexEntry) -> None:

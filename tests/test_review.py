@@ -23,8 +23,10 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from tests.conftest import IndexDb
+from tests.options import eqc_options
 
 from eqc_enrich import RateLimit
+from eqc_enrich.config import resolve_access
 from eqc_enrich.keys import temp_company_id
 from eqc_enrich.review import (
     COOKIE,
@@ -36,6 +38,7 @@ from eqc_enrich.review import (
     scope_of_file,
     seconds_to_next_slot,
 )
+from eqc_enrich.settings import Settings
 from eqc_enrich.simulator import Simulator, SimulatorConfig
 from eqc_enrich.store import IndexStore, Payload, UnsettledName, WriteBatch
 
@@ -51,7 +54,7 @@ def name(key: str, rows: int, **changes: object) -> UnsettledName:
 
 def access(url: str = "http://127.0.0.1:9", **changes: object) -> EqcAccess:
     settings: dict[str, object] = {"eqc_url": url, "token": TOKEN, "rate_limit": FAST, "timeout_s": 2.0}
-    return EqcAccess(**{**settings, **changes})  # type: ignore[arg-type]
+    return resolve_access(eqc_options(**{**settings, **changes}), Settings())
 
 
 @contextmanager
@@ -262,7 +265,7 @@ def test_a_whole_session_never_shows_the_eqc_token_and_searches_share_the_runs_q
             searches = sim.state.stats.search_keys
             assert searches[company.name] == 1  # asked once (the refused token's try is not a search)
             assert searches["查无此公司乙"] == 1
-            slots = store.quota.slots_of(eqc.quota)
+            slots = store.quota.slots_of(eqc.quota_key)
             assert len(slots) >= 2
             assert all(owner.startswith("review-") for owner, _ in slots)
             assert store.claims.live() == []  # every claim released

@@ -17,10 +17,13 @@ from typing import Any
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from tests.options import run_options
 
-from eqc_enrich import EnrichResult, RateLimit, RunOptions, enrich
+from eqc_enrich import EnrichResult, RateLimit, enrich
+from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.model import Latency
-from eqc_enrich.review import EqcAccess, ReviewServer
+from eqc_enrich.review import ReviewServer
+from eqc_enrich.settings import Settings
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import NOT_A_COMPANY, IndexStore
 
@@ -58,7 +61,7 @@ def sim_config() -> SimulatorConfig:
 
 
 def run(data: pl.DataFrame, url: str, db: Path, **changes: Any) -> EnrichResult:
-    options = RunOptions(
+    options = run_options(
         db=db, eqc_url=url, token=TOKEN, rate_limit=FAST, timeout_s=2.0, salt="s", latency_hint=Latency(0.0, 0.0),
         **changes,
     )  # fmt: skip
@@ -103,7 +106,7 @@ def test_a_person_settles_names_with_the_keyboard_and_the_next_run_uses_every_de
         store = IndexStore(db)
         try:
             expected = store.unsettled.open_names()
-            eqc = EqcAccess(eqc_url=sim.url, token=TOKEN, rate_limit=FAST, timeout_s=2.0)
+            eqc = resolve_access(EqcOptions(url=sim.url, token=TOKEN, rate_limit=FAST, timeout_s=2.0), Settings())
             asked_before = sim.state.stats.search_keys[company.name]
             with ReviewServer(store, eqc) as server, chromium() as browser:
                 page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")

@@ -15,6 +15,7 @@ import httpx
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from tests.options import run_options
 
 from eqc_enrich import (
     EnrichResult,
@@ -27,11 +28,10 @@ from eqc_enrich import (
     temp_company_id,
 )
 from eqc_enrich._policies import ConfidencePolicy, OutagePolicy
-from eqc_enrich._stats import EqcStats
-from eqc_enrich._tokens import TokenKeeper
+from eqc_enrich.cli import exit_code
 from eqc_enrich.eqc import SEARCH, EqcClient
+from eqc_enrich.eqc_stage import EqcLookup, EqcStats, LookupSettings, StageResult, TokenKeeper
 from eqc_enrich.keys import normalize_name
-from eqc_enrich.lookup import EqcLookup, LookupSettings, StageResult
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import IndexStore
@@ -73,7 +73,7 @@ def most_arrivals_within(sim: Simulator, span_s: float) -> int:
 
 
 def options(sim: Simulator, db: Path, **changes: object) -> RunOptions:
-    base = RunOptions(
+    base = run_options(
         db=db,
         eqc_url=sim.url,
         token=TOKEN,
@@ -82,7 +82,7 @@ def options(sim: Simulator, db: Path, **changes: object) -> RunOptions:
         salt=SALT,
         latency_hint=Latency(0.04, 0.06),
     )
-    return RunOptions(**{**base.__dict__, **changes})
+    return run_options(base, **changes)
 
 
 def test_every_known_row_gets_its_true_id_and_unknown_names_stable_temp_ids(
@@ -166,7 +166,7 @@ def test_cancel_midway_then_rerun_asks_no_name_twice(
                 break
         first = await run
         assert first.summary.status == "interrupted"
-        assert first.exit_code == 130
+        assert exit_code(first.summary.status) == 130
         return first, done_at_cancel, in_flight_at_cancel
 
     first, done_at_cancel, in_flight_at_cancel = asyncio.run(cancel_after_a_third())
@@ -288,13 +288,13 @@ def test_check_token_replaces_a_stale_token_before_the_run(tmp_path: Path) -> No
     with Simulator(config) as sim:
         fresh = f"{sys.executable} -c \"print('{TOKEN}')\""
         base = options(sim, tmp_path / "i.db", token="stale", check_token=True, rate_limit=RateLimit(1000, 1.0))
-        checked = enrich(frame, options=RunOptions(**{**base.__dict__, "token_command": fresh}))
+        checked = enrich(frame, options=run_options(base, token_command=fresh))
         assert checked.summary.status == "completed"
         assert checked.summary.eqc.not_found == 1
         assert sim.stats()["requests"]["searchAll"] == 1
         stuck = enrich(frame, options=options(sim, tmp_path / "j.db", token="stale", check_token=True))
     assert stuck.summary.status == "token_unavailable"
-    assert stuck.exit_code == 3
+    assert exit_code(stuck.summary.status) == 3
     assert stuck.summary.eqc.not_asked == 1
 
 

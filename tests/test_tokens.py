@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from eqc_enrich._errors import ConfigError
-from eqc_enrich._tokens import NO_TOKEN_MESSAGE, TokenKeeper, run_token_command
 from eqc_enrich.eqc import EqcClient, TokenExpiredError
+from eqc_enrich.eqc_stage import NO_TOKEN_MESSAGE, TokenKeeper, run_token_command
 from eqc_enrich.simulator import Simulator
 
 SimFactory = Callable[..., Simulator]
@@ -293,7 +293,7 @@ def test_the_commands_output_never_reaches_its_error() -> None:
 
 
 def test_a_command_that_hangs_is_stopped_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    import eqc_enrich._tokens as tokens
+    import eqc_enrich.eqc_stage._tokens as tokens
 
     monkeypatch.setattr(tokens, "_COMMAND_TIMEOUT_S", 0.2)
     with pytest.raises(ConfigError) as info:

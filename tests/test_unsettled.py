@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from tests.conftest import IndexDb
+from tests.options import run_options
 
-from eqc_enrich import EnrichResult, RateLimit, RunOptions, enrich
+from eqc_enrich import EnrichResult, RateLimit, enrich
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import NOT_A_COMPANY, IndexEntry, IndexStore, UnsettledName, WriteBatch, utcnow
@@ -109,7 +110,7 @@ def month() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def run(data: pl.DataFrame, url: str, db: Path) -> EnrichResult:
-    options = RunOptions(
+    options = run_options(
         db=db, eqc_url=url, token=TOKEN, rate_limit=RateLimit(10, 0.06), timeout_s=2.0, salt="s",
         latency_hint=Latency(0.0, 0.0),
     )  # fmt: skip

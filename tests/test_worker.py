@@ -22,11 +22,15 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from tests.conftest import IndexDb
+from tests.options import run_options as flat_run_options
+from tests.options import worker_options as flat_worker_options
 
 from eqc_enrich import ConfidencePolicy, RateLimit
-from eqc_enrich._pacing import next_send
-from eqc_enrich.enrich import RunOptions, enrich
+from eqc_enrich.cli import worker_exit_code
+from eqc_enrich.enrich import enrich
+from eqc_enrich.eqc_stage import next_send
 from eqc_enrich.keys import normalize_name
+from eqc_enrich.options import RunOptions
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_months
 from eqc_enrich.store import IndexEntry, IndexStore, UnsettledName, WriteBatch, utcnow
 from eqc_enrich.worker import WORKER_PREFIX, WorkerOptions, build_queue, quota_busy, run_worker
@@ -58,13 +62,13 @@ def sim() -> Iterator[Simulator]:
 def run_options(sim: Simulator, db: IndexDb | str, **extra: Any) -> RunOptions:
     url, schema = (db, None) if isinstance(db, str) else (db.url, db.schema)
     settings: dict[str, Any] = {"rate_limit": LIMIT, "timeout_s": 5.0, "claim_lease_s": 2.0, **extra}
-    return RunOptions(db=url, db_schema=schema, eqc_url=sim.url, token=TOKEN, **settings)
+    return flat_run_options(db=url, db_schema=schema, eqc_url=sim.url, token=TOKEN, **settings)
 
 
 def worker_options(sim: Simulator, db: IndexDb | str, **extra: Any) -> WorkerOptions:
     url, schema = (db, None) if isinstance(db, str) else (db.url, db.schema)
     settings: dict[str, Any] = {"rate_limit": LIMIT, "timeout_s": 5.0, "claim_lease_s": 2.0, **extra}
-    return WorkerOptions(db=url, db_schema=schema, eqc_url=sim.url, token=TOKEN, **settings)
+    return flat_worker_options(db=url, db_schema=schema, eqc_url=sim.url, token=TOKEN, **settings)
 
 
 def keys_of(data: pl.DataFrame) -> set[str]:
@@ -504,7 +508,7 @@ def test_max_time_ends_a_pass_and_gives_back_the_claims_of_names_not_asked(
     # 3 s: room for the queue and claims on a busy machine, and still far from the 9 s all names would take
     report = run_worker(worker_options(sim, index_db, rate_limit=slow, max_time_s=3.0, batch=500), once=True)
     assert report.status == "completed"
-    assert report.exit_code == 0
+    assert worker_exit_code(report.status) == 0
     assert 0 < report.asked < 100
     assert report.outcomes["skipped"] > 50
     store = index_db.open()

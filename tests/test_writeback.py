@@ -14,14 +14,22 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from eqc_enrich._pacing import Stopped
-from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
 from eqc_enrich._policies import IndexWaitPolicy
 from eqc_enrich.eqc import BusinessInfo, LabelSet, SearchHit
+from eqc_enrich.eqc_stage import (
+    FORMER_NAME_DOMAIN,
+    LOOKUP_DOMAIN,
+    IndexWriter,
+    LookupOutcome,
+    PendingFile,
+    Stopped,
+    batch_for,
+    load_pending,
+    pending_dirs,
+)
+from eqc_enrich.eqc_stage._writeback import _observed  # the done-callback itself, tested directly
 from eqc_enrich.keys import LookupType
-from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
-from eqc_enrich.writeback import FORMER_NAME_DOMAIN, LOOKUP_DOMAIN, IndexWriter, _observed, batch_for
 
 NAME = "示例科技"
 

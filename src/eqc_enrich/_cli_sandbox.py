@@ -135,7 +135,7 @@ def make_data(
 ) -> None:
     """Write a synthetic annuity_performance month and its ground truth (<stem>.truth.parquet)."""
     from eqc_enrich.read import table_format
-    from eqc_enrich.simulator._datagen import make_month, summarize, truth_path, write_frames
+    from eqc_enrich.simulator import make_month, summarize, truth_path, write_frames
 
     try:
         table_format(out)  # a wrong extension fails before a month is generated, not after

@@ -13,14 +13,19 @@ from typing import Annotated
 
 import typer
 
-from eqc_enrich._durations import RateLimit, parse_duration, parse_rate_limit
+from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
+from eqc_enrich._durations import parse_duration
+from eqc_enrich._exit_codes import EXIT_INTERRUPTED, worker_exit_code
 from eqc_enrich._signals import on_stop_signals
-from eqc_enrich._stats import RunProgress
+from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.events import EventLog
 from eqc_enrich.output import ensure_writable
+from eqc_enrich.progress import RunProgress
 from eqc_enrich.settings import load_settings
 from eqc_enrich.store import IndexStore
 from eqc_enrich.worker import WorkerControl, WorkerOptions, WorkerReport, run_worker_async, worker_status
+
+__all__ = ["register", "worker_app"]
 
 worker_app = typer.Typer(
     name="worker",
@@ -28,17 +33,6 @@ worker_app = typer.Typer(
     invoke_without_command=True,
 )
 
-DbOpt = Annotated[
-    str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
-]
-SchemaOpt = Annotated[
-    str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
-]
-RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
-QuotaKeyOpt = Annotated[
-    str | None,
-    typer.Option(envvar="WDH_EQC_QUOTA_KEY", help="Name of the EQC account's shared quota [the EQC base URL]."),
-]
 NegativeTtlOpt = Annotated[str, typer.Option(help="Ask a name EQC did not know again once this has passed.")]
 RefreshOpt = Annotated[str, typer.Option(help="Ask a low-confidence answer again once it is this old.")]
 
@@ -49,16 +43,11 @@ def register(app: typer.Typer) -> None:
 
 
 @worker_app.callback()
+@with_eqc_options
 def worker(
     ctx: typer.Context,
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
-    eqc_url: Annotated[str | None, typer.Option(help="EQC base URL [WDH_EQC_BASE_URL].")] = None,
-    rate_limit: RateOpt = None,
-    quota_key: QuotaKeyOpt = None,
-    token_command: Annotated[
-        str | None, typer.Option(envvar="WDH_EQC_TOKEN_COMMAND", help="Command that prints a fresh EQC token.")
-    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit (for a scheduler).")] = False,
     max_time: Annotated[
         str | None, typer.Option(help="Stop after this long (a scheduler's slot), e.g. 50m; exit 0.")
@@ -67,52 +56,49 @@ def worker(
     negative_ttl: NegativeTtlOpt = "30d",
     refresh: RefreshOpt = "90d",
     retry_failed: Annotated[str, typer.Option(help="Wait before asking a failed name again (doubles).")] = "1h",
-    timeout: Annotated[str | None, typer.Option(help="Per-request timeout [WDH_EQC_TIMEOUT].")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
-    claim_lease: Annotated[str, typer.Option(help="How long a claim outlives a worker that died.")] = "60s",
     poll: Annotated[
         str | None, typer.Option(help="How often a worker with nothing due looks again (default: ten rate windows).")
     ] = None,
     log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    *,
+    eqc: EqcOptions,
 ) -> None:
     """Run until stopped (SIGTERM or Ctrl-C let requests in flight finish, then exit 0)."""
     if ctx.invoked_subcommand is not None:
         return
     options = WorkerOptions(
-        db=db, db_schema=db_schema, eqc_url=eqc_url, rate_limit=_rate(rate_limit), quota_key=quota_key,
-        token_command=token_command, batch=batch, concurrency=concurrency, negative_ttl_s=parse_duration(negative_ttl),
-        refresh_s=parse_duration(refresh), retry_failed_s=parse_duration(retry_failed),
-        timeout_s=parse_duration(timeout) if timeout else None, claim_lease_s=parse_duration(claim_lease),
-        poll_s=parse_duration(poll) if poll else None, max_time_s=parse_duration(max_time) if max_time else None,
+        db=db, db_schema=db_schema, eqc=eqc, batch=batch, concurrency=concurrency,
+        negative_ttl_s=parse_duration(negative_ttl), refresh_s=parse_duration(refresh),
+        retry_failed_s=parse_duration(retry_failed), poll_s=parse_duration(poll) if poll else None,
+        max_time_s=parse_duration(max_time) if max_time else None,
     )  # fmt: skip
     if log_json is not None:
         ensure_writable([log_json], check_format=False)
     report = _run_with_signals(options, once=once, log_json=log_json)
     if not quiet:
         _print_report(report)
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(worker_exit_code(report.status))
 
 
 @worker_app.command("status")
+@with_eqc_options
 def status(
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
-    rate_limit: RateOpt = None,
-    quota_key: QuotaKeyOpt = None,
-    eqc_url: Annotated[str | None, typer.Option(help="EQC base URL (names the quota when no key is set).")] = None,
     negative_ttl: NegativeTtlOpt = "30d",
     refresh: RefreshOpt = "90d",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    *,
+    eqc: EqcOptions,
 ) -> None:
     """The queue by kind, what the workers did today, their share of the quota, and what falls due next."""
-    settings = load_settings()
-    limit = _rate(rate_limit) or settings.rate_limit
-    key = quota_key or settings.eqc_quota_key or eqc_url or settings.eqc_base_url
+    access = resolve_access(eqc, load_settings())  # the quota is named by the key, else the URL
     options = WorkerOptions(negative_ttl_s=parse_duration(negative_ttl), refresh_s=parse_duration(refresh))
     store = IndexStore(db, schema=db_schema)
     try:
-        state = worker_status(store, options, limit, key)
+        state = worker_status(store, options, access.rate_limit, access.quota_key)
     finally:
         store.close()
     if as_json:
@@ -120,10 +106,6 @@ def status(
         return
     for line in state.lines():
         typer.echo(line)
-
-
-def _rate(text: str | None) -> RateLimit | None:
-    return parse_rate_limit(text) if text else None
 
 
 def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | None) -> WorkerReport:
@@ -158,7 +140,7 @@ def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | No
         return asyncio.run(main())
     except asyncio.CancelledError:
         typer.echo("error: stopped at once: answers received so far are in the index", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _print_report(report: WorkerReport) -> None:

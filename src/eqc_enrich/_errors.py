@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "EqcEnrichError",
+    "IndexBusyError",
+    "IndexConnectionError",
+    "IndexStoreError",
+    "InputError",
+    "OutputError",
+]
+
 
 class EqcEnrichError(Exception):
     """Base of every error eqc-enrich raises on purpose; its message is one line fit for a user."""
@@ -13,6 +23,14 @@ class ConfigError(EqcEnrichError):
 
 class InputError(EqcEnrichError):
     """The input file cannot be read as the table the run needs (missing, unreadable, wrong columns)."""
+
+
+class OutputError(EqcEnrichError):
+    """A file could not be written (a full disk, a folder gone, no permission); nothing was half-written.
+
+    Before a run asks anything this is a bad option (exit 2); after EQC answered, it is the run's own ending,
+    `output_failed`: the answers are in the index, and a rerun writes the files without asking again.
+    """
 
 
 class IndexStoreError(EqcEnrichError):

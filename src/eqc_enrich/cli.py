@@ -1,9 +1,10 @@
 """The command line: a thin layer over the Python API (parse options, show progress, map outcomes to exit codes).
 
-Exit codes (`summary.EXIT_CODES` for the endings of a run): 0 completed; 1 unexpected failure (a bug: one
-line, please report it); 2 bad input, options or configuration; 3 EQC token unusable; 4 some names failed
-after every retry; 5 EQC unavailable; 6 the index could not be written (answers kept in a side file);
-130 interrupted. In every ending but 1 and 2 the outputs are complete, with temporary ids where needed.
+Exit codes (`EXIT_CODES` for the endings of a run): 0 completed; 1 unexpected failure (a bug: one line,
+please report it); 2 bad input, options or configuration; 3 EQC token unusable; 4 some names failed after
+every retry; 5 EQC unavailable; 6 the index could not be written (answers kept in a side file); 7 the outputs
+could not be written after the work was done (answers in the index); 130 interrupted. In every ending but 1,
+2 and 7 the outputs are complete, with temporary ids where needed.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
 from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
-from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
+from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
+from eqc_enrich._durations import format_duration, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
+from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
 from eqc_enrich._signals import on_stop_signals
-from eqc_enrich._stats import RunProgress
-from eqc_enrich.enrich import EnrichResult, RunControl, RunOptions, enrich_async, plan
+from eqc_enrich.config import EqcOptions, resolve_access
+from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
 from eqc_enrich.events import EventLog
 from eqc_enrich.model import Latency
+from eqc_enrich.options import RunOptions
 from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
-from eqc_enrich.progress import ProgressDisplay
+from eqc_enrich.planning import plan
+from eqc_enrich.progress import ProgressDisplay, RunProgress
 from eqc_enrich.resolve import Columns
 from eqc_enrich.settings import load_settings
-from eqc_enrich.summary import EXIT_CODES
 
 app = typer.Typer(
     name="eqc-enrich",
@@ -49,9 +53,7 @@ _cli_index.register(app)
 _cli_worker.register(app)
 bench.register(app)
 
-EXIT_BUG = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_CODES", "app", "exit_code", "main", "worker_exit_code"]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -63,10 +65,6 @@ def _optional_duration(text: str | None) -> float | None:
     return parse_duration(text) if text is not None else None
 
 
-def _optional_rate(text: str | None) -> RateLimit | None:
-    return parse_rate_limit(text) if text is not None else None
-
-
 InputArg = Annotated[
     Path, typer.Argument(metavar="INPUT", help="CSV, XLSX/XLS or Parquet file of one month.", show_default=False)
 ]
@@ -74,13 +72,6 @@ SheetOpt = Annotated[str | None, typer.Option(help="Excel sheet (default 规模�
 NameColOpt = Annotated[str, typer.Option(help="Column with the customer name.")]
 PlanColOpt = Annotated[str | None, typer.Option(help="Column with the plan code (default 计划代码, if present).")]
 IdColOpt = Annotated[str | None, typer.Option(help="Column with an existing id (default 公司代码, if present).")]
-DbOpt = Annotated[
-    str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
-]
-SchemaOpt = Annotated[
-    str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
-]
-RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
 DetailsOpt = Annotated[bool, typer.Option(help="Also fetch findDepart and findLabels (3 calls a name).")]
 OverridesOpt = Annotated[Path | None, typer.Option(help="YAML with plan_code: and customer_name: maps.")]
 
@@ -96,6 +87,7 @@ def _columns(name_column: str, plan_column: str | None, id_column: str | None) -
 
 
 @app.command()
+@with_eqc_options
 def run(
     input_path: InputArg,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Default <stem>.enriched.<ext>.")] = None,
@@ -105,11 +97,7 @@ def run(
     id_column: IdColOpt = None,
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
-    eqc_url: Annotated[str | None, typer.Option(help="EQC base URL [WDH_EQC_BASE_URL].")] = None,
-    rate_limit: RateOpt = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
-    timeout: Annotated[str | None, typer.Option(help="Per-request timeout [WDH_EQC_TIMEOUT].")] = None,
-    retries: Annotated[int | None, typer.Option(min=0, help="Retries per request [WDH_EQC_RETRY_MAX].")] = None,
     budget: Annotated[int | None, typer.Option(min=0, help="At most this many names to EQC (0: no cap).")] = None,
     no_enrichment: Annotated[bool, typer.Option("--no-enrichment", help="Do not call EQC.")] = False,
     details: DetailsOpt = False,
@@ -119,9 +107,6 @@ def run(
     negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
     retry_not_found: Annotated[bool, typer.Option(help="Ask EQC again about names it did not find.")] = False,
     refresh: Annotated[str | None, typer.Option(help="Ignore index entries older than this (e.g. 90d).")] = None,
-    token_command: Annotated[
-        str | None, typer.Option(envvar="WDH_EQC_TOKEN_COMMAND", help="Command that prints a fresh EQC token.")
-    ] = None,
     check_token: Annotated[bool, typer.Option(help="One token check call before the run starts.")] = False,
     eqc_down_wait: Annotated[
         str, typer.Option(help="How long to wait, probing, for an EQC that stopped answering before giving up.")
@@ -129,13 +114,6 @@ def run(
     index_wait: Annotated[
         str, typer.Option(help="How long answers may wait for an index that cannot be written before the run stops.")
     ] = "2m",
-    quota_key: Annotated[
-        str | None,
-        typer.Option(envvar="WDH_EQC_QUOTA_KEY", help="Name of the EQC account's shared quota [the EQC base URL]."),
-    ] = None,
-    claim_lease: Annotated[
-        str, typer.Option(help="How long a claim on a name outlives a process that died (renewed while alive).")
-    ] = "60s",
     progress_interval: Annotated[str, typer.Option(help="Interval of plain progress lines off a terminal.")] = "30s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the timing breakdown at the end.")] = False,
@@ -143,6 +121,8 @@ def run(
     keep_formulas: Annotated[
         bool, typer.Option("--keep-formulas", help="Write text cells starting with = + - @ as they are (no leading ').")
     ] = False,
+    *,
+    eqc: EqcOptions,
 ) -> None:
     """Give every row of INPUT a company_id (and company_id_source)."""
     options = RunOptions(
@@ -150,12 +130,8 @@ def run(
         sheet=sheet,
         db=db,
         db_schema=db_schema,
-        eqc_url=eqc_url,
-        token_command=token_command,
-        rate_limit=_optional_rate(rate_limit),
+        eqc=eqc,
         concurrency=concurrency,
-        timeout_s=_optional_duration(timeout),
-        retries=retries,
         budget=budget or None,
         enrichment=not no_enrichment,
         details=details,
@@ -166,8 +142,6 @@ def run(
         check_token=check_token,
         eqc_down_wait_s=parse_duration(eqc_down_wait),
         index_wait_s=parse_duration(index_wait),
-        quota_key=quota_key,
-        claim_lease_s=parse_duration(claim_lease),
         keep_formulas=keep_formulas,
     )
     out = output or default_output_path(input_path)
@@ -177,9 +151,18 @@ def run(
     interval = parse_duration(progress_interval)
     result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)
     if summary is not None:
-        result.summary.write(summary)
+        _write_summary(result, summary)
     _report(result, verbose=verbose)
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(exit_code(result.summary.status))
+
+
+def _write_summary(result: EnrichResult, path: Path) -> None:
+    """The summary goes where it was asked, unless that fails too (the disk that refused the output, say):
+    then it is said on one line, and the figures are still printed below."""
+    try:
+        result.summary.write(path)
+    except EqcEnrichError as exc:
+        typer.echo(f"note: the summary was not written: {exc}", err=True)
 
 
 def _run_with_signals(
@@ -212,10 +195,8 @@ def _run_with_signals(
         events = EventLog(log_json, progress, interval_s=interval_s) if log_json else None
         display.start()
         if events is not None:
-            in_force = options.rate_limit or settings.rate_limit  # the option, else the WDH_* setting
-            events.start(
-                input=str(input_path), output=str(output), options={**options.public(), "rate_limit": str(in_force)}
-            )
+            access = resolve_access(options.eqc, settings)  # what is in force: the option, else the WDH_* setting
+            events.start(input=str(input_path), output=str(output), options={**options.public(), **access.public()})
         result: EnrichResult | None = None
         try:
             result = await enrich_async(
@@ -306,12 +287,13 @@ def _report(result: EnrichResult, *, verbose: bool) -> None:
         typer.echo(f"note: {warning}", err=True)
     if s.message:
         typer.echo(s.message, err=True)
-    typer.echo(f"status: {s.status} (exit {s.exit_code})", err=True)
+    typer.echo(f"status: {s.status} (exit {exit_code(s.status)})", err=True)
     if verbose:
         typer.echo(json.dumps({"timing": s.timing, "index_hits_by_type": s.index_hits_by_type}, indent=2), err=True)
 
 
 @app.command("plan")
+@with_eqc_options
 def plan_command(
     input_path: InputArg,
     sheet: SheetOpt = None,
@@ -320,11 +302,12 @@ def plan_command(
     id_column: IdColOpt = None,
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
-    rate_limit: RateOpt = None,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
     latency: Annotated[str, typer.Option(help="Assumed EQC latency range for the bound.")] = "20-60s",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    *,
+    eqc: EqcOptions,
 ) -> None:
     """What a run would cost, from the index alone (no EQC call)."""
     low, high = parse_range(latency)
@@ -335,7 +318,7 @@ def plan_command(
             sheet=sheet,
             db=db,
             db_schema=db_schema,
-            rate_limit=_optional_rate(rate_limit),
+            eqc=eqc,
             details=details,
             overrides=overrides,
         ),
@@ -377,6 +360,7 @@ def demo(
 
 
 @app.command()
+@with_eqc_options
 def review(
     file: Annotated[
         Path | None,
@@ -392,12 +376,14 @@ def review(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback unless you mean otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 0,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL only; open no browser.")] = False,
+    *,
+    eqc: EqcOptions,
 ) -> None:
     """A local page to settle the names runs left open: accept a candidate, type an id, not a company, undo."""
-    from eqc_enrich.review._command import review_command
+    from eqc_enrich.review import review_command
 
     review_command(
-        db=db, db_schema=db_schema, file=file, name_column=name_column, host=host, port=port,
+        db=db, db_schema=db_schema, eqc=eqc, file=file, name_column=name_column, host=host, port=port,
         open_browser=not no_browser, echo=typer.echo, warn=lambda line: typer.echo(line, err=True),
     )  # fmt: skip
 

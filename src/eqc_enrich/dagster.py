@@ -33,10 +33,13 @@ from pydantic import Field
 
 from eqc_enrich._durations import parse_duration, parse_rate_limit
 from eqc_enrich._errors import ConfigError, EqcEnrichError
-from eqc_enrich.enrich import EnrichResult, RunOptions, enrich
+from eqc_enrich._exit_codes import EXIT_CODES, EXIT_USAGE, exit_code
+from eqc_enrich.config import EqcOptions
+from eqc_enrich.enrich import EnrichResult, enrich
+from eqc_enrich.options import RunOptions
 from eqc_enrich.output import default_output_path, unresolved_path
 from eqc_enrich.resolve import Columns
-from eqc_enrich.summary import EXIT_CODES, RunSummary
+from eqc_enrich.summary import RunSummary
 
 __all__ = [
     "DEFAULT_RESOURCE_KEY",
@@ -54,8 +57,8 @@ __all__ = [
 
 TOKEN_ENV = "WDH_EQC_TOKEN"
 DB_ENV = "EQC_ENRICH_DB"  # what the worker command reads its --db from
+TOKEN_COMMAND_ENV = "WDH_EQC_TOKEN_COMMAND"  # and its --token-command
 DEFAULT_RESOURCE_KEY = "eqc_enrich"
-_BAD_SETTING_EXIT = 2
 _STOP_GRACE_S = 30.0  # a worker told to stop lets its requests in flight land (they can take a minute at 1x)
 
 
@@ -77,6 +80,9 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     token_env: str = Field(
         default=TOKEN_ENV, description="The environment variable the EQC token is read from when a step runs."
     )
+    token_command: str | None = Field(
+        default=None, description="A command that prints a fresh EQC token [WDH_EQC_TOKEN_COMMAND]."
+    )
     timeout: str | None = Field(default=None, description="Per-request timeout, e.g. 30s [WDH_EQC_TIMEOUT].")
     retries: int | None = Field(default=None, description="Retries per request [WDH_EQC_RETRY_MAX].")
     concurrency: int | None = Field(default=None, description="A cap on requests in flight (adapts by default).")
@@ -86,7 +92,7 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     check_token: bool = Field(default=False, description="One token check call before a run starts.")
     eqc_down_wait: str | None = Field(default=None, description="How long to wait for an unreachable EQC [5m].")
     index_wait: str | None = Field(default=None, description="How long answers wait for the index [2m].")
-    claim_lease: str = Field(default="60s", description="How long a claim on a name outlives its process.")
+    claim_lease: str | None = Field(default=None, description="How long a claim on a name outlives its process [60s].")
 
     def _token(self) -> str | None:
         """The token from the environment, read now; None leaves it to the `WDH_*` settings (`.wdh_env`, the
@@ -98,25 +104,32 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
             return None
         raise ConfigError(f"{self.token_env} is not set in the environment of this run (token_env names it)")
 
+    def eqc_options(self) -> EqcOptions:
+        """How to reach EQC and share its quota: the same value the command line and a run take."""
+        return EqcOptions(
+            url=self.eqc_url,
+            token=self._token(),
+            token_command=self.token_command,
+            rate_limit=parse_rate_limit(self.rate_limit) if self.rate_limit else None,
+            quota_key=self.quota_key,
+            timeout_s=_seconds(self.timeout),
+            retries=self.retries,
+            claim_lease_s=_seconds(self.claim_lease),
+        )
+
     def run_options(self, **changes: Any) -> RunOptions:
         """The `RunOptions` of a run with these settings; `changes` are further `RunOptions` fields."""
         options = RunOptions(
             db=self.db,
             db_schema=self.db_schema,
-            eqc_url=self.eqc_url,
-            token=self._token(),
-            rate_limit=parse_rate_limit(self.rate_limit) if self.rate_limit else None,
+            eqc=self.eqc_options(),
             concurrency=self.concurrency,
-            timeout_s=_seconds(self.timeout),
-            retries=self.retries,
             budget=self.budget,
             details=self.details,
             overrides=Path(self.overrides) if self.overrides else None,
             check_token=self.check_token,
             eqc_down_wait_s=_seconds(self.eqc_down_wait),
             index_wait_s=_seconds(self.index_wait),
-            quota_key=self.quota_key,
-            claim_lease_s=parse_duration(self.claim_lease),
         )
         return replace(options, **changes)
 
@@ -146,6 +159,9 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
             ("--eqc-url", self.eqc_url),
             ("--quota-key", self.quota_key),
             ("--rate-limit", self.rate_limit),
+            ("--timeout", self.timeout),
+            ("--retries", None if self.retries is None else str(self.retries)),
+            ("--claim-lease", self.claim_lease),
         ):
             if value:
                 command += [option, value]
@@ -153,10 +169,12 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
 
     def worker_env(self) -> dict[str, str]:
         """The run's environment: the token under `WDH_EQC_TOKEN` when `token_env` names another variable, and
-        the `db` field under `EQC_ENRICH_DB`."""
+        the `db` and `token_command` fields under `EQC_ENRICH_DB` and `WDH_EQC_TOKEN_COMMAND`."""
         env = dict(os.environ)
         if self.db:
             env[DB_ENV] = self.db
+        if self.token_command:
+            env[TOKEN_COMMAND_ENV] = self.token_command
         if self.token_env != TOKEN_ENV:
             token = self._token()
             if token is not None:
@@ -194,7 +212,7 @@ def summary_metadata(summary: RunSummary) -> dict[str, dg.MetadataValue]:
         "token_refreshes": summary.token_refreshes,
         "unresolved_names": summary.unresolved_names,
         "rows_without_id": sum(summary.rows_without_id.values()),
-        "exit_code": summary.exit_code,
+        "exit_code": exit_code(summary.status),
     }
     metadata: dict[str, dg.MetadataValue] = {
         "status": dg.MetadataValue.text(summary.status),
@@ -243,7 +261,7 @@ def _enrich_in_step(context: dg.AssetExecutionContext, resource_key: str, source
     if summary.status != "completed":
         raise dg.Failure(
             description=(
-                f"eqc-enrich run ended {summary.status} (exit code {summary.exit_code}): "
+                f"eqc-enrich run ended {summary.status} (exit code {exit_code(summary.status)}): "
                 f"{summary.message or 'no message'}"
             ),
             metadata=summary_metadata(summary),
@@ -363,10 +381,10 @@ class WorkerFailed(EqcEnrichError):
 
 
 def _exit_meaning(code: int) -> str:
-    by_code = {exit_code: status for status, exit_code in EXIT_CODES.items()}
+    by_code = {number: status for status, number in EXIT_CODES.items()}
     if code in by_code:
         return by_code[code]
-    if code == _BAD_SETTING_EXIT:
+    if code == EXIT_USAGE:
         return "bad input, option or setting"
     if code < 0:
         return f"killed by signal {-code}"

@@ -13,13 +13,20 @@ from pathlib import Path
 import typer
 
 from eqc_enrich._durations import RateLimit, format_duration
-from eqc_enrich._stats import RunProgress
-from eqc_enrich.enrich import EnrichResult, RunOptions, enrich_async
+from eqc_enrich.config import EqcOptions
+from eqc_enrich.enrich import EnrichResult, enrich_async
 from eqc_enrich.model import Latency
+from eqc_enrich.options import RunOptions
 from eqc_enrich.output import unresolved_path
-from eqc_enrich.progress import ProgressDisplay
-from eqc_enrich.simulator import Simulator, SimulatorConfig, write_month
-from eqc_enrich.simulator._datagen import default_companies
+from eqc_enrich.progress import ProgressDisplay, RunProgress
+from eqc_enrich.simulator import Simulator, SimulatorConfig, default_companies, write_month
+
+__all__ = [
+    "DEMO_TOKEN",
+    "STORY_LATENCY_S",
+    "STORY_RATE",
+    "run_demo",
+]
 
 STORY_RATE = RateLimit(10, 60.0)
 STORY_LATENCY_S = (20.0, 60.0)
@@ -47,12 +54,14 @@ def run_demo(
         )
         options = RunOptions(
             db=db,
-            eqc_url=sim.url,
-            token=DEMO_TOKEN,
-            rate_limit=STORY_RATE.scaled(time_scale),
-            # Twice the slowest call at the same scale, but never under a second: the simulator shares this
-            # process, so its answers can lag by more than a scaled call lasts.
-            timeout_s=max(1.0, 2 * high),
+            eqc=EqcOptions(
+                url=sim.url,
+                token=DEMO_TOKEN,
+                rate_limit=STORY_RATE.scaled(time_scale),
+                # Twice the slowest call at the same scale, but never under a second: the simulator shares this
+                # process, so its answers can lag by more than a scaled call lasts.
+                timeout_s=max(1.0, 2 * high),
+            ),
             salt="demo-salt",
             latency_hint=Latency((low + high) / 2, high),
         )

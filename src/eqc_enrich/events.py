@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
-import math
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
-from enum import Enum
-from pathlib import Path, PurePath
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
-from eqc_enrich._durations import RateLimit
-from eqc_enrich._stats import RunProgress
+from eqc_enrich._jsonable import jsonable
+from eqc_enrich.progress import RunProgress
+
+__all__ = ["EventLog", "EventSink", "jsonable", "progress_fields"]
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -77,33 +76,3 @@ def progress_fields(progress: RunProgress) -> dict[str, Any]:
         "rate_limited": stats.rate_limited,
         "in_flight": stats.in_flight,
     }
-
-
-def jsonable(value: Any) -> Any:
-    """A value as plain JSON with its real type, so a log shipper can filter on it without parsing reprs.
-
-    Bools, numbers and None stay themselves (a non-finite float becomes None: JSON has no NaN); dataclasses
-    become objects; a rate limit becomes the `10/60s` text the options take; durations become seconds;
-    paths, dates and anything else become text.
-    """
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, RateLimit):
-        return str(value)
-    if isinstance(value, Enum):
-        return jsonable(value.value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(item) for item in value]
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, PurePath):
-        return str(value)
-    return str(value)

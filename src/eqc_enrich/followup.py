@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from eqc_enrich.lookup import LookupOutcome
+from eqc_enrich.eqc_stage import LookupOutcome
 from eqc_enrich.resolve import NAME_KEY, ROWS, SOURCE_EQC, Columns
 from eqc_enrich.store import SURE, UnsettledName
 

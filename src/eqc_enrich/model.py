@@ -12,6 +12,14 @@ from dataclasses import dataclass
 
 from eqc_enrich._durations import RateLimit
 
+__all__ = [
+    "Latency",
+    "Workload",
+    "lower_bound",
+    "sequential_time",
+    "strict_lower_bound",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:

@@ -11,31 +11,92 @@ import contextlib
 import math
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from eqc_enrich._durations import format_duration
-from eqc_enrich._stats import RunProgress
+from eqc_enrich.eqc_stage import EqcStats
+
+__all__ = ["ProgressDisplay", "RunProgress", "eta_seconds", "status_line", "tracking_phase"]
 
 _MIN_OBSERVED_S = 5.0  # before this many seconds of EQC traffic, the measured rate is noise
 
 
+@dataclass
+class RunProgress:
+    """Where a run stands, for a live display to poll. The run writes it and displays read it; nothing is
+    read back from it (the summary is built from what the stages return)."""
+
+    phase: str = "starting"
+    rows: int = 0
+    rows_resolved: int = 0
+    distinct_names: int = 0
+    answered_before_eqc: int = 0
+    names_for_eqc: int = 0
+    calls_per_name: int = 1
+    latency_hint_s: float | None = None
+    local_left_s: float = 0.0  # the local work after the EQC stage (resolving the rows, writing), estimated
+    local_from: float | None = None  # when that work began
+    started_at: float = field(default_factory=time.monotonic)
+    eqc: EqcStats = field(default_factory=EqcStats)  # the EQC stage's own live counters, handed over to read
+
+    @property
+    def effective_rate(self) -> float:
+        """Requests per second the stage's limiter admits when saturated (0 before the stage runs)."""
+        return self.eqc.effective_rate
+
+
+_PHASES = {
+    "eqc_down": "eqc: waiting for EQC",
+    "eqc_back": "eqc",
+    "index_unwritable": "eqc: waiting for the index",
+    "index_back": "eqc",
+    "stopping": "eqc: stopping",
+}
+"""What the display says while the EQC stage waits: no ETA is given then, since none would be true."""
+
+
+def tracking_phase(
+    progress: RunProgress, events: Callable[[str, dict[str, Any]], None] | None
+) -> Callable[[str, dict[str, Any]], None]:
+    """The stage's events, passed on, with the display's phase following the waits they announce."""
+
+    def emit(kind: str, fields: dict[str, Any]) -> None:
+        phase = _PHASES.get(kind)
+        if phase is not None and progress.phase != _PHASES["stopping"]:
+            progress.phase = phase
+        if events is not None:
+            events(kind, fields)
+
+    return emit
+
+
 def eta_seconds(progress: RunProgress, now: float | None = None) -> float | None:
-    """Seconds until the EQC stage ends, or None before it has started or when nothing is left."""
+    """Seconds until the run ends: the EQC calls left at the rate the quota admits, the drain of the last
+    requests in flight, and the local work after them (resolving the rows, writing the outputs, measured on a
+    sample). None while nothing true can be said (before the EQC stage starts, while it waits for EQC)."""
+    now = time.monotonic() if now is None else now
+    if progress.phase == "done":
+        return None
+    if progress.local_from is not None:
+        return max(0.0, progress.local_left_s - (now - progress.local_from))
+    eqc = _eqc_left(progress, now)
+    return None if eqc is None else eqc + progress.local_left_s
+
+
+def _eqc_left(progress: RunProgress, now: float) -> float | None:
     stats = progress.eqc
     if progress.phase != "eqc" or stats.started_at is None or progress.effective_rate <= 0:
         return None
-    now = time.monotonic() if now is None else now
     remaining_names = max(0, progress.names_for_eqc - stats.names_done - stats.elsewhere)
     if remaining_names == 0:
         return 0.0
-    calls_per_name = _calls_per_name(progress)
-    rate = _rate(progress, now)
-    drain = _mean_latency(progress)
-    return remaining_names * calls_per_name / rate + drain
+    return remaining_names * _calls_per_name(progress) / _rate(progress, now) + _mean_latency(progress)
 
 
 def _calls_per_name(progress: RunProgress) -> float:

@@ -17,6 +17,19 @@ import polars as pl
 
 from eqc_enrich._errors import InputError
 
+__all__ = [
+    "DEFAULT_SHEET",
+    "ReadFormat",
+    "Table",
+    "TableFormat",
+    "detect_encoding",
+    "file_digest",
+    "read_format",
+    "read_table",
+    "require_columns",
+    "table_format",
+]
+
 DEFAULT_SHEET = "规模明细"
 TableFormat = Literal["csv", "xlsx", "parquet"]
 """The formats a table can be written in (and read)."""

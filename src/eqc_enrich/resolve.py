@@ -27,6 +27,40 @@ from eqc_enrich.keys import (
 )
 from eqc_enrich.store import IndexEntry
 
+__all__ = [
+    "EXISTING_ID",
+    "NAME_KEY",
+    "NO_TEMP_ID_KEYS",
+    "PLAN_KEY",
+    "PLAN_NAME_KEY",
+    "ROWS",
+    "SOURCE_BACKFLOW",
+    "SOURCE_EQC",
+    "SOURCE_EXISTING",
+    "SOURCE_LEGACY",
+    "SOURCE_OVERRIDE",
+    "SOURCE_TEMP",
+    "TEMP_ID_PREFIX",
+    "Answers",
+    "Columns",
+    "LegacyKeys",
+    "Overrides",
+    "add_key_columns",
+    "distinct_keys",
+    "index_hits",
+    "index_maps",
+    "index_source",
+    "learn_existing_ids",
+    "learn_existing_plan_ids",
+    "names_for_eqc",
+    "onto_rows",
+    "resolve_rows",
+    "rows_by_source",
+    "temp_ids",
+    "unresolved_table",
+    "wanted_index_keys",
+]
+
 NAME_KEY = "__name_key"
 PLAN_KEY = "__plan_key"
 PLAN_NAME_KEY = "__plan_name_key"

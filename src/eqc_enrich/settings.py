@@ -14,6 +14,13 @@ from eqc_enrich._durations import RateLimit, parse_rate_limit
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.eqc import DEFAULT_BASE_URL, DEFAULT_TIMEOUT_S, EqcClient
 
+__all__ = [
+    "Settings",
+    "env_file_path",
+    "eqc_client",
+    "load_settings",
+]
+
 
 class Settings(BaseSettings):
     """Every knob the old production client read, under the names people have in their `.wdh_env`."""

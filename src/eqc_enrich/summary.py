@@ -1,61 +1,51 @@
-"""The run summary: the figures a person, a scheduler or a benchmark reads after a run."""
+"""The run summary: the figures a person, a scheduler or a benchmark reads after a run.
+
+`build_summary` is the only thing that writes one: a pure function of what the stages returned (the index
+stage's counts, the EQC stage's report, the resolve stage's counts, the output's report) and a few facts
+of the run. No live display, no shared state: the same reports always give the same summary.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eqc_enrich._durations import RateLimit
+from eqc_enrich.eqc_stage import EqcReport
+from eqc_enrich.index_stage import IndexCounts
+from eqc_enrich.model import Latency, strict_lower_bound
 from eqc_enrich.output import write_text
+from eqc_enrich.resolve_stage import NO_NAME_NO_ID, RowsCounts
+
+__all__ = [
+    "FAILED_NAMES_LISTED",
+    "NO_NAME_NO_ID",
+    "PHASES",
+    "STATUSES",
+    "EqcCounts",
+    "OutputReport",
+    "RunFacts",
+    "RunSummary",
+    "build_summary",
+]
 
 PHASES = ("read", "normalize", "index_lookup", "eqc", "index_write", "write")
-
-
-class PhaseTimer:
-    """Wall time per named phase; a phase entered twice accumulates."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-
+FAILED_NAMES_LISTED = 200  # the summary lists this many failed names; the unresolved export lists all
 
 STATUSES: dict[str, str] = {
     "completed": "every name that was to be asked got an answer (found or not found), and all is in the index",
-    "names_failed": "EQC failed for some names after every retry; they got temporary ids and are listed",
+    "output_failed": "the output files could not be written after the work was done; every answer is in the index",
+    "token_unavailable": "no usable EQC token, and no working way to get a fresh one",
     "eqc_unavailable": "EQC could not be reached (or its certificate is not trusted) and did not come back",
     "index_unavailable": "the index could not be written; answers in hand are in a side file the next run loads",
-    "token_unavailable": "no usable EQC token, and no working way to get a fresh one",
     "interrupted": "stopped by a signal or RunControl.stop(); every answer received is kept",
+    "names_failed": "EQC failed for some names after every retry; they got temporary ids and are listed",
 }
-"""Every way a run can end, in the order the first that applies wins (stops first, then failed names)."""
-
-EXIT_CODES: dict[str, int] = {
-    "completed": 0,
-    "token_unavailable": 3,
-    "names_failed": 4,
-    "eqc_unavailable": 5,
-    "index_unavailable": 6,
-    "interrupted": 130,
-}
-"""The process exit code of each status (2 is bad input, 1 an unexpected error): what a scheduler reads."""
-
-
-NO_NAME_NO_ID = "no customer name, and neither its plan code nor an id in the row resolves it"
-"""The one reason in `rows_without_id`. A temporary id is made from a name, so a row without one (blank, a
-placeholder such as 空白 or N/A, or 0: most 集合计划 rows) gets a company_id only from its plan code (in the
-index or the overrides) or from an id in its own 公司代码; a 集合计划 code is shared by many companies, so
-nothing is learned from it."""
+"""Every way a run can end, in the order the first that applies wins: outputs missing, then a stop, then
+failed names. The command line gives each its exit code (`eqc_enrich.cli.EXIT_CODES`)."""
 
 
 @dataclass
@@ -118,10 +108,6 @@ class RunSummary:
     run_id: str = ""
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES.get(self.status, 1)
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -130,3 +116,171 @@ class RunSummary:
 
     def write(self, path: Path) -> Path:
         return write_text(path, self.to_json() + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputReport:
+    """What the output stage wrote, or why it could not (after the paid work: the answers are in the index)."""
+
+    output: str | None = None  # the enriched file, when one was written
+    error: str | None = None  # one line naming the path that could not be written
+    write_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What the summary needs beyond the stages' reports."""
+
+    run_id: str
+    rate_limit: RateLimit
+    elapsed_s: float
+    read_s: float = 0.0
+    input: str | None = None
+    index: str = ""  # the index's URL, password hidden
+    stopped: bool = False  # a stop was asked for (a signal, RunControl.stop())
+    latency_hint: Latency | None = None  # stands in for the measured latency when nothing was measured
+    warnings: tuple[str, ...] = ()
+
+
+def build_summary(
+    run: RunFacts,
+    index: IndexCounts,
+    eqc: EqcReport,
+    rows: RowsCounts,
+    output: OutputReport,
+) -> RunSummary:
+    counts = _eqc_counts(index, eqc)
+    status, message = _ending(eqc, counts, output, stopped=run.stopped)
+    phases = {
+        "read": run.read_s,
+        "normalize": index.normalize_s,
+        "index_lookup": index.index_lookup_s,
+        "eqc": eqc.timings.wall_s,
+        "index_write": eqc.timings.write_s + rows.index_write_s,
+        "write": output.write_s,
+    }
+    summary = RunSummary(
+        status=status,
+        message=message,
+        input=run.input,
+        output=output.output,
+        rows=index.rows,
+        distinct_names=index.distinct_names,
+        resolved_by=dict(rows.resolved_by),
+        rows_without_id=dict(rows.rows_without_id),
+        answered_before_eqc=index.answered_before_eqc,
+        index_hit_rate=index.index_hit_rate,
+        index_hits_by_type={kind: dict(hits) for kind, hits in index.index_hits_by_type.items()},
+        eqc=counts,
+        failed_names=[{"name": o.name, "reason": o.error or ""} for o in eqc.failed_names()[:FAILED_NAMES_LISTED]],
+        api_calls={**eqc.calls, "total": eqc.api_calls},
+        accepted_requests=eqc.accepted_requests,
+        unanswered_requests=eqc.unanswered_requests,
+        retries=eqc.retries,
+        rate_limited=eqc.rate_limited,
+        token_refreshes=eqc.token_refreshes,
+        eqc_outages=eqc.eqc_outages,
+        index_outages=eqc.index_outages,
+        side_file=eqc.side_file,
+        elapsed_s=round(run.elapsed_s, 4),
+        phases_s={name: round(seconds, 4) for name, seconds in phases.items()},
+        timing=_timing(phases, eqc),
+        rate_limit=str(run.rate_limit),
+        concurrency=dict(eqc.pacing),
+        unresolved_names=rows.unresolved_names,
+        unsettled_recorded=rows.unsettled_recorded,
+        index=run.index,
+        run_id=run.run_id,
+        warnings=[*run.warnings, *rows.warnings],
+    )
+    summary.lower_bound_s, summary.efficiency = _efficiency(run, eqc)
+    return summary
+
+
+def _eqc_counts(index: IndexCounts, eqc: EqcReport) -> EqcCounts:
+    return EqcCounts(
+        names_planned=index.names_planned,
+        names_asked=eqc.names_asked,
+        found=eqc.found,
+        not_found=eqc.not_found,
+        failed=eqc.failed,
+        not_asked=eqc.not_asked,
+        answered_elsewhere=eqc.answered_elsewhere,
+        too_long=index.too_long,
+        negative_cache_hits=index.negative_cache_hits,
+        not_a_company=index.not_a_company,
+        over_budget=index.over_budget,
+        skipped=index.skipped,
+    )
+
+
+def _ending(eqc: EqcReport, counts: EqcCounts, output: OutputReport, *, stopped: bool) -> tuple[str, str | None]:
+    """The status and its one-line message: missing outputs first, then a stop reason, then failed names."""
+    if output.error is not None:
+        after = _stop_status(eqc, counts, stopped)
+        also = f" (the run had also ended {after[0]})" if after is not None else ""
+        return "output_failed", (
+            f"{output.error}: no output was written{also}; every EQC answer is in the index (or its side file), "
+            "so a rerun writes the outputs without asking EQC again"
+        )
+    ended = _stop_status(eqc, counts, stopped)
+    if ended is not None:
+        return ended
+    if counts.failed:
+        return "names_failed", (
+            f"{counts.failed:,} names failed after every retry (listed with their reason in the summary and the "
+            "unresolved export); they got temporary ids, and a rerun asks them again"
+        )
+    if counts.over_budget:
+        return "completed", (
+            f"budget reached: {counts.over_budget:,} less frequent names were not asked (over --budget); they got "
+            "temporary ids, and a rerun asks them"
+        )
+    return "completed", None
+
+
+def _stop_status(eqc: EqcReport, counts: EqcCounts, stopped: bool) -> tuple[str, str | None] | None:
+    if eqc.stopped == "token":
+        return "token_unavailable", eqc.message
+    if eqc.stopped == "eqc_down":
+        return "eqc_unavailable", f"{eqc.message}; {counts.not_asked:,} names not asked: rerun to ask them"
+    if eqc.stopped == "index":
+        saved = f"; answers saved in {eqc.side_file}, which the next run loads first" if eqc.side_file else ""
+        return "index_unavailable", f"{eqc.message}{saved}"
+    if eqc.stopped == "interrupted" or stopped:
+        return "interrupted", "interrupted: every answer received is in the index; rerun the same command to resume"
+    return None
+
+
+def _timing(phases: Mapping[str, float], eqc: EqcReport) -> dict[str, Any]:
+    """The breakdown that answers "is it the API or the quota?": limiter wait against network time."""
+    t = eqc.timings
+    return {
+        "read_s": round(phases["read"], 4),
+        "normalize_s": round(phases["normalize"], 4),
+        "index_lookup_s": round(phases["index_lookup"], 4),
+        "eqc_wall_s": round(t.wall_s, 4),
+        "limiter_wait_s": round(t.limiter_wait_s, 4),
+        "network_s": round(t.network_s, 4),
+        "parse_s": round(t.parse_s, 4),
+        "index_write_s": round(phases["index_write"], 4),
+        "write_s": round(phases["write"], 4),
+        "latency_s": {endpoint: dict(values) for endpoint, values in t.latency_s.items()},
+        "note": "limiter_wait_s and network_s are summed over concurrent requests; eqc_wall_s is wall time",
+    }
+
+
+def _efficiency(run: RunFacts, eqc: EqcReport) -> tuple[float | None, float | None]:
+    """The strict lower bound for the requests EQC accepted, and the run's time against it.
+
+    Everything outside the EQC stage's wall time is local work (the writer's commits overlap the stage).
+    """
+    local = max(0.0, run.elapsed_s - eqc.timings.wall_s)
+    fastest = eqc.timings.fastest_s
+    if fastest is None and run.latency_hint is not None:
+        fastest = run.latency_hint.mean_s
+    if not eqc.accepted_requests or fastest is None:
+        return None, None
+    bound = strict_lower_bound(eqc.accepted_requests, run.rate_limit, fastest, local_s=local)
+    efficiency = round(bound / run.elapsed_s, 4) if run.elapsed_s > 0 else None
+    return round(bound, 4), efficiency

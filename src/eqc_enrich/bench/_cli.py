@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-from eqc_enrich._durations import parse_range, parse_rate_limit
+from eqc_enrich._cli_options import with_eqc_options
+from eqc_enrich._durations import parse_range
+from eqc_enrich.config import EqcOptions, resolve_access
+from eqc_enrich.settings import load_settings
+
+__all__ = ["bench", "register"]
 
 
 def register(app: typer.Typer) -> None:
@@ -15,27 +20,21 @@ def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
 
 
+@with_eqc_options
 def bench(
     names: Annotated[int, typer.Option(min=1, help="Distinct company names to resolve.")] = 1000,
-    eqc_url: Annotated[
-        str | None, typer.Option(help="Measure this REAL EQC endpoint (time scale 1; keep --names small).")
-    ] = None,
     simulate: Annotated[
         bool, typer.Option("--simulate", help="Start a simulated EQC in its own process (default without --eqc-url).")
     ] = False,
     time_scale: Annotated[
         float | None, typer.Option(min=0.001, help="Divide latency and window by this [1000 simulated, 1 real].")
     ] = None,
-    rate_limit: Annotated[str, typer.Option(help="Requests per window, story units.")] = "10/60s",
     latency: Annotated[str, typer.Option(help="EQC latency range per call, story units.")] = "20-60s",
     cached_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of the names already in the index.")
     ] = 0.3,
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the charts.")] = Path("bench-report"),
     seed: Annotated[int, typer.Option(help="Seed of names, month and simulator.")] = 7,
-    token: Annotated[
-        str | None, typer.Option(envvar="WDH_EQC_TOKEN", help="EQC token for --eqc-url.", show_default=False)
-    ] = None,
     workers: Annotated[
         int, typer.Option(min=1, help="2 or more: also run this many `eqc-enrich run` processes at once, one quota.")
     ] = 1,
@@ -53,8 +52,14 @@ def bench(
     months: Annotated[
         bool, typer.Option("--months", help="Instead: the three-month scenario with and without the standing worker.")
     ] = False,
+    *,
+    eqc: EqcOptions,
 ) -> None:
-    """Baseline (the old sequential flow) against ours, cold and warm: a performance report with charts."""
+    """Baseline (the old sequential flow) against ours, cold and warm: a performance report with charts.
+
+    `--eqc-url` measures that REAL endpoint (time scale 1; keep --names small), with the token from
+    WDH_EQC_TOKEN, `.wdh_env` or `--token-command`; `--rate-limit` is in story units (10/60s).
+    """
     from eqc_enrich.bench._run import run_bench  # polars, httpx and the simulator load only when needed
 
     if months:
@@ -65,21 +70,33 @@ def bench(
             echo=lambda line: typer.echo(line, err=True),
         )  # fmt: skip
         return
-    if simulate and eqc_url:
+    if simulate and eqc.url:
         typer.echo("error: --simulate and --eqc-url exclude each other", err=True)
         raise typer.Exit(2)
+    access = resolve_access(eqc, load_settings())  # the real endpoint's token, rate limit, timeout and retries
     run_bench(
         names=names,
-        eqc_url=eqc_url,
+        eqc_url=eqc.url,
         time_scale=time_scale,
-        rate_limit=parse_rate_limit(rate_limit),
+        rate_limit=access.rate_limit,
         latency=parse_range(latency),
         cached_share=cached_share,
         out=out,
         seed=seed,
-        token=token if eqc_url else None,
+        token=_token(access.token, access.token_command) if eqc.url else None,
         echo=lambda line: typer.echo(line, err=True),
         workers=workers,
         jobs_time_scale=jobs_time_scale,
         db=db,
+        retries=access.retries,
+        timeout_s=eqc.timeout_s,
     )
+
+
+def _token(token: str | None, command: str | None) -> str | None:
+    """The real endpoint's token: the setting, else what the token command prints."""
+    if token or not command:
+        return token
+    from eqc_enrich.eqc_stage import run_token_command
+
+    return run_token_command(command)

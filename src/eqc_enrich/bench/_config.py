@@ -42,6 +42,7 @@ class BenchConfig:
     workers: int = 1  # 2 or more: also N `eqc-enrich run` processes at once over slices of the rows
     jobs_time_scale: float | None = None  # their time scale; None: the main one, at most JOBS_MAX_TIME_SCALE
     db: str | None = field(default=None, repr=False)  # PostgreSQL URL for their index (default: SQLite)
+    timeout_override_s: float | None = None  # --timeout: instead of twice the slowest configured call
 
     def __post_init__(self) -> None:
         if self.names < 1:
@@ -51,7 +52,7 @@ class BenchConfig:
         if self.eqc_url is not None and self.time_scale != 1:
             raise ConfigError("a real endpoint (--eqc-url) runs at time scale 1: its latency cannot be scaled")
         if self.eqc_url is not None and not self.token:
-            raise ConfigError("a real endpoint (--eqc-url) needs a token: --token or WDH_EQC_TOKEN")
+            raise ConfigError("a real endpoint (--eqc-url) needs a token: WDH_EQC_TOKEN or --token-command")
         if not 0 <= self.cached_share <= 1 or not 0 <= self.unknown_share < 1:
             raise ConfigError("--cached-share must lie in [0, 1] (and the unknown share in [0, 1))")
         low, high = self.latency
@@ -97,10 +98,14 @@ class BenchConfig:
 
     @property
     def timeout_s(self) -> float:
+        if self.timeout_override_s is not None:
+            return self.timeout_override_s
         return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * self.latency[1] / self.time_scale)
 
     @property
     def jobs_timeout_s(self) -> float:
+        if self.timeout_override_s is not None:
+            return self.timeout_override_s
         return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * self.latency[1] / self.jobs_scale)
 
     @property

@@ -17,8 +17,7 @@ from eqc_enrich._errors import ConfigError
 from eqc_enrich.bench._config import BenchConfig
 from eqc_enrich.keys import LookupType, normalize_name
 from eqc_enrich.output import atomic_write
-from eqc_enrich.simulator import build_universe
-from eqc_enrich.simulator._universe import invent_absent_names
+from eqc_enrich.simulator import build_universe, invent_absent_names
 from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
 
 NAME_COLUMN = "客户名称"

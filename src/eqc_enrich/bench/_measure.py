@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eqc_enrich._durations import RateLimit
-from eqc_enrich._stats import summarize
 from eqc_enrich.bench._old_flow import OldFlowResult
 from eqc_enrich.bench._ours import OursResult
+from eqc_enrich.eqc_stage import summarize
 from eqc_enrich.model import Latency, Workload, lower_bound
 
 ANSWERED = ("ok", "NotFoundError")  # outcomes that are an answer; every other attempt cost quota for nothing

@@ -20,7 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from eqc_enrich._durations import RateLimit, format_duration
-from eqc_enrich.enrich import RunOptions, enrich
+from eqc_enrich.config import EqcOptions
+from eqc_enrich.enrich import enrich
+from eqc_enrich.options import RunOptions
 from eqc_enrich.output import atomic_write, write_text
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_months
 from eqc_enrich.worker import WorkerOptions, run_worker
@@ -65,15 +67,14 @@ def run_months(
             db = Path(folder) / f"months-{label.split()[0]}.db"
             rows_of: list[dict[str, float]] = []
             for number, (data, _) in enumerate(months):
-                options = RunOptions(db=str(db), eqc_url=sim.url, token=_TOKEN, rate_limit=limit, timeout_s=5.0,
-                                     budget=budget if number == 0 else None)  # fmt: skip
+                eqc = EqcOptions(url=sim.url, token=_TOKEN, rate_limit=limit, timeout_s=5.0)
+                options = RunOptions(db=str(db), eqc=eqc, budget=budget if number == 0 else None)
                 started = time.perf_counter()
                 summary = enrich(data, options=options).summary
                 seconds = time.perf_counter() - started
                 worker = 0
                 if label == "with the worker":
-                    report = run_worker(WorkerOptions(db=str(db), eqc_url=sim.url, token=_TOKEN, rate_limit=limit,
-                                                      timeout_s=5.0), once=True)  # fmt: skip
+                    report = run_worker(WorkerOptions(db=str(db), eqc=eqc), once=True)
                     worker = report.asked
                 rows_of.append({"month": number + 1, "names_asked": summary.eqc.names_asked,
                                 "seconds": round(seconds, 3), "worker_names": worker})  # fmt: skip

@@ -31,10 +31,9 @@ from eqc_enrich.eqc import (
     TokenExpiredError,
     TransientError,
 )
+from eqc_enrich.eqc_stage import LookupOutcome, batch_for
 from eqc_enrich.keys import LookupType, normalize_name
-from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.store import IndexStore, WriteBatch
-from eqc_enrich.writeback import batch_for
 
 _T = TypeVar("_T")
 

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eqc_enrich._stats import RunProgress
 from eqc_enrich.bench._config import BenchConfig
-from eqc_enrich.enrich import RunOptions, enrich_async
+from eqc_enrich.config import EqcOptions
+from eqc_enrich.enrich import enrich_async
+from eqc_enrich.options import RunOptions
+from eqc_enrich.progress import RunProgress
 from eqc_enrich.settings import load_settings
 from eqc_enrich.summary import RunSummary
 
@@ -33,11 +35,9 @@ def our_options(config: BenchConfig, *, db: Path, url: str, token: str) -> RunOp
     """Search only (k = 1), paced to the scaled limit, latency hint = the configured range, scaled."""
     return RunOptions(
         db=db,
-        eqc_url=url,
-        token=token,
-        rate_limit=config.scaled_rate,
-        timeout_s=config.timeout_s,
-        retries=config.retries,
+        eqc=EqcOptions(
+            url=url, token=token, rate_limit=config.scaled_rate, timeout_s=config.timeout_s, retries=config.retries
+        ),
         salt=BENCH_SALT,
         latency_hint=config.scaled_latency,
     )

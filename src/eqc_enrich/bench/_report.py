@@ -132,7 +132,7 @@ def command_line(config: BenchConfig) -> str:
 
 def write_report(report: dict[str, Any], runs: dict[str, RunMeasure], config: BenchConfig) -> list[Path]:
     """report.json, report.md and the three charts in `config.out`, each written whole or not at all."""
-    from eqc_enrich.bench import _charts  # matplotlib loads only when charts are drawn
+    import eqc_enrich.bench._charts as _charts  # matplotlib loads only when charts are drawn
 
     out = config.out
     scale = config.time_scale

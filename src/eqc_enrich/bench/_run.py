@@ -65,6 +65,8 @@ def run_bench(
     workers: int = 1,
     jobs_time_scale: float | None = None,
     db: str | None = None,
+    retries: int = 3,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Baseline (old flow), ours cold and warm; writes report.json, report.md and charts to `out`.
 
@@ -87,6 +89,8 @@ def run_bench(
         workers=workers,
         jobs_time_scale=jobs_time_scale,
         db=db,
+        retries=retries,
+        timeout_override_s=timeout_s,
     )
     return execute(config, echo or _stderr)
 

@@ -9,11 +9,13 @@ Layout: `_app` (routes, the session guard), `_pages` and `_static` (HTML, CSS, t
 EQC" through the runs' quota, token keeper and claims), `_server` (uvicorn on loopback).
 """
 
+from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._app import COOKIE, PAGE_SIZE, ReviewState, create_app, render_queue
+from eqc_enrich.review._command import review_command
 from eqc_enrich.review._decide import MANUAL_DOMAIN, MANUAL_SOURCE, Decider, Undone, manual_entry
 from eqc_enrich.review._pages import KEYS_HELP
 from eqc_enrich.review._queue import FileScope, scope_of_file
-from eqc_enrich.review._search import EqcAccess, EqcSearcher, SearchAnswer, seconds_to_next_slot
+from eqc_enrich.review._search import EqcSearcher, SearchAnswer, seconds_to_next_slot
 from eqc_enrich.review._server import ReviewServer, is_loopback
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "is_loopback",
     "manual_entry",
     "render_queue",
+    "review_command",
     "scope_of_file",
     "seconds_to_next_slot",
 ]

@@ -24,10 +24,11 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from eqc_enrich._errors import EqcEnrichError
+from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._decide import Decider
 from eqc_enrich.review._pages import QueueView, error_page, review_page
 from eqc_enrich.review._queue import candidate_counts, candidates_of, with_several_candidates
-from eqc_enrich.review._search import EqcAccess, EqcSearcher, seconds_to_next_slot
+from eqc_enrich.review._search import EqcSearcher, seconds_to_next_slot
 from eqc_enrich.review._static import CSS, JS
 from eqc_enrich.store import KINDS, IndexStore, UnsettledName
 

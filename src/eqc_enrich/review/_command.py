@@ -7,34 +7,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eqc_enrich._errors import ConfigError
+from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.review._queue import scope_of_file
-from eqc_enrich.review._search import EqcAccess
 from eqc_enrich.review._server import ReviewServer, is_loopback
-from eqc_enrich.settings import Settings, load_settings
+from eqc_enrich.settings import load_settings
 from eqc_enrich.store import IndexStore, redact_url
 
-__all__ = ["access_from_settings", "review_command"]
+__all__ = ["review_command"]
 
 Echo = Callable[[str], None]
-
-
-def access_from_settings(settings: Settings) -> EqcAccess:
-    """The runs' EQC settings (WDH_*): the same URL, token, token command, rate limit and shared quota."""
-    return EqcAccess(
-        eqc_url=settings.eqc_base_url,
-        token=settings.token_value(),
-        token_command=settings.eqc_token_command,
-        rate_limit=settings.rate_limit,
-        timeout_s=settings.eqc_timeout,
-        retries=settings.eqc_retry_max,
-        quota_key=settings.eqc_quota_key or settings.eqc_base_url,
-    )
 
 
 def review_command(
     *,
     db: str | None,
     db_schema: str | None,
+    eqc: EqcOptions,
     file: Path | None,
     name_column: str,
     host: str,
@@ -43,7 +31,7 @@ def review_command(
     echo: Echo,
     warn: Echo,
 ) -> None:
-    access = access_from_settings(load_settings())
+    access = resolve_access(eqc, load_settings())  # the runs' EQC, token, rate limit and shared quota
     store = IndexStore(db, schema=db_schema)
     try:
         scope = scope_of_file(store, file, name_column=name_column) if file is not None else None

@@ -11,42 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from eqc_enrich._durations import RateLimit
-from eqc_enrich._pacing import ConcurrencyGate, SlidingWindowLimiter, default_margin, next_send
 from eqc_enrich._policies import OutagePolicy
-from eqc_enrich._shared import DatabaseClaims, DatabaseLedger
-from eqc_enrich._stats import EqcStats
-from eqc_enrich._tokens import TokenKeeper
+from eqc_enrich.config import EqcAccess
 from eqc_enrich.eqc import EqcClient, SearchHit
-from eqc_enrich.lookup import EqcLookup, LookupOutcome, LookupSettings
-from eqc_enrich.store import IndexStore, Payload, WriteBatch, utcnow
-from eqc_enrich.store._entries import MAX_KEY
+from eqc_enrich.eqc_stage import (
+    ConcurrencyGate,
+    DatabaseClaims,
+    DatabaseLedger,
+    EqcLookup,
+    EqcStats,
+    LookupOutcome,
+    LookupSettings,
+    SlidingWindowLimiter,
+    TokenKeeper,
+    default_margin,
+    next_send,
+)
+from eqc_enrich.store import MAX_KEY, IndexStore, Payload, WriteBatch, utcnow
 
-__all__ = ["EqcAccess", "EqcSearcher", "SearchAnswer", "seconds_to_next_slot"]
+__all__ = ["EqcSearcher", "SearchAnswer", "seconds_to_next_slot"]
 
-
-@dataclass(frozen=True, slots=True)
-class EqcAccess:
-    """Where and how the page may ask EQC; the token stays in this process (never in a page or response)."""
-
-    eqc_url: str
-    token: str | None
-    token_command: str | None = None
-    rate_limit: RateLimit = field(default_factory=lambda: RateLimit(10, 60.0))
-    timeout_s: float = 30.0
-    retries: int = 3
-    quota_key: str = ""
-    claim_lease_s: float = 600.0
-
-    def __repr__(self) -> str:  # the token never reaches a log through a repr
-        return f"EqcAccess(eqc_url={self.eqc_url!r}, rate_limit={self.rate_limit})"
-
-    @property
-    def quota(self) -> str:
-        return self.quota_key or self.eqc_url
+_SEARCH_LEASE_S = 600.0
+"""A search's claim is not renewed while it waits for a slot and its answer: it must outlive the slowest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +78,9 @@ def seconds_to_next_slot(store: IndexStore, access: EqcAccess) -> float:
     """How long until the shared quota has a slot free (0: now), read from the ledger without reserving."""
     limit = access.rate_limit
     span = limit.window_s + default_margin(limit)
-    slots = [at for _, at in store.quota.slots_of(access.quota)][-limit.requests :]
+    slots = [at for _, at in store.quota.slots_of(access.quota_key)][-limit.requests :]
     now = store.quota.clock()
-    slot = next_send(slots, store.quota.paused_until(access.quota), now, requests=limit.requests, span_s=span)
+    slot = next_send(slots, store.quota.paused_until(access.quota_key), now, requests=limit.requests, span_s=span)
     return max(0.0, slot - now)
 
 
@@ -121,11 +110,10 @@ class EqcSearcher:
     async def _search(self, key: str, query: str) -> SearchAnswer:
         access = self._access
         if self._client is None:
-            self._client = EqcClient(access.token, base_url=access.eqc_url, timeout=access.timeout_s)
+            self._client = access.client()
             self._keeper = TokenKeeper(self._client, access.token_command)
             await self._keeper.prepare(check=False)
-            slot_s = access.rate_limit.window_s / access.rate_limit.requests
-            ledger = DatabaseLedger(self._store, access.quota, self._owner, spacing_s=slot_s)
+            ledger = DatabaseLedger(self._store, access.quota_key, self._owner, spacing_s=access.slot_s)
             self._limiter = SlidingWindowLimiter(access.rate_limit, ledger=ledger)
         assert self._keeper is not None
         assert self._limiter is not None
@@ -134,7 +122,11 @@ class EqcSearcher:
         outcomes: list[LookupOutcome] = []
         started = utcnow()  # only answers written from now on count as "another process answered it"
         claims = DatabaseClaims(
-            self._store, self._owner, lease_s=access.claim_lease_s, entries_since=started, negatives_since=started
+            self._store,
+            self._owner,
+            lease_s=max(access.claim_lease_s, _SEARCH_LEASE_S),
+            entries_since=started,
+            negatives_since=started,
         )
         settings = LookupSettings(
             rate_limit=access.rate_limit, retries=access.retries, concurrency=1, timeout_s=access.timeout_s,

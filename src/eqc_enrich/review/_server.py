@@ -17,8 +17,8 @@ from typing import Self
 import uvicorn
 from starlette.applications import Starlette
 
+from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._app import create_app
-from eqc_enrich.review._search import EqcAccess
 from eqc_enrich.store import IndexStore
 
 __all__ = ["ReviewServer", "is_loopback"]

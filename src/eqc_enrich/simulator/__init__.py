@@ -6,9 +6,17 @@ company id of every row beside it.
 """
 
 from eqc_enrich.simulator._app import SimulatorConfig
-from eqc_enrich.simulator._datagen import make_month, make_months, truth_path, write_month
+from eqc_enrich.simulator._datagen import (
+    default_companies,
+    make_month,
+    make_months,
+    summarize,
+    truth_path,
+    write_frames,
+    write_month,
+)
 from eqc_enrich.simulator._server import Simulator
-from eqc_enrich.simulator._universe import Company, Universe, build_universe, canonical_key
+from eqc_enrich.simulator._universe import Company, Universe, build_universe, canonical_key, invent_absent_names
 
 __all__ = [
     "Company",
@@ -17,8 +25,12 @@ __all__ = [
     "Universe",
     "build_universe",
     "canonical_key",
+    "default_companies",
+    "invent_absent_names",
     "make_month",
     "make_months",
+    "summarize",
     "truth_path",
+    "write_frames",
     "write_month",
 ]

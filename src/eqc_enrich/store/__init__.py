@@ -17,14 +17,14 @@ from eqc_enrich.store._cache import Negatives, Payloads
 from eqc_enrich.store._claims import Claims
 from eqc_enrich.store._decisions import DECISIONS, Decision, ReviewDecisions
 from eqc_enrich.store._engine import DB_ENV, DEFAULT_DB, SCHEMA_ENV, database_url, redact_url
-from eqc_enrich.store._entries import Entries
+from eqc_enrich.store._entries import MAX_KEY, Entries
 from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, Payload, WriteBatch, utcnow
 from eqc_enrich.store._quota import Decide, QuotaLedger
 from eqc_enrich.store._schema import INDEX_TABLE, Tables, init_sql
 from eqc_enrich.store._store import IndexStore, InitReport, init_index
 from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, SURE, Remapped, UnsettledName, UnsettledNames
-from eqc_enrich.store._worker import LEGACY_TABLE, Attempts, LegacyRequest, LegacyRequests, WorkerLog
+from eqc_enrich.store._worker import LEGACY_TABLE, Attempts, LegacyRequest, LegacyRequests, WorkerLog, aware
 
 __all__ = [
     "DB_ENV",
@@ -33,6 +33,7 @@ __all__ = [
     "INDEX_TABLE",
     "KINDS",
     "LEGACY_TABLE",
+    "MAX_KEY",
     "NOT_A_COMPANY",
     "SCHEMA_ENV",
     "SURE",
@@ -59,6 +60,7 @@ __all__ = [
     "UnsettledNames",
     "WorkerLog",
     "WriteBatch",
+    "aware",
     "database_url",
     "export_entries",
     "import_entries",

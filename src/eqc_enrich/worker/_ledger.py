@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from eqc_enrich._pacing import Rule, Stopped
-from eqc_enrich._shared import AccountPause
+from eqc_enrich.eqc_stage import AccountPause, Rule, Stopped
 from eqc_enrich.store import IndexStore
 
 __all__ = ["WORKER_PREFIX", "YieldingLedger", "quota_busy"]

@@ -13,20 +13,28 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from eqc_enrich._config import RunConfig, resolve_config
-from eqc_enrich._eqc_stage import StageReport, StopHandle, run_eqc_stage
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
-from eqc_enrich._pending import PendingFile, load_pending, pending_dirs
-from eqc_enrich._stats import RunProgress
+from eqc_enrich.config import StageConfig
+from eqc_enrich.eqc_stage import (
+    EqcReport,
+    EqcStats,
+    LookupOutcome,
+    PendingFile,
+    StopHandle,
+    StopReason,
+    load_side_files,
+    pending_dirs,
+    run_eqc_stage,
+)
 from eqc_enrich.events import EventSink
-from eqc_enrich.lookup import LookupOutcome, LookupSettings
+from eqc_enrich.progress import RunProgress
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexStore, utcnow
-from eqc_enrich.summary import EXIT_CODES
 from eqc_enrich.worker._ledger import WORKER_PREFIX, YieldingLedger, quota_busy
 from eqc_enrich.worker._options import WorkerOptions
 from eqc_enrich.worker._queue import Queue, QueueItem, build_queue, with_legacy
@@ -81,11 +89,6 @@ class WorkerReport:
     def asked(self) -> int:
         return self.outcomes["found"] + self.outcomes["not_found"] + self.outcomes["failed"]
 
-    @property
-    def exit_code(self) -> int:
-        """0 when it drained what was due or was stopped; a run's codes for a token, EQC or the index."""
-        return 0 if self.status in ("completed", "interrupted") else EXIT_CODES.get(self.status, 1)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "owner": self.owner, "status": self.status, "message": self.message, "passes": self.passes,
@@ -117,7 +120,7 @@ async def run_worker_async(
     progress: RunProgress | None = None,
 ) -> WorkerReport:
     opts = options or WorkerOptions()
-    config = resolve_config(opts.run_options(), settings or load_settings())
+    config = opts.stage_config(settings or load_settings())
     worker = _Worker(opts, config, control or WorkerControl(), events, progress or RunProgress())
     return await worker.run(once=once)
 
@@ -126,7 +129,7 @@ class _Worker:
     def __init__(
         self,
         options: WorkerOptions,
-        config: RunConfig,
+        config: StageConfig,
         control: WorkerControl,
         events: EventSink | None,
         progress: RunProgress,
@@ -138,7 +141,7 @@ class _Worker:
         self.progress = progress
         self.owner = WORKER_PREFIX + uuid.uuid4().hex[:24]
         self.report = WorkerReport(owner=self.owner)
-        window = config.rate_limit.window_s
+        window = config.access.rate_limit.window_s
         self.idle_s = options.idle_s if options.idle_s is not None else window
         self.poll_s = options.poll_s if options.poll_s is not None else min(300.0, max(0.05, 10 * window))
 
@@ -177,15 +180,15 @@ class _Worker:
                 self._idle(queue)
                 await self.control.sleep(self._until_due(queue, deadline))
                 continue
-            stage = await self._pass(store, items, taken_legacy, deadline)
-            if stage.result.stopped in ("token", "index") or (stage.result.stopped == "eqc_down" and once):
+            stopped, message = await self._pass(store, items, taken_legacy, deadline)
+            if stopped in ("token", "index") or (stopped == "eqc_down" and once):
                 self.report.status = {"token": "token_unavailable", "index": "index_unavailable"}.get(
-                    stage.result.stopped, "eqc_unavailable"
+                    stopped, "eqc_unavailable"
                 )
-                self.report.message = stage.result.message
+                self.report.message = message
                 return
-            if stage.result.stopped == "eqc_down":
-                self.emit("worker_eqc_down", message=stage.result.message, retry_in_s=self.poll_s)
+            if stopped == "eqc_down":
+                self.emit("worker_eqc_down", message=message, retry_in_s=self.poll_s)
                 await self.control.sleep(self.poll_s)
         if self.control.stopped:
             self.report.status = "interrupted"
@@ -196,7 +199,7 @@ class _Worker:
         while not self.control.stopped:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            wait = await asyncio.to_thread(quota_busy, store, self.config.quota_key, self.idle_s)
+            wait = await asyncio.to_thread(quota_busy, store, self.config.access.quota_key, self.idle_s)
             if wait <= 0:
                 return True
             if not announced:
@@ -236,7 +239,8 @@ class _Worker:
 
     async def _pass(
         self, store: IndexStore, items: list[QueueItem], legacy: dict[int, str], deadline: float | None
-    ) -> StageReport:
+    ) -> tuple[StopReason, str | None]:
+        """One pass of the EQC stage over `items`; how it ended (stepping aside for a run is no ending)."""
         self.report.passes += 1
         number = self.report.passes
         names = [item.key for item in items]
@@ -244,7 +248,7 @@ class _Worker:
         handle = self.control.handle
         handle.stopped = self.control.stopped  # a fresh stop state per pass; a worker stop carries over
         ledger = YieldingLedger(
-            store, self.config.quota_key, self.owner, slot_s=self.config.slot_s, idle_s=self.idle_s,
+            store, self.config.access.quota_key, self.owner, slot_s=self.config.access.slot_s, idle_s=self.idle_s,
             on_busy=handle.stop,
         )  # fmt: skip
         now = utcnow()
@@ -260,15 +264,16 @@ class _Worker:
         finally:
             if timer is not None:
                 timer.cancel()
+        stopped = stage.stopped
         if ledger.yielded and not self.control.stopped:
             self.report.yielded += 1
-            stage.result.stopped = ""  # stepping aside for a run is no ending
+            stopped = ""
             self.emit("worker_yield", number=number, reason="a run took the quota")
         self.report.slots += ledger.slots
         if stage.side_file:
             self.report.side_files.append(stage.side_file)
-        await asyncio.to_thread(self._record, store, items, stage.result.outcomes, legacy, stage.index_error)
-        return stage
+        await asyncio.to_thread(self._record, store, items, stage.outcomes, legacy, stage.index_error)
+        return stopped, stage.message
 
     async def _stage(
         self,
@@ -279,19 +284,19 @@ class _Worker:
         side: PendingFile,
         refresh_since: datetime,
         negatives_since: datetime,
-    ) -> StageReport:
+    ) -> EqcReport:
+        self.progress.eqc = EqcStats()  # this pass's counters, for a display or the event log to read
         return await run_eqc_stage(
-            [item.key for item in items], store=store, config=self.config, settings=self._lookup_settings(),
-            progress=self.progress, rows_per_name={item.key: item.rows for item in items}, side_file=side,
-            owner=self.owner, entries_since=refresh_since, negatives_since=negatives_since, handle=handle,
-            events=self._events, ledger=ledger,
+            [item.key for item in items], store=store, config=self.config, side_file=side, owner=self.owner,
+            entries_since=refresh_since, negatives_since=negatives_since, handle=handle, events=self._events,
+            ledger=ledger, stats=self.progress.eqc,
         )  # fmt: skip
 
     def _record(
         self,
         store: IndexStore,
         items: list[QueueItem],
-        outcomes: dict[str, LookupOutcome],
+        outcomes: Mapping[str, LookupOutcome],
         legacy: dict[int, str],
         index_error: str | None,
     ) -> None:
@@ -329,21 +334,11 @@ class _Worker:
         except IndexStoreError as exc:
             self.report.warnings.append(f"the worker's log was not written: {exc}")
 
-    def _lookup_settings(self) -> LookupSettings:
-        return LookupSettings(
-            rate_limit=self.config.rate_limit, retries=self.config.retries, concurrency=self.options.concurrency,
-            details=self.options.details, timeout_s=self.config.timeout_s, grace_s=self.options.grace_s,
-            outage=self.config.outage,
-        )  # fmt: skip
-
     def _load_side_files(self, store: IndexStore) -> None:
         """Answers an earlier run or worker could not commit go into the index first."""
-        folders = pending_dirs(store.url, self.options.db_schema)
-        with load_pending(folders) as (batch, files):
-            if not files:
-                return
-            store.write(batch)
-        self.report.warnings.append(f"loaded {len(batch)} saved answer rows from {len(files)} side file(s)")
+        loaded = load_side_files(store, self.options.db_schema)
+        if loaded is not None:
+            self.report.warnings.append(loaded)
 
 
 def _company_id(outcome: LookupOutcome) -> str | None:

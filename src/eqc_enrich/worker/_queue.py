@@ -12,11 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from eqc_enrich.eqc_stage import EQC_SOURCE
 from eqc_enrich.keys import is_shortened_key, normalize_name
-from eqc_enrich.store import Attempts, IndexStore, LegacyRequest, UnsettledName, utcnow
-from eqc_enrich.store._worker import aware
+from eqc_enrich.store import Attempts, IndexStore, LegacyRequest, UnsettledName, aware, utcnow
 from eqc_enrich.worker._options import DAY_S, WorkerOptions
-from eqc_enrich.writeback import EQC_SOURCE
 
 __all__ = ["KIND_ORDER", "Queue", "QueueItem", "build_queue", "with_legacy"]
 

@@ -9,8 +9,7 @@ import polars as pl
 
 from eqc_enrich._errors import InputError
 from eqc_enrich.output import atomic_write
-from eqc_enrich.store import IndexStore
-from eqc_enrich.store._worker import aware
+from eqc_enrich.store import IndexStore, aware
 
 __all__ = ["REMAP_SCHEMA", "remap_frame", "write_remap"]
 

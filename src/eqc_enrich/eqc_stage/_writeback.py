@@ -15,13 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from eqc_enrich._errors import IndexStoreError
-from eqc_enrich._pacing import Stopped
-from eqc_enrich._pending import PendingFile
 from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy
 from eqc_enrich.eqc import SearchHit
+from eqc_enrich.eqc_stage._lookup import LookupOutcome
+from eqc_enrich.eqc_stage._pacing import Stopped
+from eqc_enrich.eqc_stage._pending import PendingFile
 from eqc_enrich.keys import LookupType, normalize_name
-from eqc_enrich.lookup import LookupOutcome
 from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
+
+__all__ = ["EQC_SOURCE", "FORMER_NAME_DOMAIN", "LOOKUP_DOMAIN", "IndexWriter", "batch_for"]
 
 EQC_SOURCE = "eqc_api"
 LOOKUP_DOMAIN = "eqc_sync_lookup"  # source_domain of an EQC answer, as the existing EQC writer records it

@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eqc_enrich._pacing import Clock, sleep_unless
-from eqc_enrich._shared import ClaimRound, DatabaseClaims
+from eqc_enrich.eqc_stage._pacing import Clock, sleep_unless
+from eqc_enrich.eqc_stage._shared import ClaimRound, DatabaseClaims
 
 __all__ = ["NameSource", "Settled"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from eqc_enrich._durations import RateLimit
-from eqc_enrich._pacing import Clock, Stopped
 from eqc_enrich._policies import OutagePolicy
 from eqc_enrich.eqc import CertificateError, EqcError
+from eqc_enrich.eqc_stage._pacing import Clock, Stopped
 
 __all__ = ["EqcDown", "EqcOutage"]
 

@@ -1,4 +1,5 @@
-"""Live counters of a run: what progress displays, what the summary and the timing breakdown report."""
+"""The EQC stage's live counters: the stage writes them, a display may read them while it runs, and the
+stage's report is built from them when it ends (nothing else feeds the summary)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from eqc_enrich.eqc import CallRecord
+
+__all__ = ["EqcStats", "summarize"]
 
 _REFUSED = frozenset({"RateLimitedError", "TokenExpiredError"})
 """HTTP answers EQC gives before a request enters its quota window: a 429, and a token it refuses (invalid
@@ -38,6 +41,7 @@ class EqcStats:
     parse_s: float = 0.0
     limiter_wait_s: float = 0.0
     call_times: list[float] = field(default_factory=list)
+    effective_rate: float = 0.0  # requests per second the limiter admits when saturated (0 before the stage runs)
     accepted_requests: int = 0  # attempts EQC took into its quota window: an HTTP answer, neither 429 nor 401
     unanswered: int = 0  # attempts that got no HTTP answer (refused or cut connection, timeout)
 
@@ -93,20 +97,3 @@ def summarize(values: list[float]) -> dict[str, float]:
         "p99": pick(0.99),
         "max": ordered[-1],
     }
-
-
-@dataclass
-class RunProgress:
-    """Where a run stands, for a live display to poll; the run writes it, nothing else does."""
-
-    phase: str = "starting"
-    rows: int = 0
-    rows_resolved: int = 0
-    distinct_names: int = 0
-    answered_before_eqc: int = 0
-    names_for_eqc: int = 0
-    calls_per_name: int = 1
-    effective_rate: float = 0.0  # requests per second the limiter admits when saturated
-    latency_hint_s: float | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    eqc: EqcStats = field(default_factory=EqcStats)

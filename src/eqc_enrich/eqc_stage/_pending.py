@@ -23,14 +23,15 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from eqc_enrich.store import IndexEntry, Payload, WriteBatch, redact_url
+from eqc_enrich._errors import IndexStoreError
+from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch, redact_url
 
 try:  # POSIX advisory locks; where they do not exist (Windows) files are loaded without the liveness check
     import fcntl
 except ImportError:  # pragma: no cover - not reachable on the platforms CI runs
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["PendingFile", "load_pending", "pending_dirs"]
+__all__ = ["PendingFile", "load_pending", "load_side_files", "pending_dirs"]
 
 STATE_ENV = "EQC_ENRICH_STATE_DIR"
 _SUFFIX = ".answers.jsonl"
@@ -157,6 +158,29 @@ def load_pending(folders: list[Path]) -> Iterator[tuple[WriteBatch, list[Path]]]
     finally:
         for _, handle in taken:
             handle.close()
+
+
+def load_side_files(store: IndexStore, schema: str | None) -> str | None:
+    """Commit the answers earlier runs could not, before anything is asked: nothing paid for is asked twice.
+
+    Returns a note for the run's warnings (None when there was nothing to load); a failure to commit keeps
+    the files and says where they wait.
+    """
+    folders = pending_dirs(store.url, schema)
+    with load_pending(folders) as (batch, files):
+        if not files:
+            return None
+        try:
+            store.write(batch)
+        except IndexStoreError as exc:
+            raise IndexStoreError(
+                f"{exc}; {len(files)} side file(s) of answers from earlier runs wait in {files[0].parent}"
+            ) from exc
+    answers = len(batch.payloads) + len(batch.negatives)
+    return (
+        f"loaded {answers:,} EQC answers ({len(batch.payloads):,} found, {len(batch.negatives):,} not found) "
+        f"from {len(files)} side file(s) of earlier runs into the index"
+    )
 
 
 def _lock_if_dead(path: Path) -> IO[str] | None:

@@ -18,13 +18,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._errors import IndexStoreError
-from eqc_enrich._names import NameSource, Settled
-from eqc_enrich._outage import EqcDown, EqcOutage
-from eqc_enrich._pacing import ConcurrencyGate, SlidingWindowLimiter, Stopped, sleep_unless
 from eqc_enrich._policies import OutagePolicy, RetryPolicy
-from eqc_enrich._shared import DatabaseClaims
-from eqc_enrich._stats import EqcStats
-from eqc_enrich._tokens import TokenKeeper
 from eqc_enrich.eqc import (
     FIND_DEPART,
     FIND_LABELS,
@@ -42,6 +36,14 @@ from eqc_enrich.eqc import (
     TransientError,
     UnreachableError,
 )
+from eqc_enrich.eqc_stage._names import NameSource, Settled
+from eqc_enrich.eqc_stage._outage import EqcDown, EqcOutage
+from eqc_enrich.eqc_stage._pacing import ConcurrencyGate, SlidingWindowLimiter, Stopped, sleep_unless
+from eqc_enrich.eqc_stage._shared import DatabaseClaims
+from eqc_enrich.eqc_stage._stats import EqcStats
+from eqc_enrich.eqc_stage._tokens import TokenKeeper
+
+__all__ = ["EqcLookup", "LookupOutcome", "LookupSettings", "SendCondition", "StageResult", "Status", "StopReason"]
 
 _T = TypeVar("_T")
 Status = Literal["found", "not_found", "failed", "skipped", "elsewhere"]

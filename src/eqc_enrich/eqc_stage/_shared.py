@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from eqc_enrich._errors import IndexStoreError
-from eqc_enrich._pacing import Rule
+from eqc_enrich.eqc_stage._pacing import Rule
 from eqc_enrich.keys import LookupType
 from eqc_enrich.store import IndexStore
 

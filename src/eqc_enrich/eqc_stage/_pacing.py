@@ -11,6 +11,19 @@ from typing import Protocol
 
 from eqc_enrich._durations import RateLimit
 
+__all__ = [
+    "Clock",
+    "ConcurrencyGate",
+    "MemoryLedger",
+    "Rule",
+    "SendLedger",
+    "SlidingWindowLimiter",
+    "Stopped",
+    "default_margin",
+    "next_send",
+    "sleep_unless",
+]
+
 Clock = Callable[[], float]
 
 

@@ -1,0 +1,115 @@
+"""Options several commands share, declared once: the index's, and how to reach EQC and share its quota.
+
+`with_eqc_options` gives a command every option of `EqcOptions` (`--eqc-url`, `--rate-limit`, `--quota-key`,
+`--timeout`, `--retries`, `--token-command`, `--claim-lease`) and hands them to it as one `EqcOptions` in its
+`eqc` parameter, so `run`, `plan`, `worker`, `worker status`, `review` and `bench` cannot drift apart: a new
+setting of how to reach EQC is added here, once, and every command that talks to EQC has it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from eqc_enrich._durations import parse_duration, parse_rate_limit
+from eqc_enrich.config import EqcOptions
+
+__all__ = ["EQC_OPTION_FLAGS", "DbOpt", "SchemaOpt", "with_eqc_options"]
+
+DbOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
+]
+SchemaOpt = Annotated[
+    str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
+]
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _text(value: str | None) -> str | None:
+    return value or None
+
+
+def _duration(value: str | None) -> float | None:
+    return parse_duration(value) if value else None
+
+
+_OPTIONS: dict[str, tuple[str, Any, Callable[[Any], Any]]] = {
+    # EqcOptions field: (parameter name, its typer annotation, how the text becomes the field's value)
+    "url": (
+        "eqc_url",
+        Annotated[str | None, typer.Option("--eqc-url", help="EQC base URL [WDH_EQC_BASE_URL].")],
+        _text,
+    ),
+    "token_command": (
+        "token_command",
+        Annotated[
+            str | None,
+            typer.Option(envvar="WDH_EQC_TOKEN_COMMAND", help="Command that prints a fresh EQC token."),
+        ],
+        _text,
+    ),
+    "rate_limit": (
+        "rate_limit",
+        Annotated[str | None, typer.Option(help="The quota as N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")],
+        lambda value: parse_rate_limit(value) if value else None,
+    ),
+    "quota_key": (
+        "quota_key",
+        Annotated[
+            str | None,
+            typer.Option(envvar="WDH_EQC_QUOTA_KEY", help="Name of the EQC account's shared quota [the EQC base URL]."),
+        ],
+        _text,
+    ),
+    "timeout_s": (
+        "timeout",
+        Annotated[str | None, typer.Option(help="Per-request timeout, e.g. 30s [WDH_EQC_TIMEOUT].")],
+        _duration,
+    ),
+    "retries": (
+        "retries",
+        Annotated[int | None, typer.Option(min=0, help="Retries per request [WDH_EQC_RETRY_MAX].")],
+        lambda value: value,
+    ),
+    "claim_lease_s": (
+        "claim_lease",
+        Annotated[
+            str | None,
+            typer.Option(help="How long a claim on a name outlives a process that died (renewed while alive) [60s]."),
+        ],
+        _duration,
+    ),
+}
+
+EQC_OPTION_FLAGS: dict[str, str] = {field: "--" + name.replace("_", "-") for field, (name, _, _) in _OPTIONS.items()}
+"""Each `EqcOptions` field a command line can set, and its flag (the token is never an option: it would show
+in `ps`; it comes from WDH_EQC_TOKEN, `.wdh_env` or the token command)."""
+
+_NOT_AN_OPTION = {"token"}
+if {f.name for f in fields(EqcOptions)} - _NOT_AN_OPTION != set(_OPTIONS):  # pragma: no cover - a developer's slip
+    raise RuntimeError("every EqcOptions field needs its command-line option in _cli_options._OPTIONS")
+
+
+def with_eqc_options(command: _Command) -> _Command:
+    """Add the EQC options to `command`'s parameters; it receives them as `eqc: EqcOptions`."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for parameter in signature.parameters.values() if parameter.name != "eqc"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation, _ in _OPTIONS.values()
+    ]
+
+    @functools.wraps(command)
+    def with_eqc(*args: Any, **kwargs: Any) -> Any:
+        values = {field: convert(kwargs.pop(name)) for field, (name, _, convert) in _OPTIONS.items()}
+        return command(*args, eqc=EqcOptions(**values), **kwargs)
+
+    with_eqc.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    with_eqc.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+    return with_eqc  # type: ignore[return-value]

@@ -1,0 +1,103 @@
+"""A run's options as the caller gives them, and the `RunConfig` resolved from them against the WDH_* settings.
+
+How to reach EQC and share its quota is one nested value (`RunOptions.eqc`, an `EqcOptions`) shared with
+the worker, the review page and the Dagster resource; the rest are what this run reads, asks and writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from eqc_enrich._jsonable import jsonable
+from eqc_enrich._policies import ConfidencePolicy
+from eqc_enrich.config import EqcAccess, EqcOptions, StageConfig, resolve_access, stage_config
+from eqc_enrich.model import Latency
+from eqc_enrich.resolve import Columns
+from eqc_enrich.settings import Settings
+from eqc_enrich.store import redact_url
+
+__all__ = ["DEFAULT_NEGATIVE_TTL_S", "RunConfig", "RunOptions", "resolve_config"]
+
+DEFAULT_NEGATIVE_TTL_S = 30 * 86_400.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every knob of a run; `None` means "from the WDH_* settings".
+
+    - where the data is: `columns`, `sheet`; the index: `db`, `db_schema`;
+    - EQC: `eqc` (how to reach it and share its quota), `concurrency`, `details`, `check_token`,
+      `eqc_down_wait_s`, `index_wait_s`, `budget` (at most this many names; 0 asks none), `enrichment`;
+    - what counts as known: `negative_ttl_s`, `retry_not_found`, `refresh_s`, `overrides`, `confidence`;
+    - output: `id_column`, `source_column`, `keep_formulas`; `salt` for temporary ids [WDH_ALIAS_SALT].
+    """
+
+    columns: Columns = field(default_factory=Columns)
+    sheet: str | None = None
+    db: str | Path | None = None
+    db_schema: str | None = None
+    eqc: EqcOptions = field(default_factory=EqcOptions)
+    concurrency: int | None = None
+    budget: int | None = None
+    enrichment: bool = True
+    details: bool = False
+    overrides: Path | None = None
+    negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S
+    retry_not_found: bool = False
+    refresh_s: float | None = None
+    salt: str | None = field(default=None, repr=False)
+    id_column: str = "company_id"
+    source_column: str = "company_id_source"
+    margin_s: float | None = None
+    grace_s: float = 5.0
+    commit_interval_s: float = 0.5
+    check_token: bool = False
+    eqc_down_wait_s: float | None = None  # how long to wait for an unreachable EQC (OutagePolicy default)
+    index_wait_s: float | None = None  # how long answers may wait for an index that cannot be written
+    keep_formulas: bool = False  # CSV outputs: no leading ' on text cells starting with = + - @ (output.py)
+    latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
+    confidence: ConfidencePolicy = field(default_factory=ConfidencePolicy)  # what the index learns, by confidence
+
+    def public(self) -> dict[str, Any]:
+        """The options as the run journal and `--log-json` record them, as plain JSON values with their real
+        types (the rate limit as `10/60s`, durations in seconds); no token, no token command, no salt, and
+        no password of a database URL."""
+        shown = {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name not in ("salt", "eqc")}
+        shown.update(self.eqc.public())
+        if isinstance(self.db, str) and "://" in self.db:
+            shown["db"] = redact_url(self.db)
+        return shown
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A run's options with every default decided: the EQC stage's configuration, and the salt."""
+
+    stage: StageConfig
+    salt: str
+
+    def __repr__(self) -> str:  # the salt never reaches a log through a repr (the access hides the token)
+        return f"RunConfig(stage={self.stage!r})"
+
+    @property
+    def access(self) -> EqcAccess:
+        return self.stage.access
+
+
+def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
+    access = resolve_access(options.eqc, settings)
+    stage = stage_config(
+        access,
+        details=options.details,
+        concurrency=options.concurrency,
+        margin_s=options.margin_s,
+        grace_s=options.grace_s,
+        commit_interval_s=options.commit_interval_s,
+        eqc_down_wait_s=options.eqc_down_wait_s,
+        index_wait_s=options.index_wait_s,
+        confidence=options.confidence,
+    )
+    salt = options.salt if options.salt is not None else settings.alias_salt.get_secret_value()
+    return RunConfig(stage=stage, salt=salt)

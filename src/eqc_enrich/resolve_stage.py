@@ -1,0 +1,173 @@
+"""The stage after EQC: every answer onto its rows, what the input taught learned back, what stays open kept.
+
+`run_resolve_stage` takes the index stage's report and the EQC stage's report and returns a `RowsReport`:
+the input's rows with `company_id` and its source, the names left with temporary ids (the unresolved
+export), and its own counts. Ids found in the input's id column are learned back (`backflow`), each index
+row used gets its hit, and the names left open are recorded for the review page and the worker; the
+rows are right whether or not those writes succeed, so their failures are warnings, not endings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import polars as pl
+
+from eqc_enrich._errors import IndexStoreError
+from eqc_enrich.eqc_stage import EqcReport, LookupOutcome
+from eqc_enrich.followup import unsettled_names
+from eqc_enrich.index_stage import IndexReport
+from eqc_enrich.keys import LookupType
+from eqc_enrich.options import RunOptions
+from eqc_enrich.read import Table
+from eqc_enrich.resolve import (
+    Answers,
+    Columns,
+    index_hits,
+    learn_existing_plan_ids,
+    onto_rows,
+    resolve_rows,
+    rows_by_source,
+    temp_ids,
+    unresolved_table,
+)
+from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
+
+__all__ = ["BACKFLOW_CONFIDENCE", "BACKFLOW_SOURCE", "NO_NAME_NO_ID", "RowsCounts", "RowsReport", "run_resolve_stage"]
+
+BACKFLOW_SOURCE = "backflow"
+BACKFLOW_CONFIDENCE = 1.00
+
+NO_NAME_NO_ID = "no customer name, and neither its plan code nor an id in the row resolves it"
+"""The one reason in `rows_without_id`. A temporary id is made from a name, so a row without one (blank, a
+placeholder such as 空白 or N/A, or 0: most 集合计划 rows) gets a company_id only from its plan code (in the
+index or the overrides) or from an id in its own 公司代码; a 集合计划 code is shared by many companies, so
+nothing is learned from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowsCounts:
+    """The resolve stage's figures."""
+
+    resolved_by: Mapping[str, int] = field(default_factory=dict)  # rows per source of their company_id
+    rows_without_id: Mapping[str, int] = field(default_factory=dict)  # reason -> rows left without one
+    unresolved_names: int = 0  # names left with temporary ids (the unresolved export)
+    unsettled_recorded: int = 0  # names left open for the review page and the worker (`eqc_unsettled`)
+    index_write_s: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RowsReport:
+    frame: pl.DataFrame  # the input, plus the id and source columns
+    unresolved: pl.DataFrame  # names left with temporary ids, most rows first, with their status and reason
+    counts: RowsCounts
+
+
+def run_resolve_stage(
+    store: IndexStore,
+    table: Table,
+    columns: Columns,
+    index: IndexReport,
+    eqc: EqcReport,
+    options: RunOptions,
+    *,
+    salt: str,
+    run_id: str,
+) -> RowsReport:
+    outcomes = eqc.outcomes
+    answers = _with_eqc(index, outcomes, salt)
+    resolved = resolve_rows(index.keyed, answers, id_column=options.id_column, source_column=options.source_column)
+    unresolved = unresolved_table(
+        resolved, columns, id_column=options.id_column, source_column=options.source_column,
+        reasons=_unresolved_reasons(index, outcomes),
+    )  # fmt: skip
+    warnings: list[str] = []
+    recorded = 0
+    started = time.perf_counter()
+    if eqc.index_error is None:
+        warnings += _learn_backflow_and_hits(store, index.keyed, answers, resolved, options.source_column)
+        names = unsettled_names(
+            unresolved, outcomes, resolved, table.frame, columns, source_column=options.source_column
+        )
+        try:
+            recorded = store.unsettled.record(names, run_id)
+        except IndexStoreError as exc:
+            warnings.append(f"the names left unsettled were not recorded for review: {exc}")
+    else:
+        warnings.append("backflow and hit counts not recorded: the index could not be written")
+    by_source = rows_by_source(resolved, source_column=options.source_column)
+    empty = by_source.get("none", 0)
+    counts = RowsCounts(
+        resolved_by=by_source,
+        rows_without_id={NO_NAME_NO_ID: empty} if empty else {},
+        unresolved_names=unresolved.height,
+        unsettled_recorded=recorded,
+        index_write_s=time.perf_counter() - started,
+        warnings=tuple(warnings),
+    )
+    frame = onto_rows(table.frame, resolved, columns, new=[options.id_column, options.source_column])
+    return RowsReport(frame=frame, unresolved=unresolved, counts=counts)
+
+
+def _with_eqc(index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str) -> Answers:
+    """The index stage's answers, plus EQC's, plus the names another process answered meanwhile (the index
+    answers them now), plus temporary ids for every name still open."""
+    eqc_ids = {name: o.hit.company_id for name, o in outcomes.items() if o.status == "found" and o.hit}
+    late = {name: o.settled_id for name, o in outcomes.items() if o.status == "elsewhere" and o.settled_id}
+    by_type = {**index.answers.index}
+    by_type[LookupType.CUSTOMER_NAME] = {**by_type.get(LookupType.CUSTOMER_NAME, {}), **late}
+    still_open = [name for name, _ in index.pending if name not in eqc_ids and name not in late]
+    return replace(index.answers, index=by_type, eqc=eqc_ids, temp=temp_ids(still_open, salt))
+
+
+def _learn_backflow_and_hits(
+    store: IndexStore, keyed: pl.DataFrame, answers: Answers, resolved: pl.DataFrame, source_column: str
+) -> list[str]:
+    """Existing ids become index rows (names normalized, plan codes raw) unless the index already says so."""
+    learned = (
+        (LookupType.CUSTOMER_NAME, answers.learned),
+        (LookupType.PLAN_CODE, learn_existing_plan_ids(keyed)),
+    )
+    batch = WriteBatch(
+        entries=[
+            IndexEntry(key, kind, company_id, BACKFLOW_CONFIDENCE, BACKFLOW_SOURCE)
+            for kind, found in learned
+            for key, company_id in found.items()
+            if answers.index.get(kind, {}).get(key) != company_id
+        ]
+    )
+    try:
+        store.write(batch)
+        store.record_hits(index_hits(resolved, answers, source_column=source_column))
+    except IndexStoreError as exc:
+        return [f"backflow and hit counts not recorded: {exc}"]
+    return []
+
+
+def _unresolved_reasons(index: IndexReport, outcomes: Mapping[str, LookupOutcome]) -> dict[str, tuple[str, str]]:
+    reasons: dict[str, tuple[str, str]] = {}
+    for name in index.negatives:
+        reasons[name] = ("not_found", "EQC did not know it (cached answer)")
+    for name in index.too_long:
+        reasons[name] = ("too_long", "name too long for an EQC request; never sent")
+    for name in index.not_companies:
+        reasons[name] = ("not_a_company", "marked as no company on the review page; never asked")
+    if not index.eqc_names and index.counts.skipped:
+        for name, _ in index.pending:
+            reasons.setdefault(name, ("not_asked", "not asked: --no-enrichment"))
+    if index.counts.over_budget:
+        for name, _ in index.pending:
+            reasons.setdefault(name, ("not_asked", "not asked: over --budget"))
+    for name, outcome in outcomes.items():
+        if outcome.status == "not_found":
+            reasons[name] = ("not_found", "EQC did not know it")
+        elif outcome.status == "failed":
+            reasons[name] = ("failed", outcome.error or "failed")
+        elif outcome.status == "skipped":
+            reasons[name] = ("not_asked", outcome.error or "not asked")
+        elif outcome.status == "elsewhere":
+            reasons[name] = ("not_found", "EQC did not know it (in the index before this run asked it)")
+    return reasons
