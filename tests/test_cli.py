@@ -262,3 +262,89 @@ def test_stop_signals_fall_back_to_the_signal_module_where_the_loop_has_none() -
         loop.close()
     assert seen == ["stop"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+# --- the EQC options, declared once ---------------------------------------------------------------------------
+
+TALKS_TO_EQC = ("run", "plan", "review", "bench", "worker", "worker status")
+IS_EQC = ("simulate",)  # the simulator's --rate-limit is the quota it enforces, not one a client keeps
+
+
+def _commands() -> dict[str, Any]:
+    """Every command of the command line by its path (`worker status`), with the group callbacks."""
+    import typer.main
+
+    from eqc_enrich.cli import app
+
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: str) -> None:
+        if path:
+            found[path] = command
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}".strip())
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def _flags(command: Any) -> set[str]:
+    return {flag for param in command.params for flag in getattr(param, "opts", ())}
+
+
+def eqc_option_gaps(commands: dict[str, Any], must: Sequence[str]) -> dict[str, set[str]]:
+    """What each command lacks of the EQC options: every command named in `must`, and any command that takes
+    one of them (a command half-way there has drifted)."""
+    from eqc_enrich._cli_options import EQC_OPTION_FLAGS
+
+    every = set(EQC_OPTION_FLAGS.values())
+    gaps: dict[str, set[str]] = {}
+    for path, command in commands.items():
+        if path in IS_EQC:
+            continue
+        flags = _flags(command)
+        if path in must or flags & every:
+            missing = every - flags
+            if missing:
+                gaps[path] = missing
+    return gaps
+
+
+def test_every_command_that_talks_to_eqc_takes_every_eqc_option() -> None:
+    commands = _commands()
+    assert set(TALKS_TO_EQC) <= set(commands)
+    assert eqc_option_gaps(commands, TALKS_TO_EQC) == {}
+    from eqc_enrich.config import EqcOptions
+
+    assert len(EqcOptions.__dataclass_fields__) == 8  # a new field needs its option (see _cli_options._OPTIONS)
+
+
+def test_the_check_sees_a_command_that_lacks_an_eqc_option() -> None:
+    import typer
+    import typer.main
+
+    lacking = typer.Typer()
+
+    @lacking.command()
+    def ask(eqc_url: str | None = None, rate_limit: str | None = None) -> None:
+        """A command that talks to EQC but declared two options of its own."""
+
+    @lacking.command()
+    def other(rows: int = 1) -> None:
+        """A command that does not."""
+
+    commands = dict(typer.main.get_command(lacking).commands.items())  # type: ignore[attr-defined]
+    gaps = eqc_option_gaps(commands, ())
+    assert set(gaps) == {"ask"}
+    assert "--quota-key" in gaps["ask"]
+    assert "--eqc-url" not in gaps["ask"]
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "review"])
+def test_help_lists_the_same_eqc_options(command: str) -> None:
+    from eqc_enrich._cli_options import EQC_OPTION_FLAGS
+
+    shown = cli(*command.split(), "--help")
+    assert shown.returncode == 0, shown.stderr
+    for flag in EQC_OPTION_FLAGS.values():
+        assert flag in shown.stdout, (command, flag)

@@ -402,6 +402,39 @@ def test_the_command_prints_a_url_that_opens_the_page_and_stops_on_ctrl_c(tmp_pa
     assert "Traceback" not in err
 
 
+def test_the_command_with_eqc_url_searches_that_eqc(sim: Simulator, tmp_path: Path) -> None:
+    """`review --eqc-url` (and the rest of the EQC options, as for `run`) reach the page's search: a page
+    opened beside a simulator asks the simulator, not the WDH_EQC_BASE_URL of the environment."""
+    db = tmp_path / "index.db"
+    store = IndexStore(db)
+    company = sim.state.universe.companies[3]
+    store.unsettled.record([name(company.name, 3)], "run-1")
+    store.close()
+    env = {**os.environ, "WDH_EQC_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}  # WDH_EQC_BASE_URL: a closed port
+    eqc = ["--eqc-url", sim.url, "--rate-limit", "1000/1s", "--timeout", "5s", "--quota-key", "review-test"]
+    command = [sys.executable, "-m", "eqc_enrich.cli", "review", "--db", str(db), "--no-browser", "--port", "0", *eqc]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        url = [process.stdout.readline() for _ in range(2)][1].split("review page: ", 1)[1].strip()
+        with httpx.Client(follow_redirects=True, timeout=30) as page:
+            assert page.get(url).status_code == 200  # trades the URL's token for the session cookie
+            base = url.split("/?", 1)[0]
+            found = page.post(base + "/search", data={"key": company.name, "query": company.name})
+        assert found.status_code == 200
+        assert company.company_id in found.text
+        assert sim.state.stats.search_keys[company.name] == 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    assert TOKEN not in out + err
+    store = IndexStore(db)
+    try:
+        assert {owner for owner, _ in store.quota.slots_of("review-test")} != set()  # the quota key it was given
+    finally:
+        store.close()
+
+
 def test_the_printed_url_takes_connections_before_the_page_serves(tmp_path: Path) -> None:
     """The command prints the URL and opens the browser before the server runs: a connection made then waits in
     the backlog and gets the page once it serves, instead of a refusal (seen on a busy machine)."""

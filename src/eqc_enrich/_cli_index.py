@@ -168,8 +168,8 @@ def remap(
 def _since(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD) or an ISO time", param_hint="--since") from None
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD) or an ISO time", param_hint="--since") from exc
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 

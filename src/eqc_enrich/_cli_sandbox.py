@@ -71,7 +71,7 @@ def simulate(
         )  # fmt: skip
         sim = Simulator(config, host=host, port=port).start()
     except (EqcEnrichError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc)) from exc
     stop = threading.Event()
     # Ctrl-C and SIGTERM stop it cleanly, also when it was started with SIGINT ignored (a shell's
     # background job): Python then raises no KeyboardInterrupt, and the simulator would never stop.
@@ -142,7 +142,7 @@ def make_data(
         data, truth = make_month(seed, rows=rows, companies=companies, unknown_share=unknown_share)
         path = write_frames(out, data, truth)
     except (EqcEnrichError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc)) from exc
     made = summarize(data, truth)
     typer.echo(
         f"wrote {path}: {made['rows']:,} rows ({made['collective_rows']:,} collective-plan rows without a name), "

@@ -138,9 +138,9 @@ def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | No
 
     try:
         return asyncio.run(main())
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         typer.echo("error: stopped at once: answers received so far are in the index", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from exc
 
 
 def _print_report(report: WorkerReport) -> None:

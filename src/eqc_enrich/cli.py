@@ -218,10 +218,10 @@ def _run_with_signals(
 
     try:
         return asyncio.run(main())
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         raise _fail(
             "stopped at once: answers received so far are in the index; rerun to resume", EXIT_INTERRUPTED
-        ) from None
+        ) from exc
 
 
 _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {

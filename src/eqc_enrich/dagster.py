@@ -253,7 +253,7 @@ def _enrich_in_step(context: dg.AssetExecutionContext, resource_key: str, source
         result = resource.enrich(source, **kwargs)
     except EqcEnrichError as exc:
         # a lock held elsewhere or a lost connection may pass: let a retry policy retry those, not a bad setting
-        raise dg.Failure(description=f"eqc-enrich: {exc}", allow_retries=getattr(exc, "transient", False)) from None
+        raise dg.Failure(description=f"eqc-enrich: {exc}", allow_retries=getattr(exc, "transient", False)) from exc
     summary = result.summary
     context.log.info(_one_line(summary))
     if summary.message:
@@ -474,9 +474,9 @@ def worker_job(
             context.log.info("running eqc-enrich worker --once")
             run_worker(command, env, lambda stream, line: context.log.info(f"{stream}: {line}"))
         except WorkerFailed as exc:
-            raise dg.Failure(description=str(exc), metadata={"exit_code": dg.MetadataValue.int(exc.code)}) from None
+            raise dg.Failure(description=str(exc), metadata={"exit_code": dg.MetadataValue.int(exc.code)}) from exc
         except EqcEnrichError as exc:
-            raise dg.Failure(description=f"eqc-enrich: {exc}") from None
+            raise dg.Failure(description=f"eqc-enrich: {exc}") from exc
         context.log.info("eqc-enrich worker --once exited 0: everything due is done")
 
     @dg.job(name=name, description="eqc-enrich worker --once: ask EQC what is due, within the shared quota")

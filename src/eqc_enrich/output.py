@@ -145,7 +145,7 @@ def ensure_writable(paths: Sequence[Path], *, check_format: bool = True) -> None
         try:
             _probe(directory, path)
         except OSError as exc:
-            raise InputError(f"cannot write {path}: cannot create a file in {directory}: {_reason(exc)}") from None
+            raise InputError(f"cannot write {path}: cannot create a file in {directory}: {_reason(exc)}") from exc
 
 
 def _refuse_twice(path: Path, seen: dict[Path, Path]) -> None:
@@ -265,7 +265,7 @@ def _write_xlsx(frame: pl.DataFrame, tmp: Path, sheet: str) -> None:
         workbook.close()
     except FileCreateError as exc:  # xlsxwriter wraps the OSError of creating the file
         cause = exc.args[0] if exc.args and isinstance(exc.args[0], OSError) else OSError(str(exc))
-        raise cause from None
+        raise cause from exc
 
 
 def _write_failure(path: Path, exc: BaseException) -> InputError | OutputError | None:

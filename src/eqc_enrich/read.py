@@ -56,20 +56,20 @@ def table_format(path: Path) -> TableFormat:
     """The format an output path names; `.xls` and anything unknown are one-line errors."""
     try:
         return WRITABLE_FORMATS[path.suffix.lower()]
-    except KeyError:
+    except KeyError as exc:
         known = ", ".join(sorted(WRITABLE_FORMATS))
         if path.suffix.lower() in READABLE_FORMATS:
-            raise InputError(f"{path}: {path.suffix!r} can be read but not written; write one of {known}") from None
-        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {known}") from None
+            raise InputError(f"{path}: {path.suffix!r} can be read but not written; write one of {known}") from exc
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {known}") from exc
 
 
 def read_format(path: Path) -> ReadFormat:
     """The format an input path names."""
     try:
         return READABLE_FORMATS[path.suffix.lower()]
-    except KeyError:
+    except KeyError as exc:
         known = ", ".join(sorted(READABLE_FORMATS))
-        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {known}") from None
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {known}") from exc
 
 
 def read_table(path: Path | str, *, sheet: str | None = None) -> Table:
@@ -91,7 +91,7 @@ def read_table(path: Path | str, *, sheet: str | None = None) -> Table:
     except InputError:
         raise
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as {fmt}: {_one_line(exc)}") from None
+        raise InputError(f"{path}: cannot read as {fmt}: {_one_line(exc)}") from exc
 
 
 def file_digest(path: Path) -> str:
@@ -150,8 +150,8 @@ def detect_encoding(raw: bytes) -> str:
         return "utf-8"
     try:
         raw.decode("gb18030")
-    except UnicodeDecodeError:
-        raise InputError("CSV is neither UTF-8 nor GBK text") from None
+    except UnicodeDecodeError as exc:
+        raise InputError("CSV is neither UTF-8 nor GBK text") from exc
     return "gb18030"
 
 
@@ -161,7 +161,7 @@ def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None) -> Table:
     try:
         reader = fastexcel.read_excel(path)
     except Exception as exc:  # fastexcel raises its own exception types, one per failure kind
-        raise InputError(f"{path}: not a readable Excel workbook: {_one_line(exc)}") from None
+        raise InputError(f"{path}: not a readable Excel workbook: {_one_line(exc)}") from exc
     chosen = _choose_sheet(path, reader.sheet_names, sheet)
     with _quiet_dtype_fallback():
         frame = pl.read_excel(path, sheet_name=chosen, engine="calamine", infer_schema_length=None)
@@ -169,7 +169,7 @@ def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None) -> Table:
         try:
             header = reader.load_sheet(chosen, header_row=None, n_rows=1, dtypes="string").to_polars()
         except Exception as exc:  # as above: fastexcel's own exception types
-            raise InputError(f"{path}: cannot read the header row: {_one_line(exc)}") from None
+            raise InputError(f"{path}: cannot read the header row: {_one_line(exc)}") from exc
         _refuse_duplicate_columns(path, header.row(0) if header.height else ())
     return Table(frame, path, fmt, sheet=chosen)
 

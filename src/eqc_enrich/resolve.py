@@ -131,14 +131,14 @@ class Overrides:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"overrides {path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8") from None
+            raise ConfigError(f"overrides {path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8") from exc
         except OSError as exc:
-            raise ConfigError(f"overrides {path}: {exc.strerror or exc}") from None
+            raise ConfigError(f"overrides {path}: {exc.strerror or exc}") from exc
         try:
             data = yaml.safe_load(text) or {}
         except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: e.g. a date like 2024-13-45
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"overrides {path}: not valid YAML: {reason}") from None
+            raise ConfigError(f"overrides {path}: not valid YAML: {reason}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"overrides {path}: expected a mapping with plan_code and customer_name")
         plans = _id_map(path, data.get("plan_code") or data.get("plans") or {}, clean_plan_code)

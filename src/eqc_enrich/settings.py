@@ -48,10 +48,10 @@ class Settings(BaseSettings):
             return int(text)
         try:
             parse_rate_limit(text)
-        except ConfigError:
+        except ConfigError as exc:
             raise ValueError(
                 f"not a rate limit: {text!r} (use a number of requests, e.g. 10, or N/DURATION, e.g. 10/60s)"
-            ) from None
+            ) from exc
         return text
 
     @model_validator(mode="after")
@@ -88,6 +88,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
+        # not chained: a ValidationError repeats the values given, the token and the salt among them
         if not first["loc"]:  # a check across settings: its message names them
             raise ConfigError(message) from None
         raise ConfigError(f"WDH_{str(first['loc'][0]).upper()}: {message}") from None

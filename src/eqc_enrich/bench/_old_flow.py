@@ -169,14 +169,14 @@ class OldFlow:
             except NotFoundError:
                 return None
             except TokenExpiredError as exc:
-                raise _GaveUp(str(exc)) from None
+                raise _GaveUp(str(exc)) from exc
             except (RateLimitedError, TransientError) as exc:
                 failures += 1
                 if failures > self._settings.retries:
-                    raise _Failed(str(exc)) from None
+                    raise _Failed(str(exc)) from exc
                 await self._back_off(failures, exc)
             except EqcError as exc:  # 403, broken bodies: the old client reported an error, no retry
-                raise _Failed(str(exc)) from None
+                raise _Failed(str(exc)) from exc
 
     async def _back_off(self, failures: int, exc: EqcError) -> None:
         delay = self._settings.backoff_s * 2 ** (failures - 1)

@@ -40,10 +40,10 @@ def require_charts() -> None:
     """The report's charts need matplotlib (the `bench` extra): say so before the benchmark, not after it."""
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         raise ConfigError(
             "the benchmark draws its charts with matplotlib, which is not installed: pip install 'eqc-enrich[bench]'"
-        ) from None
+        ) from exc
 
 
 def _stderr(line: str) -> None:

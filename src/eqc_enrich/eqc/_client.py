@@ -173,7 +173,7 @@ class EqcClient:
                 return parse(body)
             except (ValueError, TypeError, AttributeError) as exc:
                 message = f"EQC {endpoint} answer has an unexpected shape: {exc}"
-                raise BadResponseError(message, endpoint=endpoint) from None
+                raise BadResponseError(message, endpoint=endpoint) from exc
         except EqcError as exc:
             outcome = type(exc).__name__
             raise
@@ -247,10 +247,10 @@ def _decode(endpoint: str, response: httpx.Response, *, json_required: bool = Tr
         raise BadResponseError(f"EQC {endpoint}: unexpected HTTP {status}", endpoint=endpoint)
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except ValueError as exc:
         if not json_required:
             return None
-        raise BadResponseError(f"EQC {endpoint}: answer is not JSON", endpoint=endpoint) from None
+        raise BadResponseError(f"EQC {endpoint}: answer is not JSON", endpoint=endpoint) from exc
     if isinstance(body, dict) and body.get("error") == "TokenExpired":
         raise TokenExpiredError(f"EQC {endpoint}: token expired", endpoint=endpoint, expired=True)
     return body

@@ -297,7 +297,7 @@ class EqcLookup:
             except _Unauthorized as exc:
                 if not await self._tokens.refresh(exc.generation, exc.error):
                     self._events("token_unavailable", {"endpoint": endpoint})
-                    raise _TokenUnavailable from None
+                    raise _TokenUnavailable from exc
                 self._stats.token_refreshes = self._tokens.refreshes
             except UnreachableError as exc:
                 if self.outage.down:
@@ -307,15 +307,15 @@ class EqcLookup:
                     if self.outage.in_a_row >= failures:
                         self.outage.trip()  # nothing answered since this name's first try: EQC is away
                         continue
-                    raise _Exhausted(f"{exc} (after {failures} attempts)") from None
+                    raise _Exhausted(f"{exc} (after {failures} attempts)") from exc
                 await self._back_off(endpoint, failures, exc)
             except (RateLimitedError, TransientError, BadResponseError) as exc:
                 failures += 1
                 if failures > self._retry.retries:
-                    raise _Exhausted(f"{exc} (after {failures} attempts)") from None
+                    raise _Exhausted(f"{exc} (after {failures} attempts)") from exc
                 await self._back_off(endpoint, failures, exc)
             except EqcError as exc:  # 403, a request that cannot be sent: the same request will not fare better
-                raise _Exhausted(str(exc)) from None
+                raise _Exhausted(str(exc)) from exc
 
     async def _back_off(self, endpoint: str, failures: int, exc: EqcError) -> None:
         self._stats.retries += 1
@@ -380,7 +380,7 @@ class EqcLookup:
             self.limiter.settle()
             return result
         except TokenExpiredError as exc:
-            raise _Unauthorized(generation, exc) from None
+            raise _Unauthorized(generation, exc) from exc
         except RateLimitedError as exc:
             throttled = True
             self._stats.rate_limited += 1

@@ -141,6 +141,7 @@ def run_token_command(command: str) -> str:
             command, shell=True, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
+        # not chained: a timed-out command's exception holds what it printed so far, which may be the token
         raise ConfigError(f"token command failed to run: {type(exc).__name__}") from None
     if done.returncode != 0:
         raise ConfigError(f"token command failed: it exited with status {done.returncode}")

@@ -41,7 +41,7 @@ def review_command(
                 scope_label=f"names of {file.name}" if file is not None else "",
             )  # fmt: skip
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         if not is_loopback(host):
             warn(f"warning: listening on {host}, not loopback: anyone who can reach it and has the URL can decide")
         counts = store.unsettled.counts(keys=scope.keys if scope else None)

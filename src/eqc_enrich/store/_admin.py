@@ -189,8 +189,8 @@ def _entry(record: dict[str, Any], path: Path, number: int) -> IndexEntry | None
         return None
     try:
         confidence = round(float(record["confidence"]), 2)
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: row {number}: confidence {record['confidence']!r} is not a number") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: row {number}: confidence {record['confidence']!r} is not a number") from exc
     if not 0.0 <= confidence <= 1.0:
         raise InputError(f"{path}: row {number}: confidence {confidence} is outside 0-1")
     source = str(record["source"] or "").strip()

@@ -148,7 +148,7 @@ class Database:
         try:
             parsed = sa.make_url(url)
         except (SQLAlchemyError, ValueError) as exc:
-            raise IndexStoreError(f"cannot use index database {redact_url(url)}: {_first_line(exc)}") from None
+            raise IndexStoreError(f"cannot use index database {redact_url(url)}: {_first_line(exc)}") from exc
         dialect = dialect_for(parsed)
         if dialect is None:
             raise IndexStoreError(
@@ -158,7 +158,7 @@ class Database:
         try:
             self.engine = dialect.create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise IndexStoreError(f"cannot use index database {redact_url(url)}: {_first_line(exc)}") from None
+            raise IndexStoreError(f"cannot use index database {redact_url(url)}: {_first_line(exc)}") from exc
         self._writer = self.engine.execution_options(**{WRITE: True})
         # SQLite has one write lock per file and hands it out by busy-wait with growing sleeps, which starves
         # a waiter when this process's own threads (commits, quota slots, claims) write many times a second:
@@ -175,7 +175,7 @@ class Database:
             with self._local_writes, self._writer.begin() as opened:
                 yield opened
         except SQLAlchemyError as exc:
-            raise map_error(exc, self.url) from None
+            raise map_error(exc, self.url) from exc
 
     @contextmanager
     def read(self, conn: Connection | None = None) -> Iterator[Connection]:
@@ -187,13 +187,13 @@ class Database:
             with self.engine.connect() as opened:
                 yield opened
         except SQLAlchemyError as exc:
-            raise map_error(exc, self.url) from None
+            raise map_error(exc, self.url) from exc
 
     def clock(self, conn: Connection) -> float:
         try:
             return self.dialect.clock(conn)
         except SQLAlchemyError as exc:
-            raise map_error(exc, self.url) from None
+            raise map_error(exc, self.url) from exc
 
     def close(self) -> None:
         self.engine.dispose()
