@@ -492,6 +492,56 @@ def test_a_full_disk_sends_the_answers_to_the_state_folder_and_the_next_run_load
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
+def test_a_full_disk_under_the_output_after_the_eqc_stage_is_its_own_ending_and_loses_no_answer(
+    month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
+) -> None:
+    """The output folder passes the check before the run (a probe file fits), then cannot hold the workbook:
+    the run ends `output_failed` (exit 7), not "bad input"; the message names the path, the summary is written
+    where it was asked, every answer is in the index, and the rerun writes the files asking EQC nothing."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.decode().strip()}")
+    try:
+        data, truth = month
+        source = tmp_path / "month.parquet"
+        data.write_parquet(source)
+        db, summary = tmp_path / "index.db", tmp_path / "summary.json"
+        env = {**os.environ, "WDH_EQC_TOKEN": TOKEN, "WDH_ALIAS_SALT": SALT}
+        with Simulator(sim_config()) as sim:
+            common = ["--db", str(db), "--eqc-url", sim.url, "--rate-limit", str(LIMIT), "--timeout", "2s", "-q"]
+            target = small / "month.enriched.xlsx"
+            done = subprocess.run(
+                [*CLI, "run", str(source), "-o", str(target), "--summary", str(summary), *common],
+                capture_output=True, text=True, env=env, timeout=300, check=False,
+            )  # fmt: skip
+            asked = dict(sim.state.stats.search_keys)
+        assert done.returncode == 7, done.stderr
+        assert "Traceback" not in done.stderr
+        figures = json.loads(summary.read_text(encoding="utf-8"))
+        assert figures["status"] == "output_failed"
+        assert str(target) in figures["message"]
+        assert "No space left on device" in figures["message"]
+        assert figures["eqc"]["names_asked"] == len(asked) > 0
+        assert "status: output_failed (exit 7)" in done.stderr
+        assert not target.exists()
+        assert [p.name for p in small.iterdir()] == []  # nothing half-written
+        assert answered_names(db) >= set(asked)
+        with Simulator(sim_config()) as again:
+            rerun = subprocess.run(
+                [*CLI, "run", str(source), "-o", str(tmp_path / "out.xlsx"), *common[:2], "--eqc-url", again.url,
+                 *common[4:]],
+                capture_output=True, text=True, env=env, timeout=300, check=False,
+            )  # fmt: skip
+            assert sum(again.state.stats.search_keys.values()) == 0
+        assert rerun.returncode == 0, rerun.stderr
+        written = pl.read_excel(tmp_path / "out.xlsx")
+        assert every_known_row_right(written, truth)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
 # --- tokens ---------------------------------------------------------------------------------------------------
 
 

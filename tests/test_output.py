@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eqc_enrich import InputError
+from eqc_enrich import InputError, OutputError
 from eqc_enrich.output import (
     FORMULA_TRIGGERS,
     WriteItem,
@@ -173,7 +173,7 @@ def test_a_failing_second_table_leaves_the_first_target_untouched(tmp_path: Path
     first.write_bytes(b"previous,good\n1,2\n")
     good = pl.DataFrame({"a": ["x"]})
     nested = pl.DataFrame({"a": [[1, 2]]})  # CSV cannot hold a list column: the writer fails
-    with pytest.raises(InputError, match=r"cannot write .*unresolved\.csv") as info:
+    with pytest.raises(OutputError, match=r"cannot write .*unresolved\.csv") as info:
         write_tables([(good, first, None), (nested, tmp_path / "unresolved.csv", None)])
     one_line(info.value)
     assert first.read_bytes() == b"previous,good\n1,2\n"
@@ -184,7 +184,7 @@ def test_a_failed_write_removes_the_directories_it_made(tmp_path: Path) -> None:
     nested = pl.DataFrame({"a": [[1, 2]]})
     items: list[WriteItem] = [(pl.DataFrame({"a": [1]}), tmp_path / "x" / "ok.csv", None)]
     items.append((nested, tmp_path / "y" / "z.csv", None))
-    with pytest.raises(InputError):
+    with pytest.raises(OutputError):
         write_tables(items)
     assert tree(tmp_path) == []
 
@@ -193,7 +193,7 @@ _FULL_DISK_SCRIPT = """
 import resource, signal, sys
 from pathlib import Path
 import polars as pl
-from eqc_enrich import InputError
+from eqc_enrich import OutputError
 from eqc_enrich.output import write_tables
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
@@ -202,7 +202,7 @@ frame = pl.DataFrame({"name": [f"company {i:07d}" for i in range(200_000)]})  # 
 target = Path(sys.argv[1])
 try:
     write_tables([(frame, target, None)])
-except InputError as exc:
+except OutputError as exc:
     print(exc)
 """
 
@@ -430,7 +430,7 @@ def test_a_long_chinese_file_name_can_be_written(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
 def test_an_xlsx_that_cannot_be_created_is_a_one_line_error() -> None:
-    with pytest.raises(InputError) as info:
+    with pytest.raises(OutputError) as info:
         write_tables([(pl.DataFrame({"a": [1]}), Path("/sys/kernel/eqc-enrich.xlsx"), None)])
     assert str(info.value) == "cannot write /sys/kernel/eqc-enrich.xlsx: Permission denied"
 
@@ -457,7 +457,7 @@ def test_missing_parent_directories_are_made_and_removed_again_on_failure(tmp_pa
     p = tmp_path / "p"
     write_tables([(good, tmp_path / "x" / "y" / "z" / "ok.csv", None)])
     assert (tmp_path / "x" / "y" / "z" / "ok.csv").exists()
-    with pytest.raises(InputError):
+    with pytest.raises(OutputError):
         write_tables([(good, p / "q" / "ok.csv", None), (nested, p / "q" / "r" / "x.csv", None)])
     assert not p.exists()  # every directory the failed write made, innermost first
 
@@ -466,7 +466,7 @@ def test_a_table_polars_cannot_write_says_what_polars_said(tmp_path: Path) -> No
     nested = pl.DataFrame({"a": [[1, 2]]})
     with pytest.raises(pl.exceptions.PolarsError) as direct:
         nested.write_csv(tmp_path / "direct.csv")
-    with pytest.raises(InputError) as info:
+    with pytest.raises(OutputError) as info:
         write_tables([(nested, tmp_path / "out.csv", None)])
     assert str(info.value) == f"cannot write {tmp_path / 'out.csv'}: {str(direct.value).strip().splitlines()[0]}"
 
@@ -541,7 +541,7 @@ def test_atomic_write_makes_a_failed_write_one_line_and_leaves_nothing(tmp_path:
     def refused(tmp: Path) -> None:
         raise PermissionError(13, "Permission denied")  # before the temporary file exists
 
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(OutputError) as caught:
         atomic_write(target, refused)
     assert one_line(caught.value) == f"cannot write {target}: Permission denied"
     assert tree(tmp_path) == []

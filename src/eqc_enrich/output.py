@@ -16,6 +16,7 @@ Three promises hold for every output:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -256,16 +257,16 @@ def _write_one(frame: pl.DataFrame, tmp: Path, fmt: TableFormat, like: Table | N
 
 
 def _write_xlsx(frame: pl.DataFrame, tmp: Path, sheet: str) -> None:
+    """The workbook is assembled in memory and then written as one file: a disk that fills up fails one plain
+    write, instead of leaving xlsxwriter's zip archive half-closed (it complains on stderr when collected)."""
     from xlsxwriter import Workbook
-    from xlsxwriter.exceptions import FileCreateError
 
-    workbook = Workbook(str(tmp), _XLSX_OPTIONS)
+    buffer = io.BytesIO()
+    workbook = Workbook(buffer, _XLSX_OPTIONS)
     frame.write_excel(workbook=workbook, worksheet=sheet, autofit=False)
-    try:
-        workbook.close()
-    except FileCreateError as exc:  # xlsxwriter wraps the OSError of creating the file
-        cause = exc.args[0] if exc.args and isinstance(exc.args[0], OSError) else OSError(str(exc))
-        raise cause from exc
+    workbook.close()
+    with tmp.open("xb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def _write_failure(path: Path, exc: BaseException) -> InputError | OutputError | None:
