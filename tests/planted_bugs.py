@@ -47,10 +47,10 @@ PLANTS: tuple[Plant, ...] = (
         ("tests/test_keys.py::test_temp_id_same_for_variants",),
     ),
     Plant(
-        "3", "the client limiter admits N+1 per window", "_pacing.py `SlidingWindowLimiter._rule` / `acquire`",
+        "3", "the client limiter admits N+1 per window", "eqc_stage/_pacing.py `SlidingWindowLimiter._rule` / `acquire`",
         (
-            ("_pacing.py", "requests=self.limit.requests, span_s=self.span_s", "requests=self.limit.requests + 1, span_s=self.span_s"),
-            ("_pacing.py", "recent=self.limit.requests, keep_s", "recent=self.limit.requests + 1, keep_s"),
+            ("eqc_stage/_pacing.py", "requests=self.limit.requests, span_s=self.span_s", "requests=self.limit.requests + 1, span_s=self.span_s"),
+            ("eqc_stage/_pacing.py", "recent=self.limit.requests, keep_s", "recent=self.limit.requests + 1, keep_s"),
         ),
         (
             "tests/test_pacing.py::test_the_limiter_admits_exactly_n_in_any_span",
@@ -58,8 +58,8 @@ PLANTS: tuple[Plant, ...] = (
         ),
     ),
     Plant(
-        "4", "the limiter's hard window rule deleted, pacing kept", "_pacing.py `next_send`",
-        (("_pacing.py", "earliest = max(earliest, sends[-requests] + span_s, sends[-1] + span_s / requests)",
+        "4", "the limiter's hard window rule deleted, pacing kept", "eqc_stage/_pacing.py `next_send`",
+        (("eqc_stage/_pacing.py", "earliest = max(earliest, sends[-requests] + span_s, sends[-1] + span_s / requests)",
           "earliest = max(earliest, sends[-1] + span_s / requests)"),),
         (
             "tests/test_pacing.py::test_a_burst_gets_n_sends_at_once_then_one_per_spacing_after_a_full_span",
@@ -67,8 +67,8 @@ PLANTS: tuple[Plant, ...] = (
         ),
     ),
     Plant(
-        "5", "the limiter never waits", "_pacing.py `SlidingWindowLimiter.acquire`",
-        (("_pacing.py", "                    if delay > 0:\n", "                    if delay > 0 and False:\n"),),
+        "5", "the limiter never waits", "eqc_stage/_pacing.py `SlidingWindowLimiter.acquire`",
+        (("eqc_stage/_pacing.py", "                    if delay > 0:\n", "                    if delay > 0 and False:\n"),),
         (
             "tests/test_pacing.py::test_the_limiter_admits_exactly_n_in_any_span",
             "tests/test_run.py::test_each_name_is_searched_once_within_quota_then_never_again",
@@ -80,13 +80,13 @@ PLANTS: tuple[Plant, ...] = (
         ("tests/test_index.py::test_upsert_keeps_the_stronger_answer_and_counts_hits",),
     ),
     Plant(
-        "7", "negative-cache TTL ignored", "enrich.py `prepare` (the cut-off also feeds the claims' look)",
-        (("enrich.py", "read_at - timedelta(seconds=options.negative_ttl_s)", "read_at - timedelta(days=36_500)"),),
+        "7", "negative-cache TTL ignored", "index_stage.py `run_index_stage` (the cut-off also feeds the claims' look)",
+        (("index_stage.py", "read_at - timedelta(seconds=options.negative_ttl_s)", "read_at - timedelta(days=36_500)"),),
         ("tests/test_promises.py::test_not_found_is_trusted_for_the_negative_ttl_and_no_longer",),
     ),
     Plant(
-        "8", "negative TTL read as milliseconds (30 days become 43 minutes)", "enrich.py `prepare`",
-        (("enrich.py", "read_at - timedelta(seconds=options.negative_ttl_s)", "read_at - timedelta(milliseconds=options.negative_ttl_s)"),),
+        "8", "negative TTL read as milliseconds (30 days become 43 minutes)", "index_stage.py `run_index_stage`",
+        (("index_stage.py", "read_at - timedelta(seconds=options.negative_ttl_s)", "read_at - timedelta(milliseconds=options.negative_ttl_s)"),),
         ("tests/test_promises.py::test_not_found_is_trusted_for_the_negative_ttl_and_no_longer",),
     ),
     Plant(
@@ -95,8 +95,8 @@ PLANTS: tuple[Plant, ...] = (
         ("tests/test_promises.py::test_negative_ttl_on_the_command_line_reaches_the_run",),
     ),
     Plant(
-        "10", "answers arriving during the stop's grace period dropped", "lookup.py `EqcLookup._wait_for`",
-        (("lookup.py", "                await asyncio.wait(running, timeout=self._settings.grace_s)\n",
+        "10", "answers arriving during the stop's grace period dropped", "eqc_stage/_lookup.py `EqcLookup._wait_for`",
+        (("eqc_stage/_lookup.py", "                await asyncio.wait(running, timeout=self._settings.grace_s)\n",
           "                pass\n"),),
         (
             "tests/test_run.py::test_cancel_midway_then_rerun_asks_no_name_twice",
@@ -104,14 +104,14 @@ PLANTS: tuple[Plant, ...] = (
         ),
     ),
     Plant(
-        "10b", "... the same, answers in hand after the stop not handed on", "lookup.py `EqcLookup._worker`",
-        (("lookup.py", "                self._events(\"name_failed\", {\"name\": name, \"error\": outcome.error})\n            self._finish(outcome)\n",
+        "10b", "... the same, answers in hand after the stop not handed on", "eqc_stage/_lookup.py `EqcLookup._worker`",
+        (("eqc_stage/_lookup.py", "                self._events(\"name_failed\", {\"name\": name, \"error\": outcome.error})\n            self._finish(outcome)\n",
           "                self._events(\"name_failed\", {\"name\": name, \"error\": outcome.error})\n            if self._stop_requested:\n                return\n            self._finish(outcome)\n"),),
         ("tests/test_run.py::test_cancel_midway_then_rerun_asks_no_name_twice",),
     ),
     Plant(
-        "11", "the writer's final flush removed", "writeback.py `IndexWriter.close`",
-        (("writeback.py", "        while len(self._pending) and self.gave_up is None:\n", "        while False:\n"),),
+        "11", "the writer's final flush removed", "eqc_stage/_writeback.py `IndexWriter.close`",
+        (("eqc_stage/_writeback.py", "        while len(self._pending) and self.gave_up is None:\n", "        while False:\n"),),
         ("tests/test_run.py::test_cancel_midway_then_rerun_asks_no_name_twice",),
     ),
     Plant(
@@ -124,16 +124,16 @@ PLANTS: tuple[Plant, ...] = (
     ),
     Plant(
         "13", "Retry-After not honoured (neither the account's pause nor the back-off floor)",
-        "lookup.py `EqcLookup._send`, _policies.py `RetryPolicy.delay`",
+        "eqc_stage/_eqc_stage/_lookup.py `EqcLookup._send`, _policies.py `RetryPolicy.delay`",
         (
-            ("lookup.py", "                self.limiter.pause_for(exc.retry_after_s)\n", "                pass\n"),
+            ("eqc_stage/_lookup.py", "                self.limiter.pause_for(exc.retry_after_s)\n", "                pass\n"),
             ("_policies.py", "            delay = max(delay, retry_after_s)\n", "            pass\n"),
         ),
         ("tests/test_promises.py::test_retry_after_holds_every_request_of_the_account",),
     ),
     Plant(
-        "13b", "... the account's pause alone dropped", "lookup.py `EqcLookup._send`",
-        (("lookup.py", "                self.limiter.pause_for(exc.retry_after_s)\n", "                pass\n"),),
+        "13b", "... the account's pause alone dropped", "eqc_stage/_lookup.py `EqcLookup._send`",
+        (("eqc_stage/_lookup.py", "                self.limiter.pause_for(exc.retry_after_s)\n", "                pass\n"),),
         ("tests/test_promises.py::test_retry_after_holds_every_request_of_the_account",),
     ),
     Plant(
@@ -142,14 +142,14 @@ PLANTS: tuple[Plant, ...] = (
         ("tests/test_pacing.py::test_retry_after_is_a_floor_of_the_back_off",),
     ),
     Plant(
-        "13d", "... the limiter's pause ignored", "_pacing.py `MemoryLedger.pause_for`",
-        (("_pacing.py", "        self._paused_until = max(self._paused_until, self._clock() + seconds)\n\n\nclass SlidingWindowLimiter",
+        "13d", "... the limiter's pause ignored", "eqc_stage/_pacing.py `MemoryLedger.pause_for`",
+        (("eqc_stage/_pacing.py", "        self._paused_until = max(self._paused_until, self._clock() + seconds)\n\n\nclass SlidingWindowLimiter",
           "        pass\n\n\nclass SlidingWindowLimiter"),),
         ("tests/test_pacing.py::test_retry_after_holds_every_send_until_the_pause_ends",),
     ),
     Plant(
-        "14", "one token refresh per request that saw the expiry", "_tokens.py `TokenKeeper.refresh`",
-        (("_tokens.py", "            if self.generation != sent_generation:\n", "            if False:\n"),),
+        "14", "one token refresh per request that saw the expiry", "eqc_stage/_tokens.py `TokenKeeper.refresh`",
+        (("eqc_stage/_tokens.py", "            if self.generation != sent_generation:\n", "            if False:\n"),),
         (
             "tests/test_tokens.py::test_many_requests_meeting_one_expiry_cost_one_refresh",
             "tests/test_cli.py::test_token_expiring_repeatedly_costs_one_refresh_per_expiry",
@@ -157,29 +157,29 @@ PLANTS: tuple[Plant, ...] = (
     ),
     Plant(
         "15", "`RunOptions.public()` no longer hides token and salt (the token lands in the run journal)",
-        "enrich.py `RunOptions.public`",
-        (("enrich.py", 'hidden = {"token", "token_command", "salt"}', "hidden: set[str] = set()"),),
+        "options.py `RunOptions.public`",
+        (("options.py", 'if f.name not in ("salt", "eqc")}', "}"),),
         (
             "tests/test_promises.py::test_a_token_given_to_the_python_api_stays_out_of_the_database",
             "tests/test_promises.py::test_a_token_printed_by_the_token_command_stays_out_of_the_database",
         ),
     ),
     Plant(
-        "16", "commit interval 0.5 s turned into 3,600 s", "enrich.py `RunOptions.commit_interval_s`",
-        (("enrich.py", "    commit_interval_s: float = 0.5\n", "    commit_interval_s: float = 3600.0\n"),),
+        "16", "commit interval 0.5 s turned into 3,600 s", "options.py `RunOptions.commit_interval_s`",
+        (("options.py", "    commit_interval_s: float = 0.5\n", "    commit_interval_s: float = 3600.0\n"),),
         ("tests/test_promises.py::test_every_answer_is_committed_within_half_a_second_at_the_story_rate",),
     ),
     Plant(
-        "16b", "... the writer ignoring its interval", "writeback.py `IndexWriter._run`",
-        (("writeback.py", "interval = self._interval_s if self.writable else", "interval = 3600.0 if self.writable else"),),
+        "16b", "... the writer ignoring its interval", "eqc_stage/_writeback.py `IndexWriter._run`",
+        (("eqc_stage/_writeback.py", "interval = self._interval_s if self.writable else", "interval = 3600.0 if self.writable else"),),
         (
             "tests/test_promises.py::test_the_writer_commits_while_the_run_goes_on",
             "tests/test_failures.py::test_sigkill_mid_run_repeats_at_most_the_requests_in_flight",
         ),
     ),
     Plant(
-        "16c", "... no commit at least once per quota slot", "_config.py `resolve_config`",
-        (("_config.py", "max(0.001, min(options.commit_interval_s, slot))", "max(0.001, options.commit_interval_s)"),),
+        "16c", "... no commit at least once per quota slot", "config.py `stage_config`",
+        (("config.py", "max(0.001, min(commit_interval_s, slot))", "max(0.001, commit_interval_s)"),),
         ("tests/test_promises.py::test_every_answer_is_committed_within_half_a_second_at_the_story_rate",),
     ),
     Plant(
