@@ -27,7 +27,6 @@ from tests.conftest import IndexDb
 from eqc_enrich import RateLimit
 from eqc_enrich.keys import temp_company_id
 from eqc_enrich.review import (
-    COOKIE,
     KEYS_HELP,
     PAGE_SIZE,
     Decider,
@@ -58,14 +57,36 @@ def access(url: str = "http://127.0.0.1:9", **changes: object) -> EqcAccess:
 def page_of(
     store: IndexStore, eqc: EqcAccess | None = None, *, session: bool = True, scope_keys: frozenset[str] | None = None
 ) -> Iterator[tuple[ReviewServer, httpx.Client]]:
-    """The page served on loopback, and a client with the session cookie (or without: a stranger)."""
+    """The page served on loopback, and a client that opened the printed URL (its session cookie set), or that
+    did not (a stranger)."""
     with (
         ReviewServer(store, eqc or access(), os_user="tester", scope_keys=scope_keys) as server,
         httpx.Client(base_url=server.base_url, follow_redirects=False, timeout=30) as http,
     ):
         if session:
-            http.cookies.set(COOKIE, server.token)
+            assert http.get(server.url).status_code == 303
+            assert http.cookies.get(server.cookie_name)
         yield server, http
+
+
+def seen_of(page: httpx.Client, key: str) -> str:
+    """The state tag the page renders for a name (its forms send it back with a decision)."""
+    shown = page.get("/", params={"key": key})
+    assert shown.status_code == 200
+    return shown.text.split('name="seen" value="', 1)[1].split('"', 1)[0]
+
+
+def decide(page: httpx.Client, **form: str) -> httpx.Response:
+    """A decision as the page's form sends it: against the state the page shows now."""
+    return page.post("/decide", data={**form, "seen": seen_of(page, form["key"])})
+
+
+def with_candidates(store: IndexStore, key: str, *company_ids: str) -> None:
+    """Candidates EQC offered for a name (as a search stores them): what `accept` may choose from."""
+    items = [
+        {"companyId": cid, "companyFullName": f"{key}有限公司{cid[-2:]}", "type": "模糊匹配"} for cid in company_ids
+    ]
+    store.write(WriteBatch(payloads=[Payload(item["companyId"], key, item) for item in items]))
 
 
 def entry_of(store: IndexStore, key: str) -> tuple[str, str, str | None, float] | None:
@@ -102,7 +123,7 @@ def test_without_the_session_token_nothing_changes_and_nothing_is_shown(tmp_path
             assert stranger.post("/search", data={"key": "甲公司", "query": "甲公司"}).status_code == 403
             assert stranger.get("/").status_code == 403  # other local users cannot read the queue either
             assert "甲公司" not in stranger.get("/").text
-            stranger.cookies.set(COOKIE, "x" * 43)
+            stranger.cookies.set(server.cookie_name, "x" * 43)
             assert stranger.post("/decide", data=change).status_code == 403
             assert stranger.get("/?token=" + "x" * 43).status_code == 403
             # a page of another site (or a DNS name rebound to loopback) with the cookie sent along: refused too
@@ -112,7 +133,8 @@ def test_without_the_session_token_nothing_changes_and_nothing_is_shown(tmp_path
             assert session.get("/", headers={"Host": "rebound.example"}).status_code == 403
             assert state_of(store) == before
             # the same change with the session goes through
-            assert session.post("/decide", data=change, headers={"Origin": server.base_url}).status_code == 303
+            change["seen"] = seen_of(session, "甲公司")
+            assert session.post("/decide", data=change, headers={"Origin": server.origin}).status_code == 303
         assert entry_of(store, "甲公司") == ("600000001", "manual", "eqc_review", 1.0)
     finally:
         store.close()
@@ -125,11 +147,14 @@ def test_the_token_in_the_url_becomes_an_httponly_strict_cookie_and_leaves_the_a
         with page_of(store, session=False) as (server, visitor):
             first = visitor.get(f"/?token={server.token}&kind=temporary")
             assert first.status_code == 303
-            assert first.headers["location"] == "/?kind=temporary"  # the token is gone from the address bar
+            base = f"/{server.server_id}/"
+            assert first.headers["location"] == f"{base}?kind=temporary"  # the token is gone from the address bar
             cookie = first.headers["set-cookie"]
-            assert f"{COOKIE}={server.token}" in cookie
+            assert cookie.startswith(f"{server.cookie_name}=")
+            assert server.token not in cookie  # a new secret: the URL's token is spent, not reused
             assert "httponly" in cookie.lower()
             assert "samesite=strict" in cookie.lower()
+            assert f"path={base}" in cookie.lower()
             page = visitor.get("/?kind=temporary")
             assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
@@ -150,12 +175,13 @@ def test_decisions_are_saved_at_once_journaled_and_undone(index_db: IndexDb) -> 
     store = index_db.open()
     try:
         store.unsettled.record([name("甲", 9), name("乙", 7), name("丙", 5), name("丁", 3)], "run-1")
-        with page_of(store) as (_, page):
-            assert page.post("/decide", data={"key": "甲", "decision": "accept", "company_id": "600000001",
-                                              "next": "乙"}).headers["location"] == "/?key=%E4%B9%99"  # fmt: skip
-            page.post("/decide", data={"key": "乙", "decision": "typed", "company_id": " 600000002 "})
-            page.post("/decide", data={"key": "丙", "decision": "not_a_company"})
-            page.post("/decide", data={"key": "丁", "decision": "skip"})
+        with_candidates(store, "甲", "600000001", "600000003")
+        with page_of(store) as (server, page):
+            accepted = decide(page, key="甲", decision="accept", company_id="600000001", next="乙")
+            assert accepted.headers["location"] == f"/{server.server_id}/?key=%E4%B9%99"
+            decide(page, key="乙", decision="typed", company_id=" 600000002 ")
+            decide(page, key="丙", decision="not_a_company")
+            decide(page, key="丁", decision="skip")
             assert entry_of(store, "甲") == ("600000001", "manual", "eqc_review", 1.0)
             assert entry_of(store, "乙") == ("600000002", "manual", "eqc_review", 1.0)
             assert [n.lookup_key for n in store.unsettled.open_names()] == ["丁"]  # skipped: still open
@@ -168,26 +194,27 @@ def test_decisions_are_saved_at_once_journaled_and_undone(index_db: IndexDb) -> 
             assert {d.os_user for d in journal} == {"tester"}
             assert all(d.undone_at is None for d in journal)
             # a decided name takes no second decision
-            assert "already settled" in _notice(
-                page, page.post("/decide", data={"key": "甲", "decision": "not_a_company"})
-            )
+            assert "already settled" in _notice(page, decide(page, key="甲", decision="not_a_company"))
             # undo, newest first: the skip, then not-a-company (the name is open again), then the typed id
             page.post("/undo", data={})
             page.post("/undo", data={})
             assert store.unsettled.not_companies(["丙"]) == set()
             page.post("/undo", data={})
-            assert entry_of(store, "乙") is None
+            # 乙 had no entry: the row cannot be deleted, so it stays withdrawn (no id) and lookups pass over it
+            assert entry_of(store, "乙") == ("", "manual_undone", "eqc_review", 0.0)
+            assert store.lookup({"customer_name": ["乙"]}) == {}
             assert {n.lookup_key for n in store.unsettled.open_names()} == {"乙", "丙", "丁"}
             # an entry something else has replaced since stays, and the name stays settled
             index = store.tables.index
             with store.transaction() as conn:
                 conn.execute(sa.update(index).where(index.c.lookup_key == "甲").values(company_id="600000009",
                                                                                        source="eqc_api"))  # fmt: skip
-            undone = Decider(store).undo()
-            assert undone is not None
-            assert (undone.decision.lookup_key, undone.entry_removed, undone.reopened) == ("甲", False, False)
+            page.post("/undo", data={})
+            undone = store.decisions.latest(key="甲")[0]
+            assert (undone.lookup_key, undone.undone_at is not None) == ("甲", True)
             assert entry_of(store, "甲") == ("600000009", "eqc_api", "eqc_review", 1.0)
-            assert Decider(store).undo() is None  # nothing left to undo
+            assert store.unsettled.get("甲").settled  # type: ignore[union-attr]
+            assert "nothing to undo" in _notice(page, page.post("/undo", data={}))
             assert all(d.undone_at is not None for d in store.decisions.latest())
             assert Decider(store).os_user == getpass.getuser()
     finally:
@@ -195,7 +222,7 @@ def test_decisions_are_saved_at_once_journaled_and_undone(index_db: IndexDb) -> 
 
 
 def _notice(page: httpx.Client, response: httpx.Response) -> str:
-    return page.get(response.headers["location"]).text
+    return page.get(page.base_url.join(response.headers["location"])).text
 
 
 def test_a_typed_id_must_be_an_id_and_the_name_must_be_in_the_queue(tmp_path: Path) -> None:
@@ -203,13 +230,15 @@ def test_a_typed_id_must_be_an_id_and_the_name_must_be_in_the_queue(tmp_path: Pa
     try:
         store.unsettled.record([name("甲", 2)], "run-1")
         with page_of(store) as (_, page):
-            assert "not a company id" in _notice(page, page.post("/decide", data={"key": "甲", "decision": "typed",
-                                                                                 "company_id": "N/A"}))  # fmt: skip
+            assert "not a company id" in _notice(page, decide(page, key="甲", decision="typed", company_id="N/A"))
             temp = temp_company_id("甲", "salt")
-            assert "is a temporary id" in _notice(page, page.post("/decide", data={"key": "甲", "decision": "typed",
-                                                                                 "company_id": temp}))  # fmt: skip
+            assert temp is not None
+            assert "not a company id" in _notice(page, decide(page, key="甲", decision="typed", company_id=temp))
+            assert "not a candidate EQC offered" in _notice(
+                page, decide(page, key="甲", decision="accept", company_id="600000001")
+            )  # accept chooses among EQC's candidates: a forged form cannot bring its own id
             assert "no such name" in _notice(page, page.post("/decide", data={"key": "无", "decision": "skip"}))
-            assert page.post("/decide", data={"key": "甲", "decision": "drop"}).status_code == 400
+            assert decide(page, key="甲", decision="drop").status_code == 400
             assert store.decisions.latest() == []
             assert entry_of(store, "甲") is None
     finally:
@@ -269,9 +298,10 @@ def test_a_whole_session_never_shows_the_eqc_token_and_searches_share_the_runs_q
             # the shared window is full (2 per 3 s): the page says how long until the next slot
             assert seconds_to_next_slot(store, eqc) > 0.5
             assert "next EQC slot in" in http.get(server.base_url + "/?key=查无此公司丙").text
-            accept = {"key": "查无此公司甲", "decision": "accept", "company_id": company.company_id}
-            assert http.post(server.base_url + "/decide", data=accept).status_code == 200
-            http.post(server.base_url + "/decide", data={"key": "查无此公司乙", "decision": "not_a_company"})
+            with httpx.Client(base_url=server.base_url, cookies=http.cookies) as page:
+                accept = {"key": "查无此公司甲", "decision": "accept", "company_id": company.company_id}
+                assert "saved to the index" in _notice(page, decide(page, **accept))
+                decide(page, key="查无此公司乙", decision="not_a_company")
             http.post(server.base_url + "/undo", data={})
             assert http.get(server.base_url + "/", headers={"Host": "evil.example"}).status_code == 403
             assert httpx.post(server.base_url + "/undo").status_code == 403

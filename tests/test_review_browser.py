@@ -87,6 +87,14 @@ def chosen(page: Any) -> str:
     return str(page.get_attribute("#detail", "data-key"))
 
 
+def type_id(page: Any, company_id: str) -> None:
+    """`i`, the id, Enter: the page checks the id with EQC and shows what it said."""
+    page.keyboard.press("i")
+    page.fill("#company-id", company_id)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
 def press(page: Any, key: str) -> None:
     """One key that submits a form: wait for the page it leads to."""
     with page.expect_navigation():
@@ -124,7 +132,7 @@ def _settle(page: Any, company_id: str, company_name: str, expected: list[str], 
     rows = [int(text.replace(",", "")) for text in page.locator("tr.name td.rows").all_inner_texts()]
     assert rows == sorted(rows, reverse=True)
     assert "left" in page.inner_text("#left")
-    assert page.get_attribute("tr.name td a span", "lang") == "zh-CN"
+    assert page.get_attribute("tr.name td a bdi", "lang") == "zh-CN"
     # move with j and k (and the arrows); the page follows
     first = chosen(page)
     assert first == keys[0]
@@ -156,21 +164,21 @@ def _settle(page: Any, company_id: str, company_name: str, expected: list[str], 
     assert not_company != accepted
     press(page, "n")
     assert not_company not in queue_keys(page)
-    # 3. type an id: a wrong one first, undone with `u` (the entry goes, the name comes back), then the right one
+    # 3. type an id: a wrong one first (Enter checks it with EQC, which knows no such company; Enter again
+    # saves it anyway), undone with `u` (the name comes back), then the right one
     typed = chosen(page)
-    page.keyboard.press("i")
-    page.fill("#company-id", "600000000")
+    type_id(page, "600000000")
+    assert "EQC knows no company 600000000" in page.inner_text("#id-check")
     with page.expect_navigation():
-        page.keyboard.press("Enter")
+        page.keyboard.press("Enter")  # the "set this id" button has the focus after a check
     assert typed not in queue_keys(page)
     press(page, "u")
     assert typed in queue_keys(page)
     assert chosen(page) == typed
     assert "undone" in page.inner_text("#notice")
-    page.keyboard.press("i")
-    page.fill("#company-id", "600999001")
+    type_id(page, "600999001")
     with page.expect_navigation():
-        page.keyboard.press("Enter")
+        page.click("#set-id")
     assert typed not in queue_keys(page)
     journal = page.inner_text("#decisions")
     assert journal.count("undone") == 1

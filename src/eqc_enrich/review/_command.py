@@ -9,7 +9,7 @@ from pathlib import Path
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.review._queue import scope_of_file
 from eqc_enrich.review._search import EqcAccess
-from eqc_enrich.review._server import ReviewServer, is_loopback
+from eqc_enrich.review._server import ReviewServer, check_host, is_loopback
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexStore, redact_url
 
@@ -43,6 +43,7 @@ def review_command(
     echo: Echo,
     warn: Echo,
 ) -> None:
+    check_host(host)  # before anything is opened: a refused address is a bad option, exit 2
     access = access_from_settings(load_settings())
     store = IndexStore(db, schema=db_schema)
     try:
@@ -55,13 +56,13 @@ def review_command(
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         if not is_loopback(host):
-            warn(f"warning: listening on {host}, not loopback: anyone who can reach it and has the URL can decide")
+            warn(f"warning: listening on {host}, not loopback: whoever reaches it and opens the URL first can decide")
         counts = store.unsettled.counts(keys=scope.keys if scope else None)
         left = sum(n for k, n in counts.items() if k.startswith("kind:"))
         where = f" ({len(scope.keys):,} names in {file}, {scope.recorded:,} newly listed)" if scope and file else ""
         echo(f"index {redact_url(store.url)}: {left:,} names to settle{where}")
         echo(f"review page: {server.url}")
-        echo("(Ctrl-C stops it)")
+        echo("(the link opens the page once, in one browser; Ctrl-C stops the page)")
         if open_browser:
             _open(server.url)
         server.serve()
