@@ -155,7 +155,7 @@ class Decider:
         self, key: str, company_id: str, *, decision: str, query: str | None = None, seen: str | None = None
     ) -> int:
         """Accept a candidate (`accept`: one EQC offered for this name) or a typed id (`typed`: of the form of an
-        EQC company id): the index learns it, the name is settled."""
+        EQC company id, full-width digits folded): the index learns it, the name is settled."""
         cleaned = self._checked_id(key, company_id, decision)
         store = self._store
         with store.transaction() as conn:
@@ -229,10 +229,10 @@ class Decider:
                     f"not a company id: {company_id[:_SHOWN_OF_TYPED]!r} (an EQC company id is {low} to {high} digits)",
                 )
             return cleaned
-        if decision == "accept":
-            offered = self._offered(key)
-            if company_id not in offered:
-                raise DecisionRefused(key, f"{company_id[:_SHOWN_OF_TYPED]!r} is not a candidate EQC offered for it")
+        if decision == "accept":  # one of EQC's candidates for the name, or at least of the form of an id
+            if company_id not in self._offered(key) and eqc_company_id(company_id) != company_id:
+                shown = company_id[:_SHOWN_OF_TYPED]
+                raise DecisionRefused(key, f"{shown!r} is neither a candidate EQC offered for it nor a company id")
             return company_id
         raise ValueError(f"set_id takes accept or typed, not {decision!r}")
 
