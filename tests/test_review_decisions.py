@@ -364,6 +364,8 @@ def test_a_typed_id_is_checked_with_one_eqc_call_and_the_company_named_before_it
             assert paragraph_text(unknown, "id-check") == (
                 "EQC knows no company 600000000: set it only if you are sure of it"
             )
+            stray = notice_of(page, page.post("/check", data={"key": "无此名称", "company_id": company.company_id}))
+            assert notice_text(stray) == "无此名称: no such name in the queue"
             careless = notice_of(page, page.post("/check", data={"key": key, "company_id": "1 OR 1=1"}))
             assert notice_text(careless) == f"{key}: not a company id: 1 OR 1=1"
             assert sim.state.stats.requests["findDepart"] == 2  # the careless one asked nothing
@@ -383,5 +385,23 @@ def test_without_a_token_no_check_is_offered_and_none_is_sent(sim: Simulator, tm
             shown = notice_of(page, page.post("/check", data={"key": "无令牌测试有限公司", "company_id": "600000001"}))
             assert paragraph_text(shown, "id-check").startswith("not checked with EQC (skipped): no EQC token")
         assert sim.state.stats.requests["findDepart"] == 0
+    finally:
+        store.close()
+
+
+def test_a_decision_journaled_before_undo_records_were_kept_is_not_undone_blindly(tmp_path: Path) -> None:
+    """A decision from an earlier version kept no record of what it replaced: the page says so, touches nothing."""
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        store.unsettled.record([name("旧版决定有限公司", 2)], "run-1")
+        old = store.decisions.add("旧版决定有限公司", "not_a_company", os_user="earlier")
+        store.unsettled.mark_not_a_company("旧版决定有限公司")
+        with page_of(store) as (_, page):
+            assert 'name="decision_id"' not in page.get("/").text  # listed, with no undo button
+            shown = notice_of(page, page.post("/undo", data={"decision_id": str(old)}))
+            assert "was made by an earlier version, which kept nothing to undo it by" in notice_text(shown)
+            assert "nothing to undo" in notice_text(notice_of(page, page.post("/undo", data={})))
+        assert store.decisions.get(old).undone_at is None  # type: ignore[union-attr]
+        assert store.unsettled.not_companies(["旧版决定有限公司"]) == {"旧版决定有限公司"}
     finally:
         store.close()

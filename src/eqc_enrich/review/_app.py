@@ -395,6 +395,9 @@ async def _check(state: ReviewState, request: Request) -> Response:
     form = await _form(request)
     key, typed = form.get("key", ""), form.get("company_id", "")
     company_id = eqc_company_id(typed)
+    if await asyncio.to_thread(state.store.unsettled.get, key) is None:
+        state.notice_html = say("{key}: no such name in the queue", key=key)
+        return _back(state, form, "")
     if company_id is None:
         state.notice_html = say("{key}: not a company id: {typed}", key=key, typed=typed[:40])
         return _back(state, form, key)

@@ -272,7 +272,12 @@ class Decider:
         decision = decisions.get(decision_id, conn=conn)
         if decision is None or decision.undone_at is not None:
             return None
-        if decision.undo is None or decision.undo.page != self.page:
+        if decision.undo is None:
+            raise DecisionRefused(
+                decision.lookup_key,
+                f"decision {decision.id} was made by an earlier version, which kept nothing to undo it by",
+            )
+        if decision.undo.page != self.page:
             raise DecisionRefused(
                 decision.lookup_key, f"decision {decision.id} was made on another page: only that page undoes it"
             )

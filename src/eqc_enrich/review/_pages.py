@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 
 from eqc_enrich.store import Decision, UnsettledName
 
-__all__ = ["KEYS_HELP", "QueueView", "error_page", "review_page", "say", "shown"]
+__all__ = ["KEYS_HELP", "Detail", "QueueView", "error_page", "review_page", "say", "shown"]
 
 KEYS_HELP = (
     ("j / ↓", "next name"),

@@ -106,11 +106,12 @@ class ReviewServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            check_host(str(sock.getsockname()[0]))  # a name may resolve to "every address" too
             # Listening from here on: the command prints the URL (and opens a browser) before uvicorn runs,
             # and a connection made in between waits in the backlog instead of being refused (it was, on a
             # busy machine).
             sock.listen(_BACKLOG)
-        except OSError:
+        except (OSError, ConfigError):
             sock.close()
             raise
         return sock
