@@ -56,7 +56,7 @@ _PLAN_COLUMNS = ("计划代码", "plan_code")
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, format characters (bidi, zero-width), line breaks
 
 
-def a(value: object) -> str:
+def attr(value: object) -> str:
     """An attribute value: escaped, otherwise exact (a form's key must come back as it was)."""
     return escape("" if value is None else str(value), quote=True)
 
@@ -70,11 +70,6 @@ def shown(value: object) -> str:
         f'<span class="ctl">U+{ord(ch):04X}</span>' if unicodedata.category(ch) in _HIDDEN else escape(ch, quote=True)
         for ch in text
     )
-
-
-def e(value: object) -> str:
-    """Text content of the page's own wording or of values that are not names (ids, counts, times)."""
-    return shown(value)
 
 
 def zh(value: object, cls: str = "") -> str:
@@ -134,21 +129,21 @@ class QueueView:
 
 def _head(title: str, base: str = "") -> str:
     assets = (
-        f'<link rel="stylesheet" href="{a(base)}static/review.css">'
-        f'<script src="{a(base)}static/review.js" defer></script>'
+        f'<link rel="stylesheet" href="{attr(base)}static/review.css">'
+        f'<script src="{attr(base)}static/review.js" defer></script>'
         if base
         else ""
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(title)}</title>{assets}</head>"
+        f"<title>{shown(title)}</title>{assets}</head>"
     )
 
 
 def error_page(status: int, message: str) -> str:
     """An error's page: no stylesheet (it may answer a path outside the page's own), the message in the body."""
-    body = f'<main class="error"><h1>{status}</h1><p id="error">{e(message)}</p></main>'
+    body = f'<main class="error"><h1>{status}</h1><p id="error">{shown(message)}</p></main>'
     return f"{_head('eqc-enrich review')}<body>{body}</body></html>"
 
 
@@ -194,28 +189,30 @@ def _header(view: QueueView, scope: str) -> str:
     c = view.counts
     left = sum(n for k, n in c.items() if k.startswith("kind:"))
     badges = "".join(
-        f'<a class="count" href="{a(view.link(kind=k.split(":", 1)[1], status="", page=1))}">'
-        f"{e(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
+        f'<a class="count" href="{attr(view.link(kind=k.split(":", 1)[1], status="", page=1))}">'
+        f"{shown(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
         for k, n in sorted(c.items())
         if k.startswith("kind:")
     ) + "".join(
-        f'<a class="count" href="{a(view.link(status=k.split(":", 1)[1], kind="", page=1))}">'
-        f"{e(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
+        f'<a class="count" href="{attr(view.link(status=k.split(":", 1)[1], kind="", page=1))}">'
+        f"{shown(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
         for k, n in sorted(c.items())
         if k.startswith("status:")
     )
-    keys = "".join(f"<li><kbd>{e(k)}</kbd> {e(what)}</li>" for k, what in KEYS_HELP)
+    keys = "".join(f"<li><kbd>{shown(k)}</kbd> {shown(what)}</li>" for k, what in KEYS_HELP)
     return (
         "<header><h1>Names to settle</h1>"
         f'<p class="left" id="left"><b>{left:,}</b> left, {c.get("settled", 0):,} settled'
         f"{' · ' + zh(scope) if scope else ''}</p>"
-        f'<nav class="counts"><a class="count" href="{a(view.base)}">all</a>{badges}'
-        f'<a class="count" id="several" href="{a(view.link(kind="several", status="", page=1))}">several candidates</a>'
+        f'<nav class="counts"><a class="count" href="{attr(view.base)}">all</a>{badges}'
+        f'<a class="count" id="several" href="{attr(view.link(kind="several", status="", page=1))}">'
+        "several candidates</a>"
         "</nav>"
-        f'<form class="filter" method="get" action="{a(view.base)}">'
-        f'<input type="hidden" name="kind" value="{a(view.kind)}">'
-        f'<input type="hidden" name="status" value="{a(view.status)}">'
-        f'<input type="search" name="q" id="filter" lang="zh-CN" placeholder="filter names" value="{a(view.search)}">'
+        f'<form class="filter" method="get" action="{attr(view.base)}">'
+        f'<input type="hidden" name="kind" value="{attr(view.kind)}">'
+        f'<input type="hidden" name="status" value="{attr(view.status)}">'
+        '<input type="search" name="q" id="filter" lang="zh-CN" placeholder="filter names" '
+        f'value="{attr(view.search)}">'
         '<button type="submit">filter</button></form>'
         f'<ul class="keys" id="keys">{keys}</ul></header>'
     )
@@ -231,19 +228,21 @@ def _queue(view: QueueView, selected: UnsettledName | None) -> str:
         n = view.candidates.get(name.lookup_key, 0)
         several = f'<span class="tag several">{n} candidates</span>' if n > 1 else ""
         rows.append(
-            f'<tr class="name{" chosen" if chosen else ""}" data-key="{a(name.lookup_key)}">'
+            f'<tr class="name{" chosen" if chosen else ""}" data-key="{attr(name.lookup_key)}">'
             f'<td class="rank">{first + i + 1}</td>'
-            f'<td><a href="{a(view.link(key=name.lookup_key))}">{zh(name.display_name or name.lookup_key)}</a></td>'
+            f'<td><a href="{attr(view.link(key=name.lookup_key))}">{zh(name.display_name or name.lookup_key)}</a></td>'
             f'<td class="rows">{name.rows:,}</td>'
-            f'<td><span class="tag {a(name.kind)}">{zh(what)}</span> '
+            f'<td><span class="tag {attr(name.kind)}">{zh(what)}</span> '
             f'<span class="tag">{zh(status)}</span>{several}</td>'
             "</tr>"
         )
     pager = ""
     if view.pages > 1:
-        prev = f'<a id="prev-page" href="{a(view.link(page=view.page - 1))}">← previous</a>' if view.page > 1 else ""
+        prev = f'<a id="prev-page" href="{attr(view.link(page=view.page - 1))}">← previous</a>' if view.page > 1 else ""
         nxt = (
-            f'<a id="next-page" href="{a(view.link(page=view.page + 1))}">next →</a>' if view.page < view.pages else ""
+            f'<a id="next-page" href="{attr(view.link(page=view.page + 1))}">next →</a>'
+            if view.page < view.pages
+            else ""
         )
         pager = f'<p class="pager">{prev} page {view.page:,} of {view.pages:,} {nxt}</p>'
     empty = '<p class="empty">Nothing left to settle here.</p>' if not view.names else ""
@@ -261,16 +260,16 @@ def _detail(view: QueueView, detail: Detail) -> str:
         return f'<section class="detail">{notice}</section>'
     key = name.lookup_key
     hidden = "".join(
-        f'<input type="hidden" name="{a(k)}" value="{a(v)}">'
+        f'<input type="hidden" name="{attr(k)}" value="{attr(v)}">'
         for k, v in {**view.filters(), "key": key, "next": detail.next_key, "seen": detail.seen}.items()
     )
     facts = [
         ("key", zh(key)),
         ("rows", f"{name.rows:,}"),
-        ("what", e(f"{WHAT.get(name.kind, name.kind)} · {WHAT.get(name.status, name.status)}")),
+        ("what", shown(f"{WHAT.get(name.kind, name.kind)} · {WHAT.get(name.status, name.status)}")),
     ]
     if name.temp_id:
-        facts.append(("temporary id", e(name.temp_id)))
+        facts.append(("temporary id", shown(name.temp_id)))
     if name.assets is not None:
         facts.append(("assets", f"{name.assets:,.2f}"))
     if name.reason:
@@ -278,7 +277,7 @@ def _detail(view: QueueView, detail: Detail) -> str:
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
     answer = detail.search_answer
     return (
-        f'<section class="detail" id="detail" data-key="{a(key)}">'
+        f'<section class="detail" id="detail" data-key="{attr(key)}">'
         + notice
         + f'<h2>{zh(name.display_name or key)}</h2><dl class="facts">{dl}</dl>'
         + _candidates(view.base, detail.candidates, name, hidden)
@@ -312,12 +311,12 @@ def _candidates(base: str, candidates: Sequence[Mapping[str, Any]], name: Unsett
         confidence = f"{c['confidence']:.2f}" if c["confidence"] is not None else "—"
         rows.append(
             f'<tr class="candidate{" chosen" if i == 0 else ""}" data-index="{i + 1}">'
-            f'<td class="rank">{i + 1}</td><td>{zh(c["full_name"])}{e(weak)}</td>'
+            f'<td class="rank">{i + 1}</td><td>{zh(c["full_name"])}{shown(weak)}</td>'
             f'<td class="cid">{zh(c["company_id"])}</td><td>{zh(c["match_type"])} {confidence}</td>'
             f"<td>{zh(c['unite_code'])}</td><td>{zh(c['registered_status'] or '—')}</td><td>{zh(former)}</td>"
-            f'<td><form method="post" action="{a(base)}decide" class="accept">{hidden}'
+            f'<td><form method="post" action="{attr(base)}decide" class="accept">{hidden}'
             f'<input type="hidden" name="decision" value="accept">'
-            f'<input type="hidden" name="company_id" value="{a(c["company_id"])}">'
+            f'<input type="hidden" name="company_id" value="{attr(c["company_id"])}">'
             '<button type="submit">accept</button></form></td></tr>'
         )
     return (
@@ -338,15 +337,15 @@ def _search(base: str, query: str, hidden: str, slot_s: float, answer: Mapping[s
         }.get(answer["status"], say(f"{answer['status']}: {{message}}", message=answer.get("message") or ""))
         result = f'<p class="answer" id="search-answer">{said}</p>'
     return (
-        f'<h3>Search EQC</h3><form method="post" action="{a(base)}search" class="search" id="search-form">{hidden}'
-        f'<input type="text" name="query" id="query" lang="zh-CN" value="{a(query)}" size="40">'
+        f'<h3>Search EQC</h3><form method="post" action="{attr(base)}search" class="search" id="search-form">{hidden}'
+        f'<input type="text" name="query" id="query" lang="zh-CN" value="{attr(query)}" size="40">'
         f'<button type="submit">search EQC</button>{_slot(slot_s)}</form>{result}'
     )
 
 
 def _slot(slot_s: float) -> str:
     wait = f"next EQC slot in {slot_s:.0f} s" if slot_s >= 0.5 else "an EQC slot is free now"
-    return f'<span class="slot" id="slot" data-seconds="{slot_s:.1f}">{e(wait)}</span>'
+    return f'<span class="slot" id="slot" data-seconds="{slot_s:.1f}">{shown(wait)}</span>'
 
 
 def _id_check(check: Mapping[str, Any]) -> str:
@@ -367,19 +366,20 @@ def _decide_forms(base: str, hidden: str, detail: Detail) -> str:
     check = detail.id_check
     typed = check["company_id"] if check else ""
     check_button = (
-        f'<button type="submit" formaction="{a(base)}check" id="check-id">check with EQC</button>'
+        f'<button type="submit" formaction="{attr(base)}check" id="check-id">check with EQC</button>'
         if detail.can_check
         else ""
     )  # first in the form: Enter in the id field checks it when EQC can be asked
     return (
         '<h3>Decide</h3><div class="decide">'
-        f'<form method="post" action="{a(base)}decide" id="typed-form">{hidden}'
+        f'<form method="post" action="{attr(base)}decide" id="typed-form">{hidden}'
         '<input type="hidden" name="decision" value="typed">'
-        f'<input type="text" name="company_id" id="company-id" placeholder="company id" size="16" value="{a(typed)}">'
+        '<input type="text" name="company_id" id="company-id" placeholder="company id" size="16" '
+        f'value="{attr(typed)}">'
         f'{check_button}<button type="submit" id="set-id"{" autofocus" if check else ""}>set this id</button></form>'
-        f'<form method="post" action="{a(base)}decide" id="not-company-form">{hidden}'
+        f'<form method="post" action="{attr(base)}decide" id="not-company-form">{hidden}'
         '<input type="hidden" name="decision" value="not_a_company"><button type="submit">not a company</button></form>'
-        f'<form method="post" action="{a(base)}decide" id="skip-form">{hidden}'
+        f'<form method="post" action="{attr(base)}decide" id="skip-form">{hidden}'
         '<input type="hidden" name="decision" value="skip"><button type="submit">skip</button></form>'
         "</div>" + (_id_check(check) if check else "")
     )
@@ -394,21 +394,21 @@ def _footer(decisions: Sequence[Decision], base: str, page_id: str) -> str:
         state = "undone" if d.undone_at is not None else ""
         mine = d.undo is not None and d.undo.page == page_id
         undo = (
-            f'<form method="post" action="{a(base)}undo"><input type="hidden" name="decision_id" value="{d.id}">'
+            f'<form method="post" action="{attr(base)}undo"><input type="hidden" name="decision_id" value="{d.id}">'
             '<button type="submit">undo</button></form>'
             if d.undone_at is None and mine
             else ""
         )
         rows.append(
             f'<li class="decision {state}" data-id="{d.id}">{zh(d.lookup_key)} — '
-            f"{e(_DECISION_WORDS.get(d.decision, d.decision))}{' ' + zh(d.company_id) if d.company_id else ''} · "
+            f"{shown(_DECISION_WORDS.get(d.decision, d.decision))}{' ' + zh(d.company_id) if d.company_id else ''} · "
             f"{zh(d.os_user)}{'' if mine else ' (another page)'} · "
-            f"{e(d.decided_at.strftime('%Y-%m-%d %H:%M:%S'))}{' · undone' if state else ''} {undo}</li>"
+            f"{shown(d.decided_at.strftime('%Y-%m-%d %H:%M:%S'))}{' · undone' if state else ''} {undo}</li>"
         )
     body = "".join(rows) or '<li class="empty">No decision yet.</li>'
     return (
         "<footer><h3>Recent decisions</h3>"
-        f'<form method="post" action="{a(base)}undo" id="undo-form">'
+        f'<form method="post" action="{attr(base)}undo" id="undo-form">'
         '<button type="submit">undo the last decision made here</button></form>'
         f'<ul id="decisions">{body}</ul></footer>'
     )
