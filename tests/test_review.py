@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,62 +22,20 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from tests.conftest import IndexDb
-from tests.options import eqc_options
+from tests.review_pages import FAST, TOKEN, access, decide, entry_of, name, notice_of, page_of, seen_of, with_candidates
 
 from eqc_enrich import RateLimit
-from eqc_enrich.config import resolve_access
 from eqc_enrich.keys import temp_company_id
 from eqc_enrich.review import (
-    COOKIE,
     KEYS_HELP,
     PAGE_SIZE,
     Decider,
-    EqcAccess,
     ReviewServer,
     scope_of_file,
     seconds_to_next_slot,
 )
-from eqc_enrich.settings import Settings
 from eqc_enrich.simulator import Simulator, SimulatorConfig
-from eqc_enrich.store import IndexStore, Payload, UnsettledName, WriteBatch
-
-TOKEN = "eqc-secret-7f3a9c2e"  # the EQC token: must appear in no page and no response
-FAST = RateLimit(10, 0.06)
-
-
-def name(key: str, rows: int, **changes: object) -> UnsettledName:
-    base: dict[str, object] = {"kind": "temporary", "status": "not_found", "temp_id": f"IN_{key}",
-                               "display_name": key, "sample": [{"计划代码": "P1", "客户名称": key}]}  # fmt: skip
-    return UnsettledName(lookup_key=key, rows=rows, **{**base, **changes})  # type: ignore[arg-type]
-
-
-def access(url: str = "http://127.0.0.1:9", **changes: object) -> EqcAccess:
-    settings: dict[str, object] = {"eqc_url": url, "token": TOKEN, "rate_limit": FAST, "timeout_s": 2.0}
-    return resolve_access(eqc_options(**{**settings, **changes}), Settings())
-
-
-@contextmanager
-def page_of(
-    store: IndexStore, eqc: EqcAccess | None = None, *, session: bool = True, scope_keys: frozenset[str] | None = None
-) -> Iterator[tuple[ReviewServer, httpx.Client]]:
-    """The page served on loopback, and a client with the session cookie (or without: a stranger)."""
-    with (
-        ReviewServer(store, eqc or access(), os_user="tester", scope_keys=scope_keys) as server,
-        httpx.Client(base_url=server.base_url, follow_redirects=False, timeout=30) as http,
-    ):
-        if session:
-            http.cookies.set(COOKIE, server.token)
-        yield server, http
-
-
-def entry_of(store: IndexStore, key: str) -> tuple[str, str, str | None, float] | None:
-    index = store.tables.index
-    query = sa.select(index.c.company_id, index.c.source, index.c.source_domain, index.c.confidence).where(
-        index.c.lookup_key == key, index.c.lookup_type == "customer_name"
-    )
-    with store.reading() as conn:
-        row = conn.execute(query).first()
-    return None if row is None else (row[0], row[1], row[2], float(row[3]))
+from eqc_enrich.store import IndexStore, Payload, WriteBatch
 
 
 def state_of(store: IndexStore) -> tuple[object, ...]:
@@ -105,7 +62,7 @@ def test_without_the_session_token_nothing_changes_and_nothing_is_shown(tmp_path
             assert stranger.post("/search", data={"key": "甲公司", "query": "甲公司"}).status_code == 403
             assert stranger.get("/").status_code == 403  # other local users cannot read the queue either
             assert "甲公司" not in stranger.get("/").text
-            stranger.cookies.set(COOKIE, "x" * 43)
+            stranger.cookies.set(server.cookie_name, "x" * 43)
             assert stranger.post("/decide", data=change).status_code == 403
             assert stranger.get("/?token=" + "x" * 43).status_code == 403
             # a page of another site (or a DNS name rebound to loopback) with the cookie sent along: refused too
@@ -115,7 +72,8 @@ def test_without_the_session_token_nothing_changes_and_nothing_is_shown(tmp_path
             assert session.get("/", headers={"Host": "rebound.example"}).status_code == 403
             assert state_of(store) == before
             # the same change with the session goes through
-            assert session.post("/decide", data=change, headers={"Origin": server.base_url}).status_code == 303
+            change["seen"] = seen_of(session, "甲公司")
+            assert session.post("/decide", data=change, headers={"Origin": server.origin}).status_code == 303
         assert entry_of(store, "甲公司") == ("600000001", "manual", "eqc_review", 1.0)
     finally:
         store.close()
@@ -128,11 +86,14 @@ def test_the_token_in_the_url_becomes_an_httponly_strict_cookie_and_leaves_the_a
         with page_of(store, session=False) as (server, visitor):
             first = visitor.get(f"/?token={server.token}&kind=temporary")
             assert first.status_code == 303
-            assert first.headers["location"] == "/?kind=temporary"  # the token is gone from the address bar
+            base = f"/{server.server_id}/"
+            assert first.headers["location"] == f"{base}?kind=temporary"  # the token is gone from the address bar
             cookie = first.headers["set-cookie"]
-            assert f"{COOKIE}={server.token}" in cookie
+            assert cookie.startswith(f"{server.cookie_name}=")
+            assert server.token not in cookie  # a new secret: the URL's token is spent, not reused
             assert "httponly" in cookie.lower()
             assert "samesite=strict" in cookie.lower()
+            assert f"path={base}" in cookie.lower()
             page = visitor.get("/?kind=temporary")
             assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
@@ -146,6 +107,140 @@ def test_the_token_in_the_url_becomes_an_httponly_strict_cookie_and_leaves_the_a
         store.close()
 
 
+def test_the_printed_link_opens_the_page_once(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        store.unsettled.record([name("甲公司", 5)], "run-1")
+        with page_of(store, session=False) as (server, first), httpx.Client(base_url=server.base_url) as second:
+            assert first.get(server.url).status_code == 303
+            assert first.get("/").status_code == 200
+            # the same browser again (a reload of the first address): its session stands, the spent token is dropped
+            assert first.get(server.url).headers["location"] == f"/{server.server_id}/"
+            again = second.get(server.url)  # anyone else with the link (a terminal's scrollback, a history)
+            assert again.status_code == 403
+            assert "this link has been used (it opens the page once)" in again.text
+            assert second.get("/").status_code == 403
+            assert "甲公司" not in again.text
+    finally:
+        store.close()
+
+
+def test_each_review_server_has_a_cookie_and_a_path_of_its_own(tmp_path: Path) -> None:
+    """Two review servers on one host (two people, or two indexes): opening the second does not log the first
+    out, and neither one's cookie is sent to the other."""
+    store = IndexStore(tmp_path / "index.db")
+    try:
+        store.unsettled.record([name("甲公司", 5)], "run-1")
+        with (
+            ReviewServer(store, access()) as one, ReviewServer(store, access()) as two,
+            httpx.Client(follow_redirects=True) as browser,  # one cookie jar for both, as a browser has
+        ):  # fmt: skip
+            assert browser.get(one.url).status_code == 200
+            assert browser.get(two.url).status_code == 200
+            assert browser.get(one.base_url + "/").status_code == 200  # still in
+            assert one.cookie_name != two.cookie_name
+            jar = {(cookie.name, cookie.path) for cookie in browser.cookies.jar}
+            assert jar == {(one.cookie_name, f"/{one.server_id}/"), (two.cookie_name, f"/{two.server_id}/")}
+            sent = browser.build_request("GET", two.base_url + "/")
+            browser.cookies.set_cookie_header(sent)
+            assert one.cookie_name not in sent.headers.get("cookie", "")  # the first server's cookie stays home
+            secret = browser.cookies.get(one.cookie_name, path=f"/{one.server_id}/")
+            assert httpx.get(two.base_url + "/", cookies={two.cookie_name: secret or ""}).status_code == 403
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_the_command_refuses_an_address_that_means_every_interface(tmp_path: Path, host: str) -> None:
+    """The page answers only under the address it prints: listening on all of them would print one nobody can
+    open and refuse the LAN address (403), so the command asks for the address people will use."""
+    db = tmp_path / "index.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "eqc_enrich.cli", "review", "--db", str(db), "--no-browser", "--host", host],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "LAN address" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists()  # refused before anything was opened
+
+
+# --- requests that are merely wrong ---------------------------------------------------------------------------
+
+WRONG_REQUESTS: list[tuple[str, str, dict[str, str] | None, int]] = [
+    ("GET", "/?page=99999999999999999999", None, 400),
+    ("GET", "/?page=0", None, 400),
+    ("GET", "/?page=-1", None, 400),
+    ("GET", "/?page=abc", None, 400),
+    ("GET", "/?page=２", None, 400),
+    ("GET", "/?key=%00", None, 400),
+    ("GET", "/?q=a%00b", None, 400),
+    ("GET", "/?kind=%00", None, 400),
+    ("GET", "/?status=%00", None, 400),
+    ("GET", "/?%00=1", None, 400),
+    ("POST", "/decide", {"key": "甲\x00", "decision": "skip"}, 400),
+    ("POST", "/decide", {"key": "甲", "decision": "typed", "company_id": "600000001\x00"}, 400),
+    ("POST", "/decide", {"key": "甲", "decision": "drop"}, 400),
+    ("POST", "/search", {"key": "甲", "query": "甲\x00"}, 400),
+    ("POST", "/check", {"key": "甲", "company_id": "\x00"}, 400),
+    ("POST", "/undo", {"decision_id": "99999999999999999999999"}, 400),
+    ("POST", "/undo", {"decision_id": "²"}, 400),
+    ("POST", "/undo", {"decision_id": "-1"}, 400),
+    ("POST", "/decide", {"key": "甲" * 40_000, "decision": "skip"}, 413),
+    ("GET", "/decide", None, 405),
+    ("GET", "/no-such-page", None, 404),
+]
+
+
+def assert_guarded(response: httpx.Response) -> None:
+    """Every answer, errors included, with the page's security headers."""
+    for header, value in (("content-security-policy", "default-src 'none'"), ("x-frame-options", "DENY"),
+                          ("x-content-type-options", "nosniff"), ("cache-control", "no-store")):  # fmt: skip
+        assert value in response.headers.get(header, ""), (response.request.url, header)
+
+
+def test_requests_that_are_merely_wrong_get_4xx_with_the_security_headers(index_db: IndexDb) -> None:
+    store = index_db.open()
+    try:
+        store.unsettled.record([name("甲", 2)], "run-1")
+        with page_of(store) as (server, page):
+            for method, path, form, status in WRONG_REQUESTS:
+                response = page.request(method, path, data=form)
+                assert response.status_code == status, (path, form and list(form.values())[:2], response.text[-300:])
+                assert_guarded(response)
+                assert "Traceback" not in response.text
+            outside = httpx.get(server.origin + "/")  # the host's root, outside the page's own path
+            assert outside.status_code == 404
+            assert_guarded(outside)
+            assert page.get("/").status_code == 200  # the page goes on
+        assert store.decisions.latest() == []
+    finally:
+        store.close()
+
+
+def test_an_error_of_the_page_itself_is_a_500_page_with_the_headers_and_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug no real part produces on purpose, so it is planted: the answer is still the page's own."""
+    store = IndexStore(tmp_path / "index.db")
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr("eqc_enrich.review._app.render_queue", broken)
+    try:
+        with page_of(store) as (_, page):
+            response = page.get("/")
+        assert response.status_code == 500
+        assert_guarded(response)
+        assert "planted bug" not in response.text
+        assert "the terminal running it says why" in response.text
+        assert "planted bug" in caplog.text  # said where the person running the page sees it
+    finally:
+        store.close()
+
+
 # --- decisions ---------------------------------------------------------------------------------------------
 
 
@@ -153,12 +248,13 @@ def test_decisions_are_saved_at_once_journaled_and_undone(index_db: IndexDb) -> 
     store = index_db.open()
     try:
         store.unsettled.record([name("甲", 9), name("乙", 7), name("丙", 5), name("丁", 3)], "run-1")
-        with page_of(store) as (_, page):
-            assert page.post("/decide", data={"key": "甲", "decision": "accept", "company_id": "600000001",
-                                              "next": "乙"}).headers["location"] == "/?key=%E4%B9%99"  # fmt: skip
-            page.post("/decide", data={"key": "乙", "decision": "typed", "company_id": " 600000002 "})
-            page.post("/decide", data={"key": "丙", "decision": "not_a_company"})
-            page.post("/decide", data={"key": "丁", "decision": "skip"})
+        with_candidates(store, "甲", "600000001", "600000003")
+        with page_of(store) as (server, page):
+            accepted = decide(page, key="甲", decision="accept", company_id="600000001", next="乙")
+            assert accepted.headers["location"] == f"/{server.server_id}/?key=%E4%B9%99"
+            decide(page, key="乙", decision="typed", company_id=" 600000002 ")
+            decide(page, key="丙", decision="not_a_company")
+            decide(page, key="丁", decision="skip")
             assert entry_of(store, "甲") == ("600000001", "manual", "eqc_review", 1.0)
             assert entry_of(store, "乙") == ("600000002", "manual", "eqc_review", 1.0)
             assert [n.lookup_key for n in store.unsettled.open_names()] == ["丁"]  # skipped: still open
@@ -171,34 +267,31 @@ def test_decisions_are_saved_at_once_journaled_and_undone(index_db: IndexDb) -> 
             assert {d.os_user for d in journal} == {"tester"}
             assert all(d.undone_at is None for d in journal)
             # a decided name takes no second decision
-            assert "already settled" in _notice(
-                page, page.post("/decide", data={"key": "甲", "decision": "not_a_company"})
-            )
+            assert "already settled" in notice_of(page, decide(page, key="甲", decision="not_a_company"))
             # undo, newest first: the skip, then not-a-company (the name is open again), then the typed id
             page.post("/undo", data={})
             page.post("/undo", data={})
             assert store.unsettled.not_companies(["丙"]) == set()
             page.post("/undo", data={})
-            assert entry_of(store, "乙") is None
+            # 乙 had no entry: the row cannot be deleted, so it stays withdrawn (no id) and lookups pass over it
+            assert entry_of(store, "乙") == ("", "manual_undone", "eqc_review", 0.0)
+            assert store.lookup({"customer_name": ["乙"]}) == {}
             assert {n.lookup_key for n in store.unsettled.open_names()} == {"乙", "丙", "丁"}
             # an entry something else has replaced since stays, and the name stays settled
             index = store.tables.index
             with store.transaction() as conn:
                 conn.execute(sa.update(index).where(index.c.lookup_key == "甲").values(company_id="600000009",
                                                                                        source="eqc_api"))  # fmt: skip
-            undone = Decider(store).undo()
-            assert undone is not None
-            assert (undone.decision.lookup_key, undone.entry_removed, undone.reopened) == ("甲", False, False)
+            page.post("/undo", data={})
+            undone = store.decisions.latest(key="甲")[0]
+            assert (undone.lookup_key, undone.undone_at is not None) == ("甲", True)
             assert entry_of(store, "甲") == ("600000009", "eqc_api", "eqc_review", 1.0)
-            assert Decider(store).undo() is None  # nothing left to undo
+            assert store.unsettled.get("甲").settled  # type: ignore[union-attr]
+            assert "nothing to undo" in notice_of(page, page.post("/undo", data={}))
             assert all(d.undone_at is not None for d in store.decisions.latest())
             assert Decider(store).os_user == getpass.getuser()
     finally:
         store.close()
-
-
-def _notice(page: httpx.Client, response: httpx.Response) -> str:
-    return page.get(response.headers["location"]).text
 
 
 def test_a_typed_id_must_be_an_id_and_the_name_must_be_in_the_queue(tmp_path: Path) -> None:
@@ -206,13 +299,15 @@ def test_a_typed_id_must_be_an_id_and_the_name_must_be_in_the_queue(tmp_path: Pa
     try:
         store.unsettled.record([name("甲", 2)], "run-1")
         with page_of(store) as (_, page):
-            assert "not a company id" in _notice(page, page.post("/decide", data={"key": "甲", "decision": "typed",
-                                                                                 "company_id": "N/A"}))  # fmt: skip
+            assert "not a company id" in notice_of(page, decide(page, key="甲", decision="typed", company_id="N/A"))
             temp = temp_company_id("甲", "salt")
-            assert "is a temporary id" in _notice(page, page.post("/decide", data={"key": "甲", "decision": "typed",
-                                                                                 "company_id": temp}))  # fmt: skip
-            assert "no such name" in _notice(page, page.post("/decide", data={"key": "无", "decision": "skip"}))
-            assert page.post("/decide", data={"key": "甲", "decision": "drop"}).status_code == 400
+            assert temp is not None
+            assert "not a company id" in notice_of(page, decide(page, key="甲", decision="typed", company_id=temp))
+            assert "neither a candidate EQC offered for it nor a company id" in notice_of(
+                page, decide(page, key="甲", decision="accept", company_id="<b>1</b>")
+            )  # a forged accept cannot bring what a typed id could not
+            assert "no such name" in notice_of(page, page.post("/decide", data={"key": "无", "decision": "skip"}))
+            assert decide(page, key="甲", decision="drop").status_code == 400
             assert store.decisions.latest() == []
             assert entry_of(store, "甲") is None
     finally:
@@ -272,9 +367,10 @@ def test_a_whole_session_never_shows_the_eqc_token_and_searches_share_the_runs_q
             # the shared window is full (2 per 3 s): the page says how long until the next slot
             assert seconds_to_next_slot(store, eqc) > 0.5
             assert "next EQC slot in" in http.get(server.base_url + "/?key=查无此公司丙").text
-            accept = {"key": "查无此公司甲", "decision": "accept", "company_id": company.company_id}
-            assert http.post(server.base_url + "/decide", data=accept).status_code == 200
-            http.post(server.base_url + "/decide", data={"key": "查无此公司乙", "decision": "not_a_company"})
+            with httpx.Client(base_url=server.base_url, cookies=http.cookies) as page:
+                accept = {"key": "查无此公司甲", "decision": "accept", "company_id": company.company_id}
+                assert "saved to the index" in notice_of(page, decide(page, **accept))
+                decide(page, key="查无此公司乙", decision="not_a_company")
             http.post(server.base_url + "/undo", data={})
             assert http.get(server.base_url + "/", headers={"Host": "evil.example"}).status_code == 403
             assert httpx.post(server.base_url + "/undo").status_code == 403
@@ -296,7 +392,7 @@ def test_a_search_without_a_token_says_why_and_asks_nothing(sim: Simulator, tmp_
         store.unsettled.record([name("甲", 2)], "run-1")
         with page_of(store, access(sim.url, token=None)) as (_, page):
             for _ in range(2):  # and the second time too
-                shown = _notice(page, page.post("/search", data={"key": "甲", "query": "甲"}))
+                shown = notice_of(page, page.post("/search", data={"key": "甲", "query": "甲"}))
                 assert "no EQC token" in shown
             assert sum(sim.state.stats.search_keys.values()) == 0
     finally:
@@ -504,7 +600,7 @@ def test_a_search_while_eqc_is_away_says_so_and_the_page_goes_on(tmp_path: Path)
         eqc = access("http://127.0.0.1:9", retries=1, rate_limit=RateLimit(100, 1.0), timeout_s=1.0)
         with page_of(store, eqc) as (_, page):
             for _ in range(2):  # twice: the second search reuses the first one's client, keeper and limiter
-                shown = _notice(page, page.post("/search", data={"key": "甲", "query": "甲"}))
+                shown = notice_of(page, page.post("/search", data={"key": "甲", "query": "甲"}))
                 assert 'id="search-answer"' in shown
                 assert "connection refused" in shown or "EQC unavailable" in shown
             assert page.get("/?key=甲").status_code == 200

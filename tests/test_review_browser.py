@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from tests.options import run_options
+from tests.review_pages import access
 
 from eqc_enrich import EnrichResult, RateLimit, enrich
 from eqc_enrich.config import EqcOptions, resolve_access
@@ -25,7 +26,7 @@ from eqc_enrich.model import Latency
 from eqc_enrich.review import ReviewServer
 from eqc_enrich.settings import Settings
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
-from eqc_enrich.store import NOT_A_COMPANY, IndexStore
+from eqc_enrich.store import NOT_A_COMPANY, IndexStore, Payload, UnsettledName, WriteBatch
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -90,6 +91,14 @@ def chosen(page: Any) -> str:
     return str(page.get_attribute("#detail", "data-key"))
 
 
+def type_id(page: Any, company_id: str) -> None:
+    """`i`, the id, Enter: the page checks the id with EQC and shows what it said."""
+    page.keyboard.press("i")
+    page.fill("#company-id", company_id)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
 def press(page: Any, key: str) -> None:
     """One key that submits a form: wait for the page it leads to."""
     with page.expect_navigation():
@@ -127,7 +136,7 @@ def _settle(page: Any, company_id: str, company_name: str, expected: list[str], 
     rows = [int(text.replace(",", "")) for text in page.locator("tr.name td.rows").all_inner_texts()]
     assert rows == sorted(rows, reverse=True)
     assert "left" in page.inner_text("#left")
-    assert page.get_attribute("tr.name td a span", "lang") == "zh-CN"
+    assert page.get_attribute("tr.name td a bdi", "lang") == "zh-CN"
     # move with j and k (and the arrows); the page follows
     first = chosen(page)
     assert first == keys[0]
@@ -159,21 +168,21 @@ def _settle(page: Any, company_id: str, company_name: str, expected: list[str], 
     assert not_company != accepted
     press(page, "n")
     assert not_company not in queue_keys(page)
-    # 3. type an id: a wrong one first, undone with `u` (the entry goes, the name comes back), then the right one
+    # 3. type an id: a wrong one first (Enter checks it with EQC, which knows no such company; Enter again
+    # saves it anyway), undone with `u` (the name comes back), then the right one
     typed = chosen(page)
-    page.keyboard.press("i")
-    page.fill("#company-id", "600000000")
+    type_id(page, "600000000")
+    assert "EQC knows no company 600000000" in page.inner_text("#id-check")
     with page.expect_navigation():
-        page.keyboard.press("Enter")
+        page.keyboard.press("Enter")  # the "set this id" button has the focus after a check
     assert typed not in queue_keys(page)
     press(page, "u")
     assert typed in queue_keys(page)
     assert chosen(page) == typed
     assert "undone" in page.inner_text("#notice")
-    page.keyboard.press("i")
-    page.fill("#company-id", "600999001")
+    type_id(page, "600999001")
     with page.expect_navigation():
-        page.keyboard.press("Enter")
+        page.click("#set-id")
     assert typed not in queue_keys(page)
     journal = page.inner_text("#decisions")
     assert journal.count("undone") == 1
@@ -208,3 +217,140 @@ def _the_next_run_uses_every_decision(
         got = frame.filter(pl.col("company_id") == company)
         assert got.height >= rows
         assert set(got["company_id_source"]) == {"index:customer_name"}
+
+
+# --- decisions that hold, sessions of their own, text that cannot disguise the page ---------------------------
+
+
+def _store_with(db: Path, names: list[tuple[str, int]]) -> IndexStore:
+    store = IndexStore(db)
+    store.unsettled.record(
+        [UnsettledName(lookup_key=key, kind="temporary", status="not_found", rows=rows, display_name=key)
+         for key, rows in names],
+        "run-1",
+    )  # fmt: skip
+    return store
+
+
+def test_two_reviewers_in_two_browsers_one_decision_holds_and_each_undoes_only_their_own(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    first, second = _store_with(db, [("两人同时有限公司", 9), ("另一家有限公司", 3)]), IndexStore(db)
+    first.write(WriteBatch(payloads=[Payload("600700001", "两人同时有限公司", {
+        "companyId": "600700001", "companyFullName": "两人同时科技有限公司", "type": "模糊匹配"})]))  # fmt: skip
+    eqc = access("http://127.0.0.1:9", token=TOKEN)
+    try:
+        with (
+            ReviewServer(first, eqc, os_user="alice") as one, ReviewServer(second, eqc, os_user="bob") as two,
+            chromium() as browser,
+        ):  # fmt: skip
+            alice, bob = browser.new_context().new_page(), browser.new_context().new_page()
+            alice.goto(one.url)
+            bob.goto(two.url)
+            assert chosen(alice) == chosen(bob) == "两人同时有限公司"  # both look at the same name
+            press(alice, "a")  # alice accepts EQC's candidate
+            press(bob, "n")  # bob, on the page as it was, says it is not a company
+            assert bob.inner_text("#notice") == (
+                "两人同时有限公司: changed since this page showed it: it is settled now: 600700001 (manual), "
+                "decided by alice; nothing saved"
+            )
+            assert first.unsettled.not_companies(["两人同时有限公司"]) == set()
+            press(bob, "u")  # bob's undo has nothing of bob's to undo: alice's decision stands
+            assert "nothing to undo" in bob.inner_text("#notice")
+            assert "(another page)" in bob.inner_text("#decisions")
+            assert bob.locator("#decisions form").count() == 0  # no undo button for someone else's decision
+            found = first.lookup({"customer_name": ["两人同时有限公司"]})
+            assert found[("两人同时有限公司", "customer_name")].company_id == "600700001"
+            press(alice, "u")
+            assert "undone: 两人同时有限公司 (accept)" in alice.inner_text("#notice")
+            assert first.lookup({"customer_name": ["两人同时有限公司"]}) == {}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_typed_id_is_refused_unless_it_has_an_ids_form_and_is_named_by_eqc_before_saving(tmp_path: Path) -> None:
+    with Simulator(sim_config()) as sim:
+        company = sim.state.universe.companies[12]
+        store = _store_with(tmp_path / "index.db", [("手工键入有限公司", 4)])
+        eqc = access(sim.url, token=TOKEN)
+        dialogs: list[str] = []
+        try:
+            with ReviewServer(store, eqc) as server, chromium() as browser:
+                page = browser.new_page(locale="zh-CN")
+                page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+                page.goto(server.url)
+                for careless in ("<script>alert(1)</script>", "=1+1", "1 OR 1=1", "-1", "空白"):
+                    type_id(page, careless)
+                    assert page.inner_text("#notice") == f"手工键入有限公司: not a company id: {careless}"
+                assert sim.state.stats.requests["findDepart"] == 0  # none of them was sent to EQC
+                wide = company.company_id.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+                type_id(page, wide)
+                assert page.inner_text("#id-check").startswith(f"EQC: {company.company_id} is {company.name}")
+                assert page.input_value("#company-id") == company.company_id
+                assert page.evaluate("document.activeElement.id") == "set-id"
+                with page.expect_navigation():
+                    page.keyboard.press("Enter")
+                assert "saved to the index" in page.inner_text("#notice")
+            assert sim.state.stats.requests["findDepart"] == 1
+            assert dialogs == []  # no script of the data ran
+            found = store.lookup({"customer_name": ["手工键入有限公司"]})[("手工键入有限公司", "customer_name")]
+            assert (found.company_id, found.source) == (company.company_id, "manual")
+        finally:
+            store.close()
+
+
+def test_a_second_review_page_neither_logs_the_first_out_nor_receives_its_cookie(tmp_path: Path) -> None:
+    store = _store_with(tmp_path / "index.db", [("会话测试有限公司", 2)])
+    eqc = access("http://127.0.0.1:9", token=TOKEN)
+    try:
+        with ReviewServer(store, eqc) as one, ReviewServer(store, eqc) as two, chromium() as browser:
+            context = browser.new_context()
+            first, second = context.new_page(), context.new_page()
+            first.goto(one.url)
+            second.goto(two.url)
+            first.reload()
+            assert queue_keys(first) == queue_keys(second) == ["会话测试有限公司"]  # both still in
+            assert {c["name"] for c in context.cookies([two.base_url + "/"])} == {two.cookie_name}
+            assert {c["name"] for c in context.cookies([one.base_url + "/"])} == {one.cookie_name}
+            stranger = browser.new_context().new_page()  # another browser with the same link: spent
+            stranger.goto(one.url)
+            assert "this link has been used" in stranger.inner_text("#error")
+    finally:
+        store.close()
+
+
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_text_from_the_data_cannot_reverse_the_page(tmp_path: Path) -> None:
+    """A name with U+202E (right-to-left override) and friends: shown isolated, the controls as visible marks;
+    the decision line and the notice read left to right as the page wrote them."""
+    disguised = "甲\u202eABC科技有限公司"
+    nested = "乙\u2067隔离\u2069\u202d公司\u200f"
+    store = _store_with(tmp_path / "index.db", [(disguised, 9), (nested, 3)])
+    eqc = access("http://127.0.0.1:9", token=TOKEN)
+    try:
+        with ReviewServer(store, eqc) as server, chromium() as browser:
+            page = browser.new_page(locale="zh-CN")
+            page.goto(server.url)
+            assert chosen(page) == disguised
+            press(page, "n")
+            shown = page.evaluate("document.body.innerText")
+            assert not [ch for ch in BIDI_CONTROLS if ch in shown]  # none acts on the text any more
+            assert page.inner_text("#notice") == "甲U+202EABC科技有限公司: not a company (runs will never ask it)"
+            assert "乙U+2067隔离U+2069U+202D公司U+200F" in page.inner_text("#queue")
+            for holder in ("#notice", "#decisions li.decision"):
+                name_right, rest_left = page.evaluate(_ORDER, holder)
+                assert name_right <= rest_left + 1, holder  # the page's words stay to the right of the name
+    finally:
+        store.close()
+
+
+_ORDER = """holder => {
+  const line = document.querySelector(holder);
+  const name = line.querySelector("bdi");
+  const rest = document.createRange();
+  rest.setStartAfter(name);
+  rest.setEndAfter(line.lastChild);
+  return [name.getBoundingClientRect().right, rest.getBoundingClientRect().left];
+}"""

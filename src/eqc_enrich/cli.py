@@ -373,7 +373,9 @@ def review(
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
     name_column: NameColOpt = "客户名称",
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless you mean otherwise).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="The one address to listen on: loopback, or this machine's LAN address or name.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 0,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL only; open no browser.")] = False,
     *,

@@ -81,6 +81,11 @@ class EqcAccess:
         return f"EqcAccess(url={self.url!r}, rate_limit={self.rate_limit}, quota_key={self.quota_key!r})"
 
     @property
+    def can_ask(self) -> bool:
+        """Whether there is a way to a token (given, or a command that prints one)."""
+        return bool(self.token or self.token_command)
+
+    @property
     def slot_s(self) -> float:
         """One quota slot: the even spacing of sends at the limit."""
         return self.rate_limit.window_s / self.rate_limit.requests

@@ -9,7 +9,7 @@ from pathlib import Path
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.review._queue import scope_of_file
-from eqc_enrich.review._server import ReviewServer, is_loopback
+from eqc_enrich.review._server import ReviewServer, check_host, is_loopback
 from eqc_enrich.settings import load_settings
 from eqc_enrich.store import IndexStore, redact_url
 
@@ -31,6 +31,7 @@ def review_command(
     echo: Echo,
     warn: Echo,
 ) -> None:
+    check_host(host)  # before anything is opened: a refused address is a bad option, exit 2
     access = resolve_access(eqc, load_settings())  # the runs' EQC, token, rate limit and shared quota
     store = IndexStore(db, schema=db_schema)
     try:
@@ -43,13 +44,13 @@ def review_command(
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         if not is_loopback(host):
-            warn(f"warning: listening on {host}, not loopback: anyone who can reach it and has the URL can decide")
+            warn(f"warning: listening on {host}, not loopback: whoever reaches it and opens the URL first can decide")
         counts = store.unsettled.counts(keys=scope.keys if scope else None)
         left = sum(n for k, n in counts.items() if k.startswith("kind:"))
         where = f" ({len(scope.keys):,} names in {file}, {scope.recorded:,} newly listed)" if scope and file else ""
         echo(f"index {redact_url(store.url)}: {left:,} names to settle{where}")
         echo(f"review page: {server.url}")
-        echo("(Ctrl-C stops it)")
+        echo("(the link opens the page once, in one browser; Ctrl-C stops the page)")
         if open_browser:
             _open(server.url)
         server.serve()

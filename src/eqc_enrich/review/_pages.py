@@ -1,5 +1,14 @@
 """The page as server-rendered HTML: every value escaped, Chinese data marked `lang="zh-CN"`.
 
+Text from the data (names, sample cells, EQC's answers, a typed id) cannot disguise the page: each value
+is isolated in a `<bdi>` (a right-to-left name cannot reorder the words around it), and invisible control
+characters in it (U+202E and the other bidirectional controls, zero-width and other format characters,
+C0/C1 controls) are shown as visible `U+XXXX` marks instead of acting. Attribute values (a form's key, a
+link) keep the exact text.
+
+Every link and form points under the page's own path (`base`, which carries the server's id), where its
+session cookie lives.
+
 One layout: the queue on the left (a page of it, most rows first), the selected name on the right with
 its rows, what EQC answered before, the "search EQC" form and the decisions. Plain forms that POST and
 redirect work without JavaScript; `review.js` adds the one-key shortcuts the page lists.
@@ -7,14 +16,16 @@ redirect work without JavaScript; `review.js` adds the one-key shortcuts the pag
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from html import escape
+from string import Formatter
 from typing import Any
 from urllib.parse import urlencode
 
 from eqc_enrich.store import Decision, UnsettledName
 
-__all__ = ["KEYS_HELP", "QueueView", "error_page", "review_page"]
+__all__ = ["KEYS_HELP", "Detail", "QueueView", "error_page", "review_page", "say", "shown"]
 
 KEYS_HELP = (
     ("j / ↓", "next name"),
@@ -22,9 +33,9 @@ KEYS_HELP = (
     ("1-9", "choose a candidate"),
     ("a", "accept the chosen candidate"),
     ("n", "not a company"),
-    ("i", "type a company id"),
+    ("i", "type a company id (Enter checks it with EQC, then saves)"),
     ("s", "skip"),
-    ("u", "undo the last decision"),
+    ("u", "undo the last decision made on this page"),
     ("/", "search EQC (edit the query)"),
 )
 """The shortcuts, as the page lists them (review.js binds the same keys)."""
@@ -42,14 +53,40 @@ WHAT = {
 _PLAN_COLUMNS = ("计划代码", "plan_code")
 
 
-def e(value: object) -> str:
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, format characters (bidi, zero-width), line breaks
+
+
+def attr(value: object) -> str:
+    """An attribute value: escaped, otherwise exact (a form's key must come back as it was)."""
     return escape("" if value is None else str(value), quote=True)
 
 
-def zh(value: object, tag: str = "span", cls: str = "") -> str:
-    """Chinese data in an element of its own language, so the browser picks a Chinese font for it."""
+def shown(value: object) -> str:
+    """Text content: escaped, and every invisible control character shown as a visible `U+XXXX` mark."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return escape(text, quote=True)
+    return "".join(
+        f'<span class="ctl">U+{ord(ch):04X}</span>' if unicodedata.category(ch) in _HIDDEN else escape(ch, quote=True)
+        for ch in text
+    )
+
+
+def zh(value: object, cls: str = "") -> str:
+    """A value from the data: isolated (it cannot reorder what is around it), in Chinese (the browser picks a
+    Chinese font for it), its control characters visible."""
     klass = f' class="{cls}"' if cls else ""
-    return f'<{tag} lang="zh-CN"{klass}>{e(value)}</{tag}>'
+    return f'<bdi lang="zh-CN"{klass}>{shown(value)}</bdi>'
+
+
+def say(template: str, **values: object) -> str:
+    """A sentence of the page's (`{name}` fields) with values from the data: the HTML of a notice."""
+    parts = []
+    for literal, field, _, _ in Formatter().parse(template):
+        parts.append(escape(literal, quote=True))
+        if field is not None:
+            parts.append(zh(values[field]))
+    return "".join(parts)
 
 
 class QueueView:
@@ -61,6 +98,7 @@ class QueueView:
         *,
         counts: Mapping[str, int],
         candidates: Mapping[str, int],
+        base: str,
         kind: str,
         status: str,
         search: str,
@@ -71,6 +109,7 @@ class QueueView:
         self.names = names
         self.counts = counts
         self.candidates = candidates
+        self.base = base
         self.kind, self.status, self.search = kind, status, search
         self.page, self.page_size, self.total = page, page_size, total
 
@@ -78,7 +117,7 @@ class QueueView:
         params: dict[str, object] = {"kind": self.kind, "status": self.status, "q": self.search, "page": self.page}
         params.update(changes)
         kept = {k: v for k, v in params.items() if v not in ("", None, 0) or (k == "page" and v)}
-        return "/?" + urlencode(kept) if kept else "/"
+        return self.base + ("?" + urlencode(kept) if kept else "")
 
     def filters(self) -> dict[str, str]:
         return {"kind": self.kind, "status": self.status, "q": self.search, "page": str(self.page)}
@@ -88,41 +127,59 @@ class QueueView:
         return max(1, -(-self.total // self.page_size))
 
 
-def _head(title: str) -> str:
+def _head(title: str, base: str = "") -> str:
+    assets = (
+        f'<link rel="stylesheet" href="{attr(base)}static/review.css">'
+        f'<script src="{attr(base)}static/review.js" defer></script>'
+        if base
+        else ""
+    )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{e(title)}</title><link rel="stylesheet" href="/static/review.css">'
-        '<script src="/static/review.js" defer></script></head>'
+        f"<title>{shown(title)}</title>{assets}</head>"
     )
 
 
 def error_page(status: int, message: str) -> str:
-    body = f'<main class="error"><h1>{status}</h1><p>{e(message)}</p></main>'
+    """An error's page: no stylesheet (it may answer a path outside the page's own), the message in the body."""
+    body = f'<main class="error"><h1>{status}</h1><p id="error">{shown(message)}</p></main>'
     return f"{_head('eqc-enrich review')}<body>{body}</body></html>"
 
 
-def review_page(
-    view: QueueView,
-    selected: UnsettledName | None,
-    *,
-    next_key: str,
-    candidates: Sequence[Mapping[str, Any]],
-    decisions: Sequence[Decision],
-    slot_s: float,
-    search_answer: Mapping[str, Any] | None,
-    notice: str,
-    scope: str,
-) -> str:
+class Detail:
+    """The selected name and what the page shows beside it."""
+
+    def __init__(
+        self,
+        name: UnsettledName | None,
+        *,
+        seen: str,
+        next_key: str,
+        candidates: Sequence[Mapping[str, Any]],
+        slot_s: float,
+        search_answer: Mapping[str, Any] | None,
+        id_check: Mapping[str, Any] | None,
+        can_check: bool,
+        notice_html: str,
+    ) -> None:
+        self.name, self.seen, self.next_key = name, seen, next_key
+        self.candidates, self.slot_s = candidates, slot_s
+        self.search_answer, self.id_check, self.can_check = search_answer, id_check, can_check
+        self.notice_html = notice_html
+
+
+def review_page(view: QueueView, detail: Detail, *, decisions: Sequence[Decision], page_id: str, scope: str) -> str:
+    """`page_id`: this page's decisions (the only ones it offers to undo)."""
     parts = [
-        _head("eqc-enrich review"),
+        _head("eqc-enrich review", view.base),
         "<body>",
         _header(view, scope),
         '<div class="layout">',
-        _queue(view, selected),
-        _detail(view, selected, next_key, candidates, slot_s, search_answer, notice),
+        _queue(view, detail.name),
+        _detail(view, detail),
         "</div>",
-        _footer(decisions),
+        _footer(decisions, view.base, page_id),
         "</body></html>",
     ]
     return "".join(parts)
@@ -132,27 +189,30 @@ def _header(view: QueueView, scope: str) -> str:
     c = view.counts
     left = sum(n for k, n in c.items() if k.startswith("kind:"))
     badges = "".join(
-        f'<a class="count" href="{e(view.link(kind=k.split(":", 1)[1], status="", page=1))}">'
-        f"{e(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
+        f'<a class="count" href="{attr(view.link(kind=k.split(":", 1)[1], status="", page=1))}">'
+        f"{shown(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
         for k, n in sorted(c.items())
         if k.startswith("kind:")
     ) + "".join(
-        f'<a class="count" href="{e(view.link(status=k.split(":", 1)[1], kind="", page=1))}">'
-        f"{e(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
+        f'<a class="count" href="{attr(view.link(status=k.split(":", 1)[1], kind="", page=1))}">'
+        f"{shown(WHAT.get(k.split(':', 1)[1], k))} <b>{n:,}</b></a>"
         for k, n in sorted(c.items())
         if k.startswith("status:")
     )
-    keys = "".join(f"<li><kbd>{e(k)}</kbd> {e(what)}</li>" for k, what in KEYS_HELP)
+    keys = "".join(f"<li><kbd>{shown(k)}</kbd> {shown(what)}</li>" for k, what in KEYS_HELP)
     return (
         "<header><h1>Names to settle</h1>"
         f'<p class="left" id="left"><b>{left:,}</b> left, {c.get("settled", 0):,} settled'
-        f"{' · ' + e(scope) if scope else ''}</p>"
-        f'<nav class="counts"><a class="count" href="/">all</a>{badges}'
-        f'<a class="count" id="several" href="{e(view.link(kind="several", status="", page=1))}">several candidates</a>'
+        f"{' · ' + zh(scope) if scope else ''}</p>"
+        f'<nav class="counts"><a class="count" href="{attr(view.base)}">all</a>{badges}'
+        f'<a class="count" id="several" href="{attr(view.link(kind="several", status="", page=1))}">'
+        "several candidates</a>"
         "</nav>"
-        f'<form class="filter" method="get" action="/"><input type="hidden" name="kind" value="{e(view.kind)}">'
-        f'<input type="hidden" name="status" value="{e(view.status)}">'
-        f'<input type="search" name="q" id="filter" lang="zh-CN" placeholder="filter names" value="{e(view.search)}">'
+        f'<form class="filter" method="get" action="{attr(view.base)}">'
+        f'<input type="hidden" name="kind" value="{attr(view.kind)}">'
+        f'<input type="hidden" name="status" value="{attr(view.status)}">'
+        '<input type="search" name="q" id="filter" lang="zh-CN" placeholder="filter names" '
+        f'value="{attr(view.search)}">'
         '<button type="submit">filter</button></form>'
         f'<ul class="keys" id="keys">{keys}</ul></header>'
     )
@@ -168,18 +228,21 @@ def _queue(view: QueueView, selected: UnsettledName | None) -> str:
         n = view.candidates.get(name.lookup_key, 0)
         several = f'<span class="tag several">{n} candidates</span>' if n > 1 else ""
         rows.append(
-            f'<tr class="name{" chosen" if chosen else ""}" data-key="{e(name.lookup_key)}">'
+            f'<tr class="name{" chosen" if chosen else ""}" data-key="{attr(name.lookup_key)}">'
             f'<td class="rank">{first + i + 1}</td>'
-            f'<td><a href="{e(view.link(key=name.lookup_key))}">{zh(name.display_name or name.lookup_key)}</a></td>'
+            f'<td><a href="{attr(view.link(key=name.lookup_key))}">{zh(name.display_name or name.lookup_key)}</a></td>'
             f'<td class="rows">{name.rows:,}</td>'
-            f'<td><span class="tag {e(name.kind)}">{e(what)}</span> <span class="tag">{e(status)}</span>{several}</td>'
+            f'<td><span class="tag {attr(name.kind)}">{zh(what)}</span> '
+            f'<span class="tag">{zh(status)}</span>{several}</td>'
             "</tr>"
         )
     pager = ""
     if view.pages > 1:
-        prev = f'<a id="prev-page" href="{e(view.link(page=view.page - 1))}">← previous</a>' if view.page > 1 else ""
+        prev = f'<a id="prev-page" href="{attr(view.link(page=view.page - 1))}">← previous</a>' if view.page > 1 else ""
         nxt = (
-            f'<a id="next-page" href="{e(view.link(page=view.page + 1))}">next →</a>' if view.page < view.pages else ""
+            f'<a id="next-page" href="{attr(view.link(page=view.page + 1))}">next →</a>'
+            if view.page < view.pages
+            else ""
         )
         pager = f'<p class="pager">{prev} page {view.page:,} of {view.pages:,} {nxt}</p>'
     empty = '<p class="empty">Nothing left to settle here.</p>' if not view.names else ""
@@ -189,41 +252,37 @@ def _queue(view: QueueView, selected: UnsettledName | None) -> str:
     )
 
 
-def _detail(
-    view: QueueView,
-    name: UnsettledName | None,
-    next_key: str,
-    candidates: Sequence[Mapping[str, Any]],
-    slot_s: float,
-    answer: Mapping[str, Any] | None,
-    notice: str,
-) -> str:
+def _detail(view: QueueView, detail: Detail) -> str:
+    name = detail.name
+    notice = f'<p class="notice" id="notice">{detail.notice_html}</p>' if detail.notice_html else ""
     if name is None:
-        return f'<section class="detail"><p class="notice">{e(notice)}</p></section>'
+        notice = notice or '<p class="notice" id="notice">Nothing left to settle.</p>'
+        return f'<section class="detail">{notice}</section>'
     key = name.lookup_key
     hidden = "".join(
-        f'<input type="hidden" name="{e(k)}" value="{e(v)}">'
-        for k, v in {**view.filters(), "key": key, "next": next_key}.items()
+        f'<input type="hidden" name="{attr(k)}" value="{attr(v)}">'
+        for k, v in {**view.filters(), "key": key, "next": detail.next_key, "seen": detail.seen}.items()
     )
     facts = [
         ("key", zh(key)),
         ("rows", f"{name.rows:,}"),
-        ("what", e(f"{WHAT.get(name.kind, name.kind)} · {WHAT.get(name.status, name.status)}")),
+        ("what", shown(f"{WHAT.get(name.kind, name.kind)} · {WHAT.get(name.status, name.status)}")),
     ]
     if name.temp_id:
-        facts.append(("temporary id", e(name.temp_id)))
+        facts.append(("temporary id", shown(name.temp_id)))
     if name.assets is not None:
         facts.append(("assets", f"{name.assets:,.2f}"))
     if name.reason:
         facts.append(("why", zh(name.reason)))
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    answer = detail.search_answer
     return (
-        f'<section class="detail" id="detail" data-key="{e(key)}">'
-        + (f'<p class="notice" id="notice">{e(notice)}</p>' if notice else "")
+        f'<section class="detail" id="detail" data-key="{attr(key)}">'
+        + notice
         + f'<h2>{zh(name.display_name or key)}</h2><dl class="facts">{dl}</dl>'
-        + _candidates(candidates, name, hidden, answer["query"] if answer else "")
-        + _search(key, answer["query"] if answer else (name.display_name or key), hidden, slot_s, answer)
-        + _decide_forms(hidden)
+        + _candidates(view.base, detail.candidates, name, hidden)
+        + _search(view.base, answer["query"] if answer else (name.display_name or key), hidden, detail.slot_s, answer)
+        + _decide_forms(view.base, hidden, detail)
         + _sample(name.sample)
         + "</section>"
     )
@@ -242,7 +301,7 @@ def _sample(sample: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _candidates(candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hidden: str, query: str) -> str:
+def _candidates(base: str, candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hidden: str) -> str:
     if not candidates:
         return '<h3>What EQC answered before</h3><p class="empty" id="no-candidates">No stored candidate.</p>'
     rows = []
@@ -252,12 +311,12 @@ def _candidates(candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hi
         confidence = f"{c['confidence']:.2f}" if c["confidence"] is not None else "—"
         rows.append(
             f'<tr class="candidate{" chosen" if i == 0 else ""}" data-index="{i + 1}">'
-            f'<td class="rank">{i + 1}</td><td>{zh(c["full_name"])}{e(weak)}</td>'
-            f'<td class="cid">{e(c["company_id"])}</td><td>{zh(c["match_type"])} {confidence}</td>'
-            f"<td>{e(c['unite_code'])}</td><td>{zh(c['registered_status'] or '—')}</td><td>{zh(former)}</td>"
-            f'<td><form method="post" action="/decide" class="accept">{hidden}'
+            f'<td class="rank">{i + 1}</td><td>{zh(c["full_name"])}{shown(weak)}</td>'
+            f'<td class="cid">{zh(c["company_id"])}</td><td>{zh(c["match_type"])} {confidence}</td>'
+            f"<td>{zh(c['unite_code'])}</td><td>{zh(c['registered_status'] or '—')}</td><td>{zh(former)}</td>"
+            f'<td><form method="post" action="{attr(base)}decide" class="accept">{hidden}'
             f'<input type="hidden" name="decision" value="accept">'
-            f'<input type="hidden" name="company_id" value="{e(c["company_id"])}">'
+            f'<input type="hidden" name="company_id" value="{attr(c["company_id"])}">'
             '<button type="submit">accept</button></form></td></tr>'
         )
     return (
@@ -268,60 +327,88 @@ def _candidates(candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hi
     )
 
 
-def _search(key: str, query: str, hidden: str, slot_s: float, answer: Mapping[str, Any] | None) -> str:
+def _search(base: str, query: str, hidden: str, slot_s: float, answer: Mapping[str, Any] | None) -> str:
     result = ""
     if answer is not None:
         hits = len(answer.get("hits", []))
         said = {
-            "found": f"EQC answered {hits} candidate(s) for “{answer['query']}”",
-            "not_found": f"EQC does not know “{answer['query']}”",
-        }.get(answer["status"], f"{answer['status']}: {answer.get('message') or ''}")
-        result = f'<p class="answer" id="search-answer" lang="zh-CN">{e(said)}</p>'
-    wait = f"next EQC slot in {slot_s:.0f} s" if slot_s >= 0.5 else "an EQC slot is free now"
+            "found": say(f"EQC answered {hits} candidate(s) for “{{query}}”", query=answer["query"]),
+            "not_found": say("EQC does not know “{query}”", query=answer["query"]),
+        }.get(answer["status"], say(f"{answer['status']}: {{message}}", message=answer.get("message") or ""))
+        result = f'<p class="answer" id="search-answer">{said}</p>'
     return (
-        f'<h3>Search EQC</h3><form method="post" action="/search" class="search" id="search-form">{hidden}'
-        f'<input type="text" name="query" id="query" lang="zh-CN" value="{e(query)}" size="40">'
-        '<button type="submit">search EQC</button>'
-        f'<span class="slot" id="slot" data-seconds="{slot_s:.1f}">{e(wait)}</span></form>{result}'
+        f'<h3>Search EQC</h3><form method="post" action="{attr(base)}search" class="search" id="search-form">{hidden}'
+        f'<input type="text" name="query" id="query" lang="zh-CN" value="{attr(query)}" size="40">'
+        f'<button type="submit">search EQC</button>{_slot(slot_s)}</form>{result}'
     )
 
 
-def _decide_forms(hidden: str) -> str:
+def _slot(slot_s: float) -> str:
+    wait = f"next EQC slot in {slot_s:.0f} s" if slot_s >= 0.5 else "an EQC slot is free now"
+    return f'<span class="slot" id="slot" data-seconds="{slot_s:.1f}">{shown(wait)}</span>'
+
+
+def _id_check(check: Mapping[str, Any]) -> str:
+    """What EQC said of a typed id: its company's name, or that it knows none, or why it was not asked."""
+    status = check["status"]
+    if status == "found":
+        said = say("EQC: {id} is {name}", id=check["company_id"], name=check["company_name"])
+        if check.get("registered_status"):
+            said += " · " + zh(check["registered_status"])
+    elif status == "unknown":
+        said = say("EQC knows no company {id}: set it only if you are sure of it", id=check["company_id"])
+    else:
+        said = say("not checked with EQC ({status}): {message}", status=status, message=check.get("message") or "")
+    return f'<p class="answer" id="id-check">{said}</p>'
+
+
+def _decide_forms(base: str, hidden: str, detail: Detail) -> str:
+    check = detail.id_check
+    typed = check["company_id"] if check else ""
+    check_button = (
+        f'<button type="submit" formaction="{attr(base)}check" id="check-id">check with EQC</button>'
+        if detail.can_check
+        else ""
+    )  # first in the form: Enter in the id field checks it when EQC can be asked
     return (
         '<h3>Decide</h3><div class="decide">'
-        f'<form method="post" action="/decide" id="typed-form">{hidden}'
+        f'<form method="post" action="{attr(base)}decide" id="typed-form">{hidden}'
         '<input type="hidden" name="decision" value="typed">'
-        '<input type="text" name="company_id" id="company-id" placeholder="company id" size="16">'
-        '<button type="submit">set this id</button></form>'
-        f'<form method="post" action="/decide" id="not-company-form">{hidden}'
+        '<input type="text" name="company_id" id="company-id" placeholder="company id" size="16" '
+        f'value="{attr(typed)}">'
+        f'{check_button}<button type="submit" id="set-id"{" autofocus" if check else ""}>set this id</button></form>'
+        f'<form method="post" action="{attr(base)}decide" id="not-company-form">{hidden}'
         '<input type="hidden" name="decision" value="not_a_company"><button type="submit">not a company</button></form>'
-        f'<form method="post" action="/decide" id="skip-form">{hidden}'
+        f'<form method="post" action="{attr(base)}decide" id="skip-form">{hidden}'
         '<input type="hidden" name="decision" value="skip"><button type="submit">skip</button></form>'
-        "</div>"
+        "</div>" + (_id_check(check) if check else "")
     )
 
 
 _DECISION_WORDS = {"accept": "accepted", "typed": "typed", "not_a_company": "not a company", "skip": "skipped"}
 
 
-def _footer(decisions: Sequence[Decision]) -> str:
+def _footer(decisions: Sequence[Decision], base: str, page_id: str) -> str:
     rows = []
     for d in decisions:
         state = "undone" if d.undone_at is not None else ""
+        mine = d.undo is not None and d.undo.page == page_id
         undo = (
-            f'<form method="post" action="/undo"><input type="hidden" name="decision_id" value="{d.id}">'
+            f'<form method="post" action="{attr(base)}undo"><input type="hidden" name="decision_id" value="{d.id}">'
             '<button type="submit">undo</button></form>'
-            if d.undone_at is None
+            if d.undone_at is None and mine
             else ""
         )
         rows.append(
-            f'<li class="decision {state}">{zh(d.lookup_key)} — {e(_DECISION_WORDS.get(d.decision, d.decision))}'
-            f"{' ' + e(d.company_id) if d.company_id else ''} · {e(d.os_user)} · "
-            f"{e(d.decided_at.strftime('%Y-%m-%d %H:%M:%S'))}{' · undone' if state else ''} {undo}</li>"
+            f'<li class="decision {state}" data-id="{d.id}">{zh(d.lookup_key)} — '
+            f"{shown(_DECISION_WORDS.get(d.decision, d.decision))}{' ' + zh(d.company_id) if d.company_id else ''} · "
+            f"{zh(d.os_user)}{'' if mine else ' (another page)'} · "
+            f"{shown(d.decided_at.strftime('%Y-%m-%d %H:%M:%S'))}{' · undone' if state else ''} {undo}</li>"
         )
     body = "".join(rows) or '<li class="empty">No decision yet.</li>'
     return (
         "<footer><h3>Recent decisions</h3>"
-        '<form method="post" action="/undo" id="undo-form"><button type="submit">undo the last decision</button></form>'
+        f'<form method="post" action="{attr(base)}undo" id="undo-form">'
+        '<button type="submit">undo the last decision made here</button></form>'
         f'<ul id="decisions">{body}</ul></footer>'
     )

@@ -5,6 +5,9 @@ ledger (`DatabaseLedger`), the `TokenKeeper` that refreshes an expired token onc
 so a run asking the same name at the same moment is never asked twice. What EQC answers is stored as
 payloads (every candidate, under the reviewed name's key) so the candidates are there next time; no
 index entry is written: a person decides which candidate, if any, is the company.
+
+Checking a typed id is one findDepart call through the same limiter and token keeper (a token EQC calls
+expired is refreshed once and the call sent again); its registry record is kept as the company's payload.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from eqc_enrich._policies import OutagePolicy
 from eqc_enrich.config import EqcAccess
-from eqc_enrich.eqc import EqcClient, SearchHit
+from eqc_enrich.eqc import BusinessInfo, EqcClient, EqcError, RateLimitedError, SearchHit, TokenExpiredError
 from eqc_enrich.eqc_stage import (
     ConcurrencyGate,
     DatabaseClaims,
@@ -32,7 +35,7 @@ from eqc_enrich.eqc_stage import (
 )
 from eqc_enrich.store import MAX_KEY, IndexStore, Payload, WriteBatch, utcnow
 
-__all__ = ["EqcSearcher", "SearchAnswer", "seconds_to_next_slot"]
+__all__ = ["EqcSearcher", "IdCheck", "SearchAnswer", "seconds_to_next_slot"]
 
 _SEARCH_LEASE_S = 600.0
 """A search's claim is not renewed while it waits for a slot and its answer: it must outlive the slowest."""
@@ -56,6 +59,23 @@ class SearchAnswer:
             "settled_id": self.settled_id,
             "hits": [candidate_view(hit.raw) for hit in self.hits],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class IdCheck:
+    """What EQC said of one typed id: found (with the company's name), unknown, or why it was not asked."""
+
+    company_id: str
+    status: str  # found, unknown, failed, skipped
+    company_name: str = ""
+    registered_status: str = ""
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "company_id": self.company_id, "status": self.status, "company_name": self.company_name,
+            "registered_status": self.registered_status, "message": self.message,
+        }  # fmt: skip
 
 
 def candidate_view(item: dict[str, Any], depart: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -107,7 +127,42 @@ class EqcSearcher:
         async with self._lock:
             return await self._search(key, query)
 
-    async def _search(self, key: str, query: str) -> SearchAnswer:
+    async def confirm(self, company_id: str) -> IdCheck:
+        """One findDepart call for a typed id (two when the token is refreshed on the way): the company's name."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            client, keeper, limiter = await self._ready()
+            for _ in range(2):
+                if keeper.unavailable_reason is not None:
+                    return IdCheck(company_id, "skipped", message=keeper.unavailable_reason)
+                await keeper.ready()
+                generation = keeper.generation
+                await limiter.acquire()
+                try:
+                    info = await client.find_depart(company_id)
+                except TokenExpiredError as exc:
+                    if await keeper.refresh(generation, exc):
+                        continue
+                    return IdCheck(company_id, "skipped", message=keeper.unavailable_reason or str(exc))
+                except RateLimitedError as exc:
+                    limiter.pause_for(exc.retry_after_s or limiter.span_s)  # the whole account waits, runs too
+                    return IdCheck(company_id, "failed", message=f"{exc}: try again in a moment")
+                except EqcError as exc:
+                    return IdCheck(company_id, "failed", message=str(exc))
+                keeper.confirm(generation)
+                self.searches += 1
+                return await asyncio.to_thread(self._keep_record, company_id, info)
+            return IdCheck(company_id, "failed", message="EQC refused the token twice")
+
+    def _keep_record(self, company_id: str, info: BusinessInfo | None) -> IdCheck:
+        if info is None or not info.company_name:
+            return IdCheck(company_id, "unknown")
+        self._store.write(WriteBatch(payloads=[Payload(company_id=company_id, depart_json=info.raw)]))
+        return IdCheck(company_id, "found", info.company_name, info.registered_status)
+
+    async def _ready(self) -> tuple[EqcClient, TokenKeeper, SlidingWindowLimiter]:
+        """The client, token keeper and limiter, made on first use (on the server's own event loop)."""
         access = self._access
         if self._client is None:
             self._client = access.client()
@@ -117,8 +172,13 @@ class EqcSearcher:
             self._limiter = SlidingWindowLimiter(access.rate_limit, ledger=ledger)
         assert self._keeper is not None
         assert self._limiter is not None
-        if self._keeper.unavailable_reason is not None:
-            return SearchAnswer(query, "skipped", message=self._keeper.unavailable_reason)
+        return self._client, self._keeper, self._limiter
+
+    async def _search(self, key: str, query: str) -> SearchAnswer:
+        access = self._access
+        client, keeper, limiter = await self._ready()
+        if keeper.unavailable_reason is not None:
+            return SearchAnswer(query, "skipped", message=keeper.unavailable_reason)
         outcomes: list[LookupOutcome] = []
         started = utcnow()  # only answers written from now on count as "another process answered it"
         claims = DatabaseClaims(
@@ -133,9 +193,8 @@ class EqcSearcher:
             outage=OutagePolicy(wait_s=0.0),  # a person waits for an answer: an EQC that is away is said at once
         )  # fmt: skip
         lookup = EqcLookup(
-            self._client, settings, stats=EqcStats(), tokens=self._keeper, on_outcome=outcomes.append,
-            limiter=self._limiter, gate=ConcurrencyGate(self._limiter.effective_rate, burst=1, ceiling=1),
-            claims=claims,
+            client, settings, stats=EqcStats(), tokens=keeper, on_outcome=outcomes.append, limiter=limiter,
+            gate=ConcurrencyGate(limiter.effective_rate, burst=1, ceiling=1), claims=claims,
         )  # fmt: skip
         try:
             result = await lookup.run([query])

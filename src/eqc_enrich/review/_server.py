@@ -1,6 +1,11 @@
 """Serving the page: uvicorn on a socket bound before start (so the URL, port included, is known at once).
 
 `ReviewServer.serve()` blocks (the command); `start()` / `stop()` run it on a thread (tests).
+
+The page answers only under the address it prints (its Host header is checked), so it listens on one
+address: loopback by default, or one the user names (this machine's LAN address, or a host name of it).
+An address that means "every interface" (`0.0.0.0`, `::`) is refused: no URL printed for it would be the
+one a person opens.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import Self
 import uvicorn
 from starlette.applications import Starlette
 
+from eqc_enrich._errors import ConfigError
 from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._app import create_app
 from eqc_enrich.store import IndexStore
 
-__all__ = ["ReviewServer", "is_loopback"]
+__all__ = ["ReviewServer", "check_host", "is_loopback"]
 
 _START_TIMEOUT_S = 15.0
 _BACKLOG = 128
@@ -36,8 +42,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_host(host: str) -> None:
+    """Refuse an address the page could not be opened under (a ConfigError, exit 2)."""
+    try:
+        unspecified = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        unspecified = not host.strip()
+    if unspecified:
+        raise ConfigError(
+            f"--host {host or repr(host)}: the page answers only under the one address it prints, so it listens "
+            "on one; give the address people will open (this machine's LAN address or host name), or 127.0.0.1"
+        )
+
+
 class ReviewServer:
-    """The page on `host:port` (port 0: any free one); `url` carries the session token."""
+    """The page on `host:port` (port 0: any free one) under a path of its own; `url` carries the one-time token."""
 
     def __init__(
         self,
@@ -50,8 +69,10 @@ class ReviewServer:
         scope_label: str = "",
         os_user: str | None = None,
     ) -> None:
+        check_host(host)
         self.host = host
         self.token = secrets.token_urlsafe(32)
+        self.server_id = secrets.token_hex(8)
         self._sock = self._bind(host, port)
         self.port = int(self._sock.getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
@@ -59,10 +80,11 @@ class ReviewServer:
         if is_loopback(host):
             hosts |= {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
         self.app: Starlette = create_app(
-            store, access, session_token=self.token, allowed_hosts=sorted(hosts), scope_keys=scope_keys,
-            scope_label=scope_label, os_user=os_user,
+            store, access, session_token=self.token, allowed_hosts=sorted(hosts), server_id=self.server_id,
+            scope_keys=scope_keys, scope_label=scope_label, os_user=os_user,
         )  # fmt: skip
-        self.base_url = f"http://{shown}:{self.port}"
+        self.origin = f"http://{shown}:{self.port}"
+        self.base_url = f"{self.origin}/{self.server_id}"  # the page's own path, where its cookie lives
         self._server = uvicorn.Server(
             uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
         )  # no access log: the first request's URL carries the session token
@@ -70,8 +92,12 @@ class ReviewServer:
 
     @property
     def url(self) -> str:
-        """What the person opens: the session token travels once, in the query."""
+        """What the person opens, once: the token travels in the query and is spent on the first visit."""
         return f"{self.base_url}/?token={self.token}"
+
+    @property
+    def cookie_name(self) -> str:
+        return str(self.app.state.review.cookie_name)
 
     @staticmethod
     def _bind(host: str, port: int) -> socket.socket:
@@ -80,11 +106,12 @@ class ReviewServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            check_host(str(sock.getsockname()[0]))  # a name may resolve to "every address" too
             # Listening from here on: the command prints the URL (and opens a browser) before uvicorn runs,
             # and a connection made in between waits in the backlog instead of being refused (it was, on a
             # busy machine).
             sock.listen(_BACKLOG)
-        except OSError:
+        except (OSError, ConfigError):
             sock.close()
             raise
         return sock

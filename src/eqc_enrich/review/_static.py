@@ -50,6 +50,10 @@ footer ul { list-style: none; padding: 0; }
 .decision.undone { color: #8a93a3; text-decoration: line-through; }
 .decision form { display: inline; }
 .empty { color: #8a93a3; }
+.ctl {
+  font: 10px/1 ui-monospace, monospace; color: #a40000; border: 1px solid #a40000; border-radius: 2px;
+  padding: 0 2px; margin: 0 1px;
+}
 .error { padding: 40px; }
 """
 

@@ -15,9 +15,9 @@ object per table (`Entries`, `Negatives`, `Payloads`, `Journal`, `QuotaLedger`, 
 from eqc_enrich.store._admin import ImportReport, export_entries, import_entries, index_stats, prune_index
 from eqc_enrich.store._cache import Negatives, Payloads
 from eqc_enrich.store._claims import Claims
-from eqc_enrich.store._decisions import DECISIONS, Decision, ReviewDecisions
+from eqc_enrich.store._decisions import DECISIONS, Decision, ReviewDecisions, UndoRecord
 from eqc_enrich.store._engine import DB_ENV, DEFAULT_DB, SCHEMA_ENV, database_url, redact_url
-from eqc_enrich.store._entries import MAX_KEY, Entries
+from eqc_enrich.store._entries import MAX_KEY, WITHDRAWN, Entries
 from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, Payload, WriteBatch, utcnow
 from eqc_enrich.store._quota import Decide, QuotaLedger
@@ -37,6 +37,7 @@ __all__ = [
     "NOT_A_COMPANY",
     "SCHEMA_ENV",
     "SURE",
+    "WITHDRAWN",
     "Attempts",
     "Claims",
     "Decide",
@@ -56,6 +57,7 @@ __all__ = [
     "Remapped",
     "ReviewDecisions",
     "Tables",
+    "UndoRecord",
     "UnsettledName",
     "UnsettledNames",
     "WorkerLog",

@@ -14,9 +14,14 @@ from sqlalchemy.engine import Connection
 from eqc_enrich.store._engine import Database
 from eqc_enrich.store._model import IndexEntry, utcnow
 
-__all__ = ["CONFIDENCE_BANDS", "Entries"]
+__all__ = ["CONFIDENCE_BANDS", "WITHDRAWN", "Entries"]
 
 MAX_KEY = 255
+
+WITHDRAWN = "manual_undone"
+"""The source of a row whose only content was a person's decision, undone since. The row cannot be deleted (the
+production role has no DELETE on the index), so it stays with no company id and confidence 0.00: lookups pass
+over it, and any writer's answer (any confidence above 0) replaces it under the existing writers' rule."""
 
 CONFIDENCE_BANDS: tuple[tuple[str, float], ...] = (
     ("1.00", 1.0),
@@ -51,7 +56,9 @@ class Entries:
         with self._db.read(conn) as c:
             for lookup_type, keys in wanted.items():
                 query = sa.select(*columns).where(
-                    t.c.lookup_type == lookup_type, self._db.dialect.one_of(t.c.lookup_key, keys)
+                    t.c.lookup_type == lookup_type,
+                    self._db.dialect.one_of(t.c.lookup_key, keys),
+                    t.c.source != WITHDRAWN,
                 )
                 if updated_since is not None:
                     query = query.where(t.c.updated_at >= updated_since)
@@ -103,6 +110,50 @@ class Entries:
         )
         with self._db.begin(conn) as c:
             c.execute(statement, rows)
+
+    def row(
+        self, key: str, lookup_type: str, *, lock: bool = False, conn: Connection | None = None
+    ) -> IndexEntry | None:
+        """The whole row for one key, withdrawn or not (`lock`: held until the caller's transaction ends)."""
+        t = self.table
+        query = sa.select(
+            t.c.lookup_key, t.c.lookup_type, t.c.company_id, t.c.confidence, t.c.source, t.c.updated_at,
+            t.c.source_domain, t.c.source_table,
+        ).where(t.c.lookup_key == key[:MAX_KEY], t.c.lookup_type == lookup_type)  # fmt: skip
+        if lock:
+            query = query.with_for_update()
+        with self._db.read(conn) as c:
+            found = c.execute(query).first()
+        if found is None:
+            return None
+        key_, kind, company_id, confidence, source, updated_at, domain, table = found
+        return IndexEntry(key_, kind, company_id, float(confidence), source, updated_at, domain, table)
+
+    def replace_row(self, expected: IndexEntry, new: IndexEntry, *, conn: Connection) -> bool:
+        """Put `new`'s values (updated_at included) in place of the row, only while it still holds `expected`'s
+        company id and provenance. An UPDATE, never a DELETE: True when the row was replaced."""
+        t = self.table
+        domain = expected.source_domain
+        same_domain = t.c.source_domain.is_(None) if domain is None else t.c.source_domain == domain
+        statement = (
+            sa.update(t)
+            .where(
+                t.c.lookup_key == expected.lookup_key[:MAX_KEY],
+                t.c.lookup_type == expected.lookup_type,
+                t.c.company_id == expected.company_id,
+                t.c.source == expected.source,
+                same_domain,
+            )
+            .values(
+                company_id=new.company_id,
+                confidence=Decimal(f"{new.confidence:.2f}"),
+                source=new.source,
+                source_domain=new.source_domain,
+                source_table=new.source_table,
+                updated_at=new.updated_at or utcnow(),
+            )
+        )
+        return bool(conn.execute(statement).rowcount)
 
     def record_hits(
         self, keys: Iterable[tuple[str, str]], *, now: datetime | None = None, conn: Connection | None = None

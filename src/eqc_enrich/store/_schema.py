@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from eqc_enrich.store._decisions import define_table as define_decisions
+from eqc_enrich.store._decisions import define_undo_table as define_decision_undo
 from eqc_enrich.store._unsettled import define_table as define_unsettled
 from eqc_enrich.store._worker import define_log_table as define_worker_log
 
@@ -39,6 +40,7 @@ class Tables:
     unsettled: sa.Table
     worker_log: sa.Table
     decisions: sa.Table
+    decision_undo: sa.Table
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
@@ -46,7 +48,7 @@ class Tables:
         return (
             self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
             self.worker_log,
-            self.decisions,
+            self.decisions, self.decision_undo,
         )  # fmt: skip
 
     @property
@@ -118,6 +120,7 @@ def define(schema: str | None) -> Tables:
         unsettled=define_unsettled(metadata),
         worker_log=define_worker_log(metadata),
         decisions=define_decisions(metadata),
+        decision_undo=define_decision_undo(metadata),
     )
 
 

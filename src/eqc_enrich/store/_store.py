@@ -61,7 +61,7 @@ class IndexStore:
         self.unsettled = UnsettledNames(self._db, t.unsettled, t.index)
         self.worker_log = WorkerLog(self._db, t.worker_log, index=t.index, negatives=t.negatives, unsettled=t.unsettled)
         self.legacy_requests = LegacyRequests(self._db, self.schema)  # the old tools' queue, where it exists
-        self.decisions = ReviewDecisions(self._db, t.decisions)
+        self.decisions = ReviewDecisions(self._db, t.decisions, t.decision_undo)
         try:
             if self._db.dialect.creates_on_open if create is None else create:
                 _create_missing(self._db, t)

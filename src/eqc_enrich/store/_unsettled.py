@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from eqc_enrich.store._engine import Database
-from eqc_enrich.store._entries import MAX_KEY
+from eqc_enrich.store._entries import MAX_KEY, WITHDRAWN
 from eqc_enrich.store._model import IndexEntry, utcnow
 
 __all__ = ["KINDS", "NOT_A_COMPANY", "Remapped", "UnsettledName", "UnsettledNames"]
@@ -216,9 +216,14 @@ class UnsettledNames:
         with self._db.read(conn) as c:
             return [_name(row) for row in c.execute(query).mappings()]
 
-    def get(self, key: str, *, conn: Connection | None = None) -> UnsettledName | None:
+    def get(self, key: str, *, lock: bool = False, conn: Connection | None = None) -> UnsettledName | None:
+        """One name, open or settled; `lock` holds its row until the caller's transaction ends (PostgreSQL; a
+        SQLite writer holds the whole file from BEGIN)."""
+        query = sa.select(self.table).where(self.table.c.lookup_key == key)
+        if lock:
+            query = query.with_for_update()
         with self._db.read(conn) as c:
-            row = c.execute(sa.select(self.table).where(self.table.c.lookup_key == key)).mappings().first()
+            row = c.execute(query).mappings().first()
         return _name(row) if row is not None else None
 
     def counts(self, *, keys: Collection[str] | None = None, conn: Connection | None = None) -> dict[str, int]:
@@ -258,7 +263,9 @@ class UnsettledNames:
         """Names the index answers well enough by now: any entry for a temporary id, a sure one otherwise."""
         index = self._index
         query = sa.select(index.c.lookup_key, index.c.confidence).where(
-            index.c.lookup_type == _CUSTOMER_NAME, self._db.dialect.one_of(index.c.lookup_key, names)
+            index.c.lookup_type == _CUSTOMER_NAME,
+            self._db.dialect.one_of(index.c.lookup_key, names),
+            index.c.source != WITHDRAWN,
         )
         return {
             key
