@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -28,8 +29,9 @@ from eqc_enrich._pacing import next_send
 from eqc_enrich.enrich import RunOptions, enrich
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_months
+from eqc_enrich.simulator._universe import invent_absent_names
 from eqc_enrich.store import IndexEntry, IndexStore, UnsettledName, WriteBatch, utcnow
-from eqc_enrich.worker import WORKER_PREFIX, WorkerOptions, build_queue, quota_busy, run_worker
+from eqc_enrich.worker import WORKER_PREFIX, WorkerControl, WorkerOptions, build_queue, quota_busy, run_worker
 
 SCALE = 1000.0
 LIMIT = RateLimit(10, 0.06)  # the story's 10 / 60 s at time scale 1000
@@ -395,7 +397,16 @@ def test_the_old_queue_table_is_drained_by_its_own_rules(sim: Simulator, index_d
                 conn.execute(sa.insert(table).values(raw_name=raw, normalized_name=raw.strip(), status=status,
                                                      attempts=attempts, created_at=at, updated_at=at,
                                                      next_retry_at=retry))  # fmt: skip
-        report = run_worker(worker_options(sim, index_db), once=True)
+
+        def the_old_job_queues_a_name(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "worker_pass" and fields["number"] == 1:  # due now, but not when the --once began
+                late = "某某不存在的公司戊"
+                with store.transaction() as conn:
+                    conn.execute(sa.insert(table).values(raw_name=late, normalized_name=late, status="pending",
+                                                         attempts=0, created_at=utcnow(), updated_at=utcnow(),
+                                                         next_retry_at=None))  # fmt: skip
+
+        report = run_worker(worker_options(sim, index_db), once=True, events=the_old_job_queues_a_name)
         assert report.status == "completed"
         with store.transaction() as conn:
             got = {r.raw_name.strip(): r for r in conn.execute(sa.select(table))}
@@ -408,6 +419,8 @@ def test_the_old_queue_table_is_drained_by_its_own_rules(sim: Simulator, index_d
     assert (got["某某不存在的公司乙"].status, got["某某不存在的公司乙"].attempts) == ("failed", 3)
     assert (got["某某不存在的公司丙"].status, got["某某不存在的公司丙"].attempts) == ("pending", 0)
     assert (got["某某不存在的公司丁"].status, got["某某不存在的公司丁"].attempts) == ("pending", 1)
+    late = got["某某不存在的公司戊"]
+    assert (late.status, late.attempts) == ("pending", 0)  # queued during the --once: the next session's
     assert report.legacy["done"] == 1
 
 
@@ -515,3 +528,98 @@ def test_max_time_ends_a_pass_and_gives_back_the_claims_of_names_not_asked(
         assert (journal["input_path"], journal["status"]) == ("worker", "completed")
     finally:
         store.close()
+
+
+# --- TTLs shorter than a pass: no loop, no name twice, nothing starved --------------------------------------
+
+SHORT_TTLS: dict[str, Any] = {
+    "negative_ttl_s": 0.05,  # `--negative-ttl 1s --refresh 1s` at the time scale of these tests: less than a pass
+    "refresh_s": 0.05,
+    "confidence": ConfidencePolicy(refresh_below=0.9),  # EQC's fuzzy matches (0.80) count as weak: asked again
+    "batch": 20,
+    "max_time_s": 60.0,  # the bound of this test's loop: a worker asking in circles stops here, and fails below
+}
+
+
+def _short_ttl_names(sim: Simulator, seed: int) -> tuple[list[str], list[str]]:
+    """Keys of names EQC does not know and of names it matches only weakly (a company's stem)."""
+    universe = sim.state.universe
+    absent = [normalize_name(name) for name in invent_absent_names(universe, random.Random(seed), 30)]
+    weak = [normalize_name(company.stem) for company in universe.companies[:30]]
+    return absent, weak
+
+
+def test_once_drains_what_was_due_at_its_start_and_asks_no_name_twice_whatever_the_ttls(
+    sim: Simulator, index_db: IndexDb
+) -> None:
+    """Names EQC does not know and answers too weak to settle fall due again while the worker still drains
+    (TTLs shorter than a pass): `--once` asks each name due at its start once, then exits; a name a run
+    leaves open meanwhile waits for the next session."""
+    absent, weak = _short_ttl_names(sim, seed=3)
+    exact = [normalize_name(company.name) for company in sim.state.universe.companies[30:50]]
+    names = absent + weak + exact
+    late = normalize_name(sim.state.universe.companies[50].name)
+    store = index_db.open()
+    try:
+        store.unsettled.record([UnsettledName(key, "temporary", "not_asked", rows=1, temp_id=f"IN{i:04d}")
+                                for i, key in enumerate(names)], "run-1")  # fmt: skip
+
+        def a_run_leaves_a_name_open(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "worker_pass" and fields["number"] == 1:  # the most rows: first, were it due
+                store.unsettled.record([UnsettledName(late, "temporary", "not_asked", rows=99, temp_id="IN_LATE")],
+                                       "run-2")  # fmt: skip
+
+        sim.reset_stats()
+        options = worker_options(sim, index_db, **SHORT_TTLS)
+        report = run_worker(options, once=True, events=a_run_leaves_a_name_open)
+        asked = sim.state.stats.search_keys
+        assert report.status == "completed"
+        assert sorted(asked.elements()) == sorted(names)  # each once; the name left open meanwhile not at all
+        assert report.passes == len(names) // SHORT_TTLS["batch"]
+        assert report.asked == len(names)
+        assert late in {item.key for item in build_queue(store, options).items}  # due for the next session
+    finally:
+        store.close()
+
+
+def test_a_standing_worker_gives_every_due_name_its_turn_before_asking_any_again(
+    sim: Simulator, index_db: IndexDb
+) -> None:
+    """With TTLs shorter than a pass, the names asked first are due again at the top of the queue at once;
+    the worker still asks every due name (a round) before it asks any name a second time, and no name twice
+    in one pass."""
+    absent, weak = _short_ttl_names(sim, seed=4)
+    store = index_db.open()
+    try:
+        # the unknown names rank above the weak answers (failed and not-found before low confidence)
+        store.unsettled.record([UnsettledName(key, "temporary", "not_found", rows=5, temp_id=f"IN{i:04d}")
+                                for i, key in enumerate(absent)], "run-1")  # fmt: skip
+        companies = sim.state.universe.companies
+        store.entries.upsert([IndexEntry(key, "customer_name", company.company_id, 0.8, "eqc_api")
+                              for key, company in zip(weak, companies, strict=False)],
+                             now=utcnow() - timedelta(days=1))  # fmt: skip
+        control = WorkerControl()
+
+        def stop_after_four_passes(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "worker_pass_done" and fields["number"] >= 4:
+                control.stop()
+
+        sim.reset_stats()
+        report = run_worker(worker_options(sim, index_db, **SHORT_TTLS), stop=control, events=stop_after_four_passes)
+        log = sorted(store.worker_log.history(limit=1_000), key=lambda row: row["id"])
+    finally:
+        store.close()
+    assert report.status == "interrupted"
+    assert report.passes == 4
+    keys = [row["lookup_key"] for row in log]
+    assert len(keys) == 4 * SHORT_TTLS["batch"]
+    everything = absent + weak
+    assert sorted(keys[: len(everything)]) == sorted(everything)  # each due name once before any again
+    assert set(keys[len(everything) :]) <= set(absent)  # the second round starts with the most valuable
+    by_pass: dict[Any, list[str]] = {}
+    for row in log:
+        by_pass.setdefault(row["asked_at"], []).append(row["lookup_key"])
+    assert len(by_pass) == 4
+    assert all(len(set(pass_keys)) == len(pass_keys) for pass_keys in by_pass.values())
+    assert max(sim.state.stats.search_keys.values()) == 2
+
