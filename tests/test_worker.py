@@ -623,3 +623,82 @@ def test_a_standing_worker_gives_every_due_name_its_turn_before_asking_any_again
     assert all(len(set(pass_keys)) == len(pass_keys) for pass_keys in by_pass.values())
     assert max(sim.state.stats.search_keys.values()) == 2
 
+
+# --- worker status: the share of the quota the runs actually use ----------------------------------------------
+
+
+def _status(index_db: IndexDb, sim: Simulator, *extra: str) -> tuple[dict[str, Any], str]:
+    args = [*CLI, "worker", "status", *index_db.cli(), "--eqc-url", sim.url, *extra]
+    shown = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    text = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    state: dict[str, Any] = json.loads(shown.stdout)
+    (line,) = [line for line in text.stdout.splitlines() if line.startswith("quota share today:")]
+    return state, line
+
+
+def test_worker_status_measures_the_share_against_the_rate_limit_the_runs_recorded(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb
+) -> None:
+    """Before any run there is no share to give (no default stands in); once a run and the worker have used
+    the quota at 10/60ms, `worker status` without `--rate-limit` measures against that, and a different
+    limit given on its command line does not replace what the runs recorded."""
+    index_db.open().close()
+    before, line = _status(index_db, sim)
+    assert (before["quota_share_today"], before["rate_limit"], before["rate_limit_from"]) == (None, None, None)
+    assert line.startswith("quota share today: unknown (no run or worker has recorded the rate limit of quota ")
+    assert line.endswith("; or give --rate-limit)")
+    given, line = _status(index_db, sim, "--rate-limit", "10/60s")
+    assert (given["quota_share_today"], given["rate_limit"], given["rate_limit_from"]) == (0.0, "10/60s", "given")
+    enrich(months[0][0], options=run_options(sim, index_db, budget=40))
+    run_worker(worker_options(sim, index_db), once=True)
+    for extra in ([], ["--rate-limit", "10/60s"]):
+        after, line = _status(index_db, sim, *extra)
+        assert (after["rate_limit"], after["rate_limit_from"]) == ("10/60ms", "recorded")
+        seconds = (utcnow() - utcnow().replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
+        asked = sum(n for outcome, n in after["done_today"].items() if outcome != "elsewhere")
+        assert asked > 50
+        # the share of 10 requests per 60 ms since midnight: never the 1000-fold of 10/60s
+        share = asked / (seconds * 10 / 0.06)
+        assert after["quota_share_today"] == pytest.approx(share, rel=0.01, abs=1e-6)  # kept to 6 decimals
+        assert line == f"quota share today: {after['quota_share_today']:.1%} of 10/60ms (the rate limit the runs " \
+                       "recorded) since midnight (UTC)"  # fmt: skip
+    store = index_db.open()
+    try:
+        recorded = store.quota.rate_of(sim.url)
+        assert recorded is not None
+        assert (recorded.requests, recorded.window_s) == (10, 0.06)
+        assert recorded.owner.startswith(WORKER_PREFIX)  # the latest to pace the quota says it
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_an_index_without_the_rate_table_still_runs_and_worker_status_says_it_does_not_know(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, pg_schema: tuple[str, str]
+) -> None:
+    """A PostgreSQL index set up before `eqc_quota_rate` existed (the owner has not run `index init` since; a
+    SQLite file gains it when opened): runs and the worker work as before, recording nothing, and
+    `worker status` names the command that adds it."""
+    index_db = IndexDb(*pg_schema, "postgresql")
+    store = index_db.open()
+    try:
+        with store.transaction() as conn:
+            conn.execute(sa.text(f'DROP TABLE "{index_db.schema}".eqc_quota_rate'))
+    finally:
+        store.close()
+    result = enrich(months[0][0], options=run_options(sim, index_db, budget=20))
+    assert result.summary.status == "completed"
+    assert run_worker(worker_options(sim, index_db), once=True).status == "completed"
+    state, line = _status(index_db, sim)
+    assert state["quota_share_today"] is None
+    assert state["done_today"]["found"] > 0
+    assert "no eqc_quota_rate table" in line
+    assert "run `index init`" in line
+    store = index_db.open()  # index init adds it, and it starts empty
+    try:
+        assert store.quota.has_rates
+        assert store.quota.rate_of(sim.url) is None
+    finally:
+        store.close()

@@ -35,6 +35,12 @@ SchemaOpt = Annotated[
     str | None, typer.Option(envvar="EQC_ENRICH_DB_SCHEMA", help="PostgreSQL schema of the index, e.g. enterprise.")
 ]
 RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
+StatusRateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rate-limit", help="The quota's limit where no run recorded one, e.g. 10/60s [WDH_EQC_RATE_LIMIT, if set]."
+    ),
+]
 QuotaKeyOpt = Annotated[
     str | None,
     typer.Option(envvar="WDH_EQC_QUOTA_KEY", help="Name of the EQC account's shared quota [the EQC base URL]."),
@@ -98,21 +104,24 @@ def worker(
 def status(
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
-    rate_limit: RateOpt = None,
+    rate_limit: StatusRateOpt = None,
     quota_key: QuotaKeyOpt = None,
     eqc_url: Annotated[str | None, typer.Option(help="EQC base URL (names the quota when no key is set).")] = None,
     negative_ttl: NegativeTtlOpt = "30d",
     refresh: RefreshOpt = "90d",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """The queue by kind, what the workers did today, their share of the quota, and what falls due next."""
+    """The queue by kind, what the workers did today, their share of the quota, and what falls due next.
+
+    The share is of the rate limit the runs recorded with the shared quota; `--rate-limit` (or
+    WDH_EQC_RATE_LIMIT, when set) stands in only where none is recorded, and without either it is unknown."""
     settings = load_settings()
-    limit = _rate(rate_limit) or settings.rate_limit
+    limit = _rate(rate_limit) or (settings.rate_limit if "eqc_rate_limit" in settings.model_fields_set else None)
     key = quota_key or settings.eqc_quota_key or eqc_url or settings.eqc_base_url
     options = WorkerOptions(negative_ttl_s=parse_duration(negative_ttl), refresh_s=parse_duration(refresh))
     store = IndexStore(db, schema=db_schema)
     try:
-        state = worker_status(store, options, limit, key)
+        state = worker_status(store, options, limit, key, default_window_s=settings.rate_limit.window_s)
     finally:
         store.close()
     if as_json:

@@ -90,6 +90,8 @@ async def run_eqc_stage(
             report.result = _not_asked(names, keeper.unavailable_reason or "", progress)
             return report
         stats.token_refreshes = keeper.refreshes
+        if names:
+            await _record_rate(store, config, owner)
 
         lookup: EqcLookup | None = None
 
@@ -182,6 +184,14 @@ _PHASES = {
     "stopping": "eqc: stopping",
 }
 """What the progress display says while the stage waits: no ETA is given then, since none would be true."""
+
+
+async def _record_rate(store: IndexStore, config: RunConfig, owner: str) -> None:
+    """The rate limit this process paces the account by, kept with the shared quota for `worker status`; it
+    is only ever shown, so an index that cannot take it now does not hold the stage up."""
+    limit = config.rate_limit
+    with contextlib.suppress(IndexStoreError):
+        await asyncio.to_thread(store.quota.record_rate, config.quota_key, limit.requests, limit.window_s, owner)
 
 
 def _tracking_phase(progress: RunProgress, events: Events | None) -> Events:
