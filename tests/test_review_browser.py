@@ -204,4 +204,4 @@ def _the_next_run_uses_every_decision(
         rows = first.unresolved.filter(pl.col("name") == key)["rows"][0]
         got = frame.filter(pl.col("company_id") == company)
         assert got.height >= rows
-        assert set(got["company_id_source"]) == {"index:customer_name"}
+        assert set(got["company_id_source"]) == {"index:manual"}  # a person's decision, and the output says so

@@ -47,6 +47,7 @@ from eqc_enrich.resolve import (
     index_maps,
     learn_existing_ids,
     learn_existing_plan_ids,
+    manual_keys,
     names_for_eqc,
     onto_rows,
     resolve_rows,
@@ -238,8 +239,9 @@ def prepare(store: IndexStore, table: Table, columns: Columns, overrides: Overri
         negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
     index = index_maps(entries)
     answers = Answers(
-        overrides=overrides, index=index, learned=learn_existing_ids(keyed), legacy=legacy.answers(old_forms)
-    )
+        overrides=overrides, index=index, manual=manual_keys(entries), learned=learn_existing_ids(keyed),
+        legacy=legacy.answers(old_forms),
+    )  # fmt: skip
     pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
     pending = names_for_eqc(pre, id_column="__pre_id")
     names = keyed.filter(~pl.col(NAME_KEY).is_in(list(NO_TEMP_ID_KEYS)))[NAME_KEY].unique().to_list()
