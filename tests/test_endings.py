@@ -702,7 +702,7 @@ def test_rows_without_a_name_stay_empty_unless_plan_code_or_id_answers_and_the_s
     assert s.status == "completed"
     assert s.distinct_names == 0
     assert s.index_hit_rate == 0.0
-    assert s.resolved_by == {"existing": 1, "index:plan_code": 1, "none": 5, "override": 1}
+    assert s.resolved_by == {"existing": 1, "index:manual": 1, "none": 5, "override": 1}  # P-INDEXED: a manual entry
     assert s.rows_without_id == {NO_NAME_NO_ID: 5}
     ids = [None, None, None, "600000001", "600000002", "600000003", None, None]
     assert result.frame["company_id"].to_list() == ids

@@ -25,7 +25,7 @@ import pytest
 from tests.options import run_options
 
 from eqc_enrich import RateLimit
-from eqc_enrich.model import Latency
+from eqc_enrich.model import Latency, implied_latency
 from eqc_enrich.resolve import Columns
 from eqc_enrich.simulator import Simulator, SimulatorConfig, write_month
 
@@ -68,8 +68,9 @@ def sim() -> Iterator[Simulator]:
 # --- "Try it against the simulator": exactly the README's two commands ---------------------------------------
 
 
-def _printed_run_command(proc: subprocess.Popen[str]) -> str:
-    """The command after "then run against it:", read on a thread (a pipe cannot be polled everywhere)."""
+def _printed_commands(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """The commands after "estimate the run:" and "then run against it:", read on a thread (a pipe cannot be
+    polled everywhere)."""
     assert proc.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     stdout = proc.stdout
@@ -80,10 +81,13 @@ def _printed_run_command(proc: subprocess.Popen[str]) -> str:
 
     threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + 60  # it builds its company universe first
+    plan = ""
     for _ in range(10):
         line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        if line.startswith("estimate the run:"):
+            plan = line.removeprefix("estimate the run:").strip()
         if line.startswith("then run against it:"):
-            return line.removeprefix("then run against it:").strip()
+            return plan, line.removeprefix("then run against it:").strip()
     raise AssertionError("no run command among the simulator's first lines")
 
 
@@ -96,7 +100,7 @@ def readme_section_code(title: str) -> list[list[str]]:
 
 
 def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
-    (make_data, simulate), (readme_run,) = readme_section_code("Try it against the simulator")
+    (make_data, simulate), (readme_plan, readme_run) = readme_section_code("Try it against the simulator")
     assert make_data == "eqc-enrich make-data month.xlsx"
     assert simulate == "eqc-enrich simulate --time-scale 1000"
     made = cli(*shlex.split(make_data)[1:], "--rows", "300", cwd=tmp_path)  # the README's month, smaller
@@ -116,8 +120,9 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     try:
-        command = _printed_run_command(proc)
-        assert re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", command) == readme_run  # as the README shows it
+        plan, command = _printed_commands(proc)
+        assert plan == readme_plan  # as the README shows them
+        assert re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", command) == readme_run
         words = shlex.split(command)
         assignment, program, *args = words
         name, _, token = assignment.partition("=")
@@ -126,7 +131,8 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
         assert program == "eqc-enrich"
         assert args[:2] == ["run", "month.xlsx"]
         assert "10/60ms" in args
-        time.sleep(2.0)  # a person reads and pastes: were the 30 min ttl scaled too, the token would die in 1.8 s
+        planned = cli(*shlex.split(plan)[1:], cwd=tmp_path)  # a person reads and pastes: were the 30 min ttl
+        time.sleep(2.0)  # scaled too, the token would die in 1.8 s
         done = cli(*args, env={"WDH_EQC_TOKEN": token}, cwd=tmp_path)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -144,6 +150,8 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
         sim_err.close()
     assert proc.returncode == 0, printed[-3000:]  # Ctrl-C is how a person stops it: a clean exit
     assert TOKEN not in command + printed
+    assert planned.returncode == 0, planned.stderr
+    assert "lower bound " in planned.stdout
     assert done.returncode == 0, done.stderr
     assert "token" not in done.stderr.lower()
     out = pl.read_excel(tmp_path / "month.enriched.xlsx", sheet_name="规模明细")
@@ -157,6 +165,63 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
     unnamed = out.with_row_index("row").join(truth, on="row", suffix="_truth").filter(pl.col("name").is_null())
     assert unnamed["company_id_truth"].null_count() == unnamed.height
     assert (tmp_path / "eqc_enrich_sim.db").is_file()  # its own index, not the default one
+
+
+def test_the_plan_simulate_prints_gives_a_lower_bound_the_run_it_prints_then_meets(tmp_path: Path) -> None:
+    """The first estimate a newcomer sees is true: the `plan` line `simulate` prints (its scaled rate limit
+    and latency) bounds the run the `run` line then makes from below, by a ratio and not by seconds beside
+    it; and `plan` given only the run's rate limit assumes the latency that rate limit implies (once 20-60 s
+    beside 10/60ms: a bound of a minute for a run of seconds, and an old flow of hours).
+
+    Time scale 100 (6 slots a second, latency 200-600 ms): at 1000 a slot is 6 ms, and on a loaded machine
+    the simulator's own answers slow down by more than that, which a bound cannot foresee."""
+    from eqc_enrich._cli_sandbox import SIM_TOKEN, plan_command, run_command
+
+    made = cli("make-data", "month.parquet", "--rows", "4000", "--seed", "5", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    config = SimulatorConfig(seed=5, latency=(20.0, 60.0), time_scale=100.0, rate_limit=RateLimit(10, 60.0),
+                             tokens=(SIM_TOKEN,))  # fmt: skip
+    with Simulator(config) as sim:
+        printed = shlex.split(plan_command(config, month="month.parquet"))
+        assert printed[printed.index("--latency") + 1] == "200-600ms"
+        planned = cli(*printed[1:], "--json", cwd=tmp_path)
+        assert planned.returncode == 0, planned.stderr
+        implied = cli("plan", "month.parquet", "--rate-limit", "10/600ms", "--db", "eqc_enrich_sim.db", "--json",
+                      cwd=tmp_path)  # fmt: skip
+        assert implied.returncode == 0, implied.stderr
+        _, _, *run_args = shlex.split(run_command(sim.url, config, SIM_TOKEN, month="month.parquet"))
+        done = cli(*run_args, "--summary", "summary.json", "--quiet", env={"WDH_EQC_TOKEN": SIM_TOKEN}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    plan, summary = json.loads(planned.stdout), json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eqc"]["names_asked"] == plan["names_for_eqc"] > 100  # the work it planned is the work done
+    ratio = plan["lower_bound_s"] / summary["elapsed_s"]
+    print(f"plan: lower bound {plan['lower_bound_s']:.2f}s; the run: {summary['elapsed_s']:.2f}s (ratio {ratio:.2f})")
+    # a lower bound: never above the run (but for the bound's own rounding of one window), and close below it
+    assert 0.5 < ratio <= 1.05
+    assumed = json.loads(implied.stdout)
+    assert assumed["latency_assumed"]
+    assert not plan["latency_assumed"]
+    assert (assumed["latency_mean_s"], assumed["latency_max_s"]) == pytest.approx((0.4, 0.6))
+    assert assumed["lower_bound_s"] == pytest.approx(plan["lower_bound_s"])
+    assert plan["old_flow_s"] == pytest.approx(plan["names_for_eqc"] * 3 * 0.4)  # 3 calls a name, 400 ms each
+    text = cli("plan", "month.parquet", "--rate-limit", "10/600ms", "--db", "eqc_enrich_sim.db", cwd=tmp_path).stdout
+    assert "(latency 400ms mean, 600ms max, EQC's 20-60s at the rate limit's time scale (200-600ms): --latency " \
+           "sets it)" in text  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (RateLimit(10, 60.0), (20.0, 60.0)),  # EQC as users configure it
+        (RateLimit(10, 3600.0), (20.0, 60.0)),  # a longer window is no time scale: EQC is not slower for it
+        (RateLimit(10, 0.06), (0.02, 0.06)),  # simulate --time-scale 1000
+        (RateLimit(100, 6.0), (2.0, 6.0)),
+    ],
+)
+def test_plan_assumes_eqcs_latency_at_the_time_scale_the_rate_limit_implies(
+    limit: RateLimit, expected: tuple[float, float]
+) -> None:
+    assert implied_latency(limit) == pytest.approx(expected)
 
 
 # --- help and usage errors ------------------------------------------------------------------------------------

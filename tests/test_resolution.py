@@ -12,7 +12,8 @@ from tests.options import run_options
 from eqc_enrich import ConfigError, InputError, RunOptions, enrich, temp_company_id
 from eqc_enrich.output import write_table
 from eqc_enrich.read import read_table
-from eqc_enrich.resolve import Overrides
+from eqc_enrich.resolve import MANUAL_ENTRY_SOURCE, Overrides
+from eqc_enrich.review import MANUAL_SOURCE, manual_entry
 from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
 
 SALT = "test_salt"
@@ -63,6 +64,40 @@ def test_first_hit_wins_in_the_documented_order(tmp_path: Path) -> None:
         (None, None),  # '0' is not a name and gets no temporary id
     ]
     assert result.summary.resolved_by["none"] == 2
+
+
+def test_rows_a_person_decided_say_so_at_their_lookup_types_rank(tmp_path: Path) -> None:
+    """A name settled on the review page (and an old tool's manual edit) answers its rows as `index:manual`,
+    in the output and the summary's `resolved_by`, where its lookup type ranks (a plan code still beats it);
+    each entry used counts one use, as any index entry does."""
+    assert MANUAL_ENTRY_SOURCE == MANUAL_SOURCE  # what the review page writes is what resolution looks for
+    db = tmp_path / "index.db"
+    seed_index(
+        db,
+        manual_entry("甲公司", "600000001"),  # accepted or typed on the review page
+        IndexEntry("乙公司", "customer_name", "600000002", 0.9, "eqc_api"),
+        IndexEntry("P1", "plan_code", "600000009", 1.0, "yaml"),
+        IndexEntry("丙旧名", "former_name", "600000003", 1.0, "manual", source_domain="eqc_gui_manual"),
+    )
+    frame = pl.DataFrame(
+        {"客户名称": ["甲公司", "乙公司", "甲公司", "丙旧名", "甲公司"], "计划代码": [None, None, "P1", None, None]}
+    )
+    result = enrich(frame, options=offline(db))
+    assert result.frame.select("company_id", "company_id_source").rows() == [
+        ("600000001", "index:manual"),
+        ("600000002", "index:customer_name"),
+        ("600000009", "index:plan_code"),
+        ("600000003", "index:manual"),
+        ("600000001", "index:manual"),
+    ]
+    assert result.summary.resolved_by == {"index:customer_name": 1, "index:manual": 3, "index:plan_code": 1}
+    store = IndexStore(db)
+    try:
+        hits = {(row["lookup_key"], row["lookup_type"]): row["hit_count"] for row in store.entries.all_rows()}
+    finally:
+        store.close()
+    assert hits == {("甲公司", "customer_name"): 1, ("乙公司", "customer_name"): 1, ("P1", "plan_code"): 1,
+                    ("丙旧名", "former_name"): 1}  # fmt: skip
 
 
 def test_existing_ids_are_learned_and_answer_other_rows_of_the_same_name(tmp_path: Path) -> None:

@@ -216,7 +216,7 @@ def _the_next_run_uses_every_decision(
         rows = first.unresolved.filter(pl.col("name") == key)["rows"][0]
         got = frame.filter(pl.col("company_id") == company)
         assert got.height >= rows
-        assert set(got["company_id_source"]) == {"index:customer_name"}
+        assert set(got["company_id_source"]) == {"index:manual"}  # a person's decision, and the output says so
 
 
 # --- decisions that hold, sessions of their own, text that cannot disguise the page ---------------------------

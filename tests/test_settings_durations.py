@@ -17,6 +17,7 @@ from eqc_enrich._durations import (
     MAX_DURATION_S,
     RateLimit,
     format_duration,
+    format_range,
     parse_duration,
     parse_range,
     parse_rate_limit,
@@ -235,6 +236,16 @@ def test_rate_limit_scaled_str_and_frozen() -> None:
 def test_parse_range(text: str, expected: tuple[float, float]) -> None:
     low, high = parse_range(text)
     assert (low, high) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "text"),
+    [(0.02, 0.06, "20-60ms"), (20.0, 60.0, "20-60s"), (0.2, 0.6, "200-600ms"), (0.5, 2.0, "0.5-2s"),
+     (0.0, 0.0, "0-0ms"), (20 / 7, 60 / 7, "2.85714285714-8.57142857143s")],
+)  # fmt: skip
+def test_format_range_is_what_parse_range_reads_back(low: float, high: float, text: str) -> None:
+    assert format_range(low, high) == text
+    assert parse_range(text) == pytest.approx((low, high), rel=1e-11)
 
 
 @pytest.mark.parametrize("text", ["60-20s", "1m-30s", "2s-500ms"])

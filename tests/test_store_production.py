@@ -73,6 +73,7 @@ TOOL_TABLES = (
     "eqc_worker_log",
     "eqc_review_decision",
     "eqc_review_undo",
+    "eqc_quota_rate",
 )
 
 
@@ -246,6 +247,9 @@ def test_plan_and_run_as_a_least_privileged_role_find_old_key_forms_and_touch_ro
     summary = json.loads(summary_path.read_text())
     assert summary["index_hits_by_type"]["customer_name_legacy"]["found"] == 3
     assert summary["resolved_by"]["index:legacy"] == 4  # rows, the repeated name twice
+    with admin.connect() as conn:  # the rate limit in force, kept with the shared quota for `worker status`
+        rates = conn.execute(sa.text(f"SELECT quota_key, requests, window_s FROM {schema}.eqc_quota_rate")).all()
+    assert [tuple(row) for row in rates] == [(sim.url, 1000, 1.0)]
     out = pl.read_parquet(tmp_path / "out.parquet")
     by_name = dict(zip(out["客户名称"].to_list(), out["company_id"].to_list(), strict=True))
     assert {name: by_name[name] for name in LEGACY_NAMES} == LEGACY_NAMES

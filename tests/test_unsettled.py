@@ -164,4 +164,4 @@ def test_a_run_records_its_open_names_with_samples_and_the_next_run_honours_deci
     frame = second.frame
     rows = frame.filter(pl.col("company_id") == "C-TYPED")
     assert rows.height == top.rows if typed == top.lookup_key else rows.height > 0
-    assert set(rows["company_id_source"]) == {"index:customer_name"}
+    assert set(rows["company_id_source"]) == {"index:manual"}  # typed on the review page: a person decided

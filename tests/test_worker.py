@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -32,8 +33,9 @@ from eqc_enrich.eqc_stage import next_send
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.options import RunOptions
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_months
+from eqc_enrich.simulator._universe import invent_absent_names
 from eqc_enrich.store import IndexEntry, IndexStore, UnsettledName, WriteBatch, utcnow
-from eqc_enrich.worker import WORKER_PREFIX, WorkerOptions, build_queue, quota_busy, run_worker
+from eqc_enrich.worker import WORKER_PREFIX, WorkerControl, WorkerOptions, build_queue, quota_busy, run_worker
 
 SCALE = 1000.0
 LIMIT = RateLimit(10, 0.06)  # the story's 10 / 60 s at time scale 1000
@@ -399,7 +401,16 @@ def test_the_old_queue_table_is_drained_by_its_own_rules(sim: Simulator, index_d
                 conn.execute(sa.insert(table).values(raw_name=raw, normalized_name=raw.strip(), status=status,
                                                      attempts=attempts, created_at=at, updated_at=at,
                                                      next_retry_at=retry))  # fmt: skip
-        report = run_worker(worker_options(sim, index_db), once=True)
+
+        def the_old_job_queues_a_name(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "worker_pass" and fields["number"] == 1:  # due now, but not when the --once began
+                late = "某某不存在的公司戊"
+                with store.transaction() as conn:
+                    conn.execute(sa.insert(table).values(raw_name=late, normalized_name=late, status="pending",
+                                                         attempts=0, created_at=utcnow(), updated_at=utcnow(),
+                                                         next_retry_at=None))  # fmt: skip
+
+        report = run_worker(worker_options(sim, index_db), once=True, events=the_old_job_queues_a_name)
         assert report.status == "completed"
         with store.transaction() as conn:
             got = {r.raw_name.strip(): r for r in conn.execute(sa.select(table))}
@@ -412,6 +423,8 @@ def test_the_old_queue_table_is_drained_by_its_own_rules(sim: Simulator, index_d
     assert (got["某某不存在的公司乙"].status, got["某某不存在的公司乙"].attempts) == ("failed", 3)
     assert (got["某某不存在的公司丙"].status, got["某某不存在的公司丙"].attempts) == ("pending", 0)
     assert (got["某某不存在的公司丁"].status, got["某某不存在的公司丁"].attempts) == ("pending", 1)
+    late = got["某某不存在的公司戊"]
+    assert (late.status, late.attempts) == ("pending", 0)  # queued during the --once: the next session's
     assert report.legacy["done"] == 1
 
 
@@ -517,5 +530,179 @@ def test_max_time_ends_a_pass_and_gives_back_the_claims_of_names_not_asked(
         assert len(build_queue(store, WorkerOptions()).items) > 50  # still due for the next slot
         journal = {row["run_id"]: row for row in store.recent_runs(10)}[report.owner]
         assert (journal["input_path"], journal["status"]) == ("worker", "completed")
+    finally:
+        store.close()
+
+
+# --- TTLs shorter than a pass: no loop, no name twice, nothing starved --------------------------------------
+
+SHORT_TTLS: dict[str, Any] = {
+    "negative_ttl_s": 0.05,  # `--negative-ttl 1s --refresh 1s` at the time scale of these tests: less than a pass
+    "refresh_s": 0.05,
+    "confidence": ConfidencePolicy(refresh_below=0.9),  # EQC's fuzzy matches (0.80) count as weak: asked again
+    "batch": 20,
+    "max_time_s": 60.0,  # the bound of this test's loop: a worker asking in circles stops here, and fails below
+}
+
+
+def _short_ttl_names(sim: Simulator, seed: int) -> tuple[list[str], list[str]]:
+    """Keys of names EQC does not know and of names it matches only weakly (a company's stem)."""
+    universe = sim.state.universe
+    absent = [normalize_name(name) for name in invent_absent_names(universe, random.Random(seed), 30)]
+    weak = [normalize_name(company.stem) for company in universe.companies[:30]]
+    return absent, weak
+
+
+def test_once_drains_what_was_due_at_its_start_and_asks_no_name_twice_whatever_the_ttls(
+    sim: Simulator, index_db: IndexDb
+) -> None:
+    """Names EQC does not know and answers too weak to settle fall due again while the worker still drains
+    (TTLs shorter than a pass): `--once` asks each name due at its start once, then exits; a name a run
+    leaves open meanwhile waits for the next session."""
+    absent, weak = _short_ttl_names(sim, seed=3)
+    exact = [normalize_name(company.name) for company in sim.state.universe.companies[30:50]]
+    names = absent + weak + exact
+    late = normalize_name(sim.state.universe.companies[50].name)
+    store = index_db.open()
+    try:
+        store.unsettled.record([UnsettledName(key, "temporary", "not_asked", rows=1, temp_id=f"IN{i:04d}")
+                                for i, key in enumerate(names)], "run-1")  # fmt: skip
+
+        def a_run_leaves_a_name_open(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "worker_pass" and fields["number"] == 1:  # the most rows: first, were it due
+                store.unsettled.record([UnsettledName(late, "temporary", "not_asked", rows=99, temp_id="IN_LATE")],
+                                       "run-2")  # fmt: skip
+
+        sim.reset_stats()
+        options = worker_options(sim, index_db, **SHORT_TTLS)
+        report = run_worker(options, once=True, events=a_run_leaves_a_name_open)
+        asked = sim.state.stats.search_keys
+        assert report.status == "completed"
+        assert sorted(asked.elements()) == sorted(names)  # each once; the name left open meanwhile not at all
+        assert report.passes == len(names) // SHORT_TTLS["batch"]
+        assert report.asked == len(names)
+        assert late in {item.key for item in build_queue(store, options).items}  # due for the next session
+    finally:
+        store.close()
+
+
+def test_a_standing_worker_gives_every_due_name_its_turn_before_asking_any_again(
+    sim: Simulator, index_db: IndexDb
+) -> None:
+    """With TTLs shorter than a pass, the names asked first are due again at the top of the queue at once;
+    the worker still asks every due name (a round) before it asks any name a second time, and no name twice
+    in one pass."""
+    absent, weak = _short_ttl_names(sim, seed=4)
+    store = index_db.open()
+    try:
+        # the unknown names rank above the weak answers (failed and not-found before low confidence)
+        store.unsettled.record([UnsettledName(key, "temporary", "not_found", rows=5, temp_id=f"IN{i:04d}")
+                                for i, key in enumerate(absent)], "run-1")  # fmt: skip
+        companies = sim.state.universe.companies
+        store.entries.upsert([IndexEntry(key, "customer_name", company.company_id, 0.8, "eqc_api")
+                              for key, company in zip(weak, companies, strict=False)],
+                             now=utcnow() - timedelta(days=1))  # fmt: skip
+        control = WorkerControl()
+
+        def stop_after_four_passes(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "worker_pass_done" and fields["number"] >= 4:
+                control.stop()
+
+        sim.reset_stats()
+        report = run_worker(worker_options(sim, index_db, **SHORT_TTLS), stop=control, events=stop_after_four_passes)
+        log = sorted(store.worker_log.history(limit=1_000), key=lambda row: row["id"])
+    finally:
+        store.close()
+    assert report.status == "interrupted"
+    assert report.passes == 4
+    keys = [row["lookup_key"] for row in log]
+    assert len(keys) == 4 * SHORT_TTLS["batch"]
+    everything = absent + weak
+    assert sorted(keys[: len(everything)]) == sorted(everything)  # each due name once before any again
+    assert set(keys[len(everything) :]) <= set(absent)  # the second round starts with the most valuable
+    by_pass: dict[Any, list[str]] = {}
+    for row in log:
+        by_pass.setdefault(row["asked_at"], []).append(row["lookup_key"])
+    assert len(by_pass) == 4
+    assert all(len(set(pass_keys)) == len(pass_keys) for pass_keys in by_pass.values())
+    assert max(sim.state.stats.search_keys.values()) == 2
+
+
+# --- worker status: the share of the quota the runs actually use ----------------------------------------------
+
+
+def _status(index_db: IndexDb, sim: Simulator, *extra: str) -> tuple[dict[str, Any], str]:
+    args = [*CLI, "worker", "status", *index_db.cli(), "--eqc-url", sim.url, *extra]
+    shown = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    text = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    state: dict[str, Any] = json.loads(shown.stdout)
+    (line,) = [line for line in text.stdout.splitlines() if line.startswith("quota share today:")]
+    return state, line
+
+
+def test_worker_status_measures_the_share_against_the_rate_limit_the_runs_recorded(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb
+) -> None:
+    """Before any run there is no share to give (no default stands in); once a run and the worker have used
+    the quota at 10/60ms, `worker status` without `--rate-limit` measures against that, and a different
+    limit given on its command line does not replace what the runs recorded."""
+    index_db.open().close()
+    before, line = _status(index_db, sim)
+    assert (before["quota_share_today"], before["rate_limit"], before["rate_limit_from"]) == (None, None, None)
+    assert line.startswith("quota share today: unknown (no run or worker has recorded the rate limit of quota ")
+    assert line.endswith("; or give --rate-limit)")
+    given, line = _status(index_db, sim, "--rate-limit", "10/60s")
+    assert (given["quota_share_today"], given["rate_limit"], given["rate_limit_from"]) == (0.0, "10/60s", "given")
+    enrich(months[0][0], options=run_options(sim, index_db, budget=40))
+    run_worker(worker_options(sim, index_db), once=True)
+    for extra in ([], ["--rate-limit", "10/60s"]):
+        after, line = _status(index_db, sim, *extra)
+        assert (after["rate_limit"], after["rate_limit_from"]) == ("10/60ms", "recorded")
+        seconds = (utcnow() - utcnow().replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
+        asked = sum(n for outcome, n in after["done_today"].items() if outcome != "elsewhere")
+        assert asked > 50
+        # the share of 10 requests per 60 ms since midnight: never the 1000-fold of 10/60s
+        share = asked / (seconds * 10 / 0.06)
+        assert after["quota_share_today"] == pytest.approx(share, rel=0.01, abs=1e-6)  # kept to 6 decimals
+        assert line == f"quota share today: {after['quota_share_today']:.1%} of 10/60ms (the rate limit the runs " \
+                       "recorded) since midnight (UTC)"  # fmt: skip
+    store = index_db.open()
+    try:
+        recorded = store.quota.rate_of(sim.url)
+        assert recorded is not None
+        assert (recorded.requests, recorded.window_s) == (10, 0.06)
+        assert recorded.owner.startswith(WORKER_PREFIX)  # the latest to pace the quota says it
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_an_index_without_the_rate_table_still_runs_and_worker_status_says_it_does_not_know(
+    months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, pg_schema: tuple[str, str]
+) -> None:
+    """A PostgreSQL index set up before `eqc_quota_rate` existed (the owner has not run `index init` since; a
+    SQLite file gains it when opened): runs and the worker work as before, recording nothing, and
+    `worker status` names the command that adds it."""
+    index_db = IndexDb(*pg_schema, "postgresql")
+    store = index_db.open()
+    try:
+        with store.transaction() as conn:
+            conn.execute(sa.text(f'DROP TABLE "{index_db.schema}".eqc_quota_rate'))
+    finally:
+        store.close()
+    result = enrich(months[0][0], options=run_options(sim, index_db, budget=20))
+    assert result.summary.status == "completed"
+    assert run_worker(worker_options(sim, index_db), once=True).status == "completed"
+    state, line = _status(index_db, sim)
+    assert state["quota_share_today"] is None
+    assert state["done_today"]["found"] > 0
+    assert "no eqc_quota_rate table" in line
+    assert "run `index init`" in line
+    store = index_db.open()  # index init adds it, and it starts empty
+    try:
+        assert store.quota.has_rates
+        assert store.quota.rate_of(sim.url) is None
     finally:
         store.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from eqc_enrich._durations import format_duration, parse_duration, parse_range, parse_rate_limit
+from eqc_enrich._durations import format_duration, format_range, parse_duration, parse_range, parse_rate_limit
 from eqc_enrich._errors import EqcEnrichError
 
 if TYPE_CHECKING:  # the simulator (starlette, uvicorn, polars) loads only when a command needs it
@@ -80,6 +80,7 @@ def simulate(
     try:
         typer.echo(_describe(sim.url, config))
         typer.echo(f"make a month it knows:  eqc-enrich make-data {TRY_MONTH} --seed {config.seed}")
+        typer.echo(f"estimate the run:       {plan_command(config)}")
         typer.echo(f"then run against it:    {run_command(sim.url, config, token)}")
         while not stop.wait(0.5):
             pass
@@ -102,6 +103,17 @@ def run_command(url: str, config: SimulatorConfig, token: str, month: str = TRY_
     if os.name == "nt":
         return f'$env:WDH_EQC_TOKEN="{token}"; ' + subprocess.list2cmdline(args)
     return f"WDH_EQC_TOKEN={shlex.quote(token)} " + shlex.join(args)
+
+
+def plan_command(config: SimulatorConfig, month: str = TRY_MONTH) -> str:
+    """The `eqc-enrich plan` line whose lower bound holds for this simulator: its rate limit and its latency at
+    its time scale, and the index `run_command` uses (no token: a plan asks EQC nothing)."""
+    low, high = (seconds / config.time_scale for seconds in config.latency)
+    args = [
+        "eqc-enrich", "plan", month, "--rate-limit", str(config.rate_limit.scaled(config.time_scale)),
+        "--latency", format_range(low, high), "--db", SIM_INDEX,
+    ]  # fmt: skip
+    return subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
 
 
 def _describe(url: str, config: SimulatorConfig) -> str:

@@ -93,12 +93,17 @@ def status(
     *,
     eqc: EqcOptions,
 ) -> None:
-    """The queue by kind, what the workers did today, their share of the quota, and what falls due next."""
-    access = resolve_access(eqc, load_settings())  # the quota is named by the key, else the URL
+    """The queue by kind, what the workers did today, their share of the quota, and what falls due next.
+
+    The share is of the rate limit the runs recorded with the shared quota; `--rate-limit` (or
+    WDH_EQC_RATE_LIMIT, when set) stands in only where none is recorded, and without either it is unknown."""
+    settings = load_settings()
+    access = resolve_access(eqc, settings)  # the quota is named by the key, else the URL
+    given = eqc.rate_limit or (settings.rate_limit if "eqc_rate_limit" in settings.model_fields_set else None)
     options = WorkerOptions(negative_ttl_s=parse_duration(negative_ttl), refresh_s=parse_duration(refresh))
     store = IndexStore(db, schema=db_schema)
     try:
-        state = worker_status(store, options, access.rate_limit, access.quota_key)
+        state = worker_status(store, options, given, access.quota_key, default_window_s=settings.rate_limit.window_s)
     finally:
         store.close()
     if as_json:

@@ -108,6 +108,13 @@ def parse_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def format_range(low: float, high: float) -> str:
+    """`(0.02, 0.06)` -> `20-60ms`, `(20, 60)` -> `20-60s`: the form `parse_range` reads back, exactly."""
+    if high < 1:
+        return f"{low * 1000:.12g}-{high * 1000:.12g}ms"
+    return f"{low:.12g}-{high:.12g}s"
+
+
 def format_duration(seconds: float) -> str:
     """Compact text for a duration: `45ms`, `12.5s`, `3m20s`, `2h05m`."""
     if seconds < 1:

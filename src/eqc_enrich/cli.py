@@ -26,14 +26,14 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOpt
 
 from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
 from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
-from eqc_enrich._durations import format_duration, parse_duration, parse_range
+from eqc_enrich._durations import format_duration, format_range, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
 from eqc_enrich._signals import on_stop_signals
 from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
 from eqc_enrich.events import EventLog
-from eqc_enrich.model import Latency
+from eqc_enrich.model import EQC_LATENCY_S, Latency, implied_latency
 from eqc_enrich.options import RunOptions
 from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
 from eqc_enrich.planning import plan
@@ -304,29 +304,41 @@ def plan_command(
     db_schema: SchemaOpt = None,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
-    latency: Annotated[str, typer.Option(help="Assumed EQC latency range for the bound.")] = "20-60s",
+    latency: Annotated[
+        str | None,
+        typer.Option(
+            help="EQC latency range the bound assumes [20-60s, divided as a rate-limit window under 60s is].",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     *,
     eqc: EqcOptions,
 ) -> None:
     """What a run would cost, from the index alone (no EQC call)."""
-    low, high = parse_range(latency)
-    report = plan(
-        input_path,
-        options=RunOptions(
-            columns=_columns(name_column, plan_column, id_column),
-            sheet=sheet,
-            db=db,
-            db_schema=db_schema,
-            eqc=eqc,
-            details=details,
-            overrides=overrides,
-        ),
-        latency=Latency(mean_s=(low + high) / 2, max_s=high),
+    options = RunOptions(
+        columns=_columns(name_column, plan_column, id_column),
+        sheet=sheet,
+        db=db,
+        db_schema=db_schema,
+        eqc=eqc,
+        details=details,
+        overrides=overrides,
     )
+    if latency is None:  # the latency a simulator at the rate limit's time scale has, as EQC's is at 10/60s
+        low, high = implied_latency(resolve_access(eqc, load_settings()).rate_limit)
+    else:
+        low, high = parse_range(latency)
+    report = plan(input_path, options=options, latency=Latency(mean_s=(low + high) / 2, max_s=high))
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        shown = {**report.as_dict(), "latency_assumed": latency is None}
+        typer.echo(json.dumps(shown, ensure_ascii=False, indent=2))
         return
+    assumed = ""
+    if latency is None:
+        usual = format_range(*EQC_LATENCY_S)
+        scaled = "" if (low, high) == EQC_LATENCY_S else f" at the rate limit's time scale ({format_range(low, high)})"
+        assumed = f", EQC's {usual}{scaled}: --latency sets it"
     typer.echo(
         f"rows {report.rows:,}; distinct names {report.distinct_names:,}; answered without EQC "
         f"{report.answered_before_eqc:,} (the index {report.index_hit_rate:.1%} of names, "
@@ -334,8 +346,8 @@ def plan_command(
         f"names for EQC {report.names_for_eqc:,}; calls needed {report.calls_needed:,} "
         f"({report.calls_per_name} a name) at {report.rate_limit}\n"
         f"lower bound {format_duration(report.lower_bound_s)} "
-        f"(latency {format_duration(report.latency_mean_s)} mean, {format_duration(report.latency_max_s)} max); "
-        f"the old sequential flow: {format_duration(report.old_flow_s)}"
+        f"(latency {format_duration(report.latency_mean_s)} mean, {format_duration(report.latency_max_s)} max"
+        f"{assumed}); the old sequential flow: {format_duration(report.old_flow_s)}"
     )
 
 

@@ -32,6 +32,7 @@ from eqc_enrich.resolve import (
     distinct_keys,
     index_maps,
     learn_existing_ids,
+    manual_keys,
     names_for_eqc,
     resolve_rows,
     wanted_index_keys,
@@ -118,8 +119,9 @@ def run_index_stage(
         negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
     index = index_maps(entries)
     answers = Answers(
-        overrides=overrides, index=index, learned=learn_existing_ids(keyed), legacy=legacy.answers(old_forms)
-    )
+        overrides=overrides, index=index, manual=manual_keys(entries), learned=learn_existing_ids(keyed),
+        legacy=legacy.answers(old_forms),
+    )  # fmt: skip
     pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
     pending = names_for_eqc(pre, id_column="__pre_id")
     not_companies = store.unsettled.not_companies(name for name, _ in pending)

@@ -40,6 +40,19 @@ class Latency:
     max_s: float
 
 
+EQC_WINDOW_S = 60.0  # EQC's quota window as users configure it: 10 requests per 60 s
+EQC_LATENCY_S = (20.0, 60.0)  # EQC's latency per call, as the story measured it
+
+
+def implied_latency(limit: RateLimit) -> tuple[float, float]:
+    """The latency range (low, high) to assume beside `limit` when nobody measured one: EQC's 20-60 s, divided
+    by the time scale a window shorter than EQC's 60 s implies (a simulator divides latency and window by
+    the same factor, so 10/60ms means 20-60 ms); a window of 60 s or more leaves it as it is."""
+    scale = min(1.0, limit.window_s / EQC_WINDOW_S)
+    low, high = EQC_LATENCY_S
+    return low * scale, high * scale
+
+
 def lower_bound(
     work: Workload,
     limit: RateLimit,

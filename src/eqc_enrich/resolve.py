@@ -71,8 +71,12 @@ SOURCE_OVERRIDE = "override"
 SOURCE_EXISTING = "existing"
 SOURCE_BACKFLOW = "backflow"  # a name whose id another row of this input carries in its id column
 SOURCE_LEGACY = "index:legacy"  # an index row found under an old key form only (see LegacyKeys)
+SOURCE_MANUAL = "index:manual"  # an index row a person decided, whatever its lookup type
 SOURCE_EQC = "eqc"
 SOURCE_TEMP = "temp"
+MANUAL_ENTRY_SOURCE = "manual"
+"""`enrichment_index.source` of the entries a person decided: the review page's (`review.MANUAL_SOURCE`) and
+the old tools' manual edits alike."""
 NO_TEMP_ID_KEYS = frozenset({"", "0"})
 TEMP_ID_PREFIX = "IN"  # temporary ids (keys.temp_company_id) are never learned back into the index
 
@@ -208,6 +212,7 @@ class Answers:
 
     overrides: Overrides = field(default_factory=Overrides)
     index: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # lookup_type -> key -> id
+    manual: Mapping[str, frozenset[str]] = field(default_factory=dict)  # lookup_type -> keys a person decided
     learned: Mapping[str, str] = field(default_factory=dict)  # names learned from existing ids this run
     legacy: Mapping[str, IndexEntry] = field(default_factory=dict)  # name key -> entry found under an old form
     eqc: Mapping[str, str] = field(default_factory=dict)
@@ -220,6 +225,16 @@ def index_maps(entries: Mapping[tuple[str, str], IndexEntry]) -> dict[str, dict[
         if kind in maps:
             maps[kind][key] = entry.company_id
     return maps
+
+
+def manual_keys(entries: Mapping[tuple[str, str], IndexEntry]) -> dict[str, frozenset[str]]:
+    """lookup_type -> the keys whose entry a person decided: their rows say `index:manual`, so the output
+    tells a person's decision from what EQC or another row said."""
+    decided: dict[str, set[str]] = {}
+    for (key, kind), entry in entries.items():
+        if entry.source == MANUAL_ENTRY_SOURCE:
+            decided.setdefault(str(kind), set()).add(key)
+    return {kind: frozenset(keys) for kind, keys in decided.items()}
 
 
 def _real_existing_id() -> pl.Expr:
@@ -327,7 +342,12 @@ def _candidates(answers: Answers) -> list[tuple[str, pl.Expr]]:
         (SOURCE_OVERRIDE, lookup(NAME_KEY, answers.overrides.names)),
     ]
     for kind in INDEX_PRIORITY:
-        found.append((index_source(kind), lookup(INDEX_COLUMNS[kind], answers.index.get(kind, {}))))
+        column, known = INDEX_COLUMNS[kind], answers.index.get(kind, {})
+        decided = answers.manual.get(kind, frozenset())
+        if decided:  # a person's decision keeps its type's rank; only the source it shows differs
+            found.append((SOURCE_MANUAL, lookup(column, {k: v for k, v in known.items() if k in decided})))
+            known = {k: v for k, v in known.items() if k not in decided}
+        found.append((index_source(kind), lookup(column, known)))
     found.append((SOURCE_EXISTING, pl.col(EXISTING_ID)))
     found.append((SOURCE_BACKFLOW, lookup(NAME_KEY, answers.learned)))
     # an old-form hit is weaker evidence than the row's own id or one learned from rows of the same name
@@ -378,6 +398,12 @@ def index_hits(resolved: pl.DataFrame, answers: Answers, *, source_column: str) 
         known = answers.index.get(kind, {})
         used = resolved.filter(pl.col(source_column) == index_source(kind))[column].unique().to_list()
         hits.update((key, str(kind)) for key in used if key in known)
+    # a row answered by a person's decision: the first type, in resolution order, that holds one for it
+    decided = resolved.filter(pl.col(source_column) == SOURCE_MANUAL)
+    for kind in INDEX_PRIORITY:
+        column, keys = INDEX_COLUMNS[kind], list(answers.manual.get(kind, frozenset()))
+        hits.update((key, str(kind)) for key in decided.filter(pl.col(column).is_in(keys))[column].unique().to_list())
+        decided = decided.filter(~pl.col(column).is_in(keys))
     used = resolved.filter(pl.col(source_column) == SOURCE_LEGACY)[NAME_KEY].unique().to_list()
     hits.update((answers.legacy[key].lookup_key, answers.legacy[key].lookup_type) for key in used)
     return hits

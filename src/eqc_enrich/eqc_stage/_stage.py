@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from eqc_enrich._errors import IndexStoreError
-from eqc_enrich.config import StageConfig
+from eqc_enrich.config import EqcAccess, StageConfig
 from eqc_enrich.eqc_stage._lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult, StopReason
 from eqc_enrich.eqc_stage._pacing import SendLedger, SlidingWindowLimiter
 from eqc_enrich.eqc_stage._pending import PendingFile
@@ -153,6 +153,8 @@ async def run_eqc_stage(
         if not await keeper.prepare(check=check_token):
             result = _not_asked(names, keeper.unavailable_reason or "", stats)
             return _report(names, result, stats, started=started)
+        if names:
+            await _record_rate(store, access, owner)
 
         lookup: EqcLookup | None = None
 
@@ -260,6 +262,14 @@ def _report(
             fastest_s=min(latencies, default=None),
         ),
     )
+
+
+async def _record_rate(store: IndexStore, access: EqcAccess, owner: str) -> None:
+    """The rate limit this process paces the account by, kept with the shared quota for `worker status`; it
+    is only ever shown, so an index that cannot take it now does not hold the stage up."""
+    limit = access.rate_limit
+    with contextlib.suppress(IndexStoreError):
+        await asyncio.to_thread(store.quota.record_rate, access.quota_key, limit.requests, limit.window_s, owner)
 
 
 async def _renew_claims(claims: DatabaseClaims, lookup: EqcLookup) -> None:

@@ -20,7 +20,7 @@ from eqc_enrich.store._engine import DB_ENV, DEFAULT_DB, SCHEMA_ENV, database_ur
 from eqc_enrich.store._entries import MAX_KEY, WITHDRAWN, Entries
 from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, Payload, WriteBatch, utcnow
-from eqc_enrich.store._quota import Decide, QuotaLedger
+from eqc_enrich.store._quota import Decide, QuotaLedger, QuotaRate
 from eqc_enrich.store._schema import INDEX_TABLE, Tables, init_sql
 from eqc_enrich.store._store import IndexStore, InitReport, init_index
 from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, SURE, Remapped, UnsettledName, UnsettledNames
@@ -54,6 +54,7 @@ __all__ = [
     "Payload",
     "Payloads",
     "QuotaLedger",
+    "QuotaRate",
     "Remapped",
     "ReviewDecisions",
     "Tables",

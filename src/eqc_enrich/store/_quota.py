@@ -2,32 +2,91 @@
 
 The pacing rule itself (`decide`) belongs to the caller; this object only makes it safe across processes:
 the rule sees the slots every other process has reserved, and no two reservations of one quota interleave.
+Beside the slots, `eqc_quota_rate` keeps the rate limit the processes last said they pace the quota by, so
+that a reader (`worker status`) measures use against the real limit rather than its own default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from eqc_enrich.store._engine import Database
+from eqc_enrich.store._model import utcnow
+from eqc_enrich.store._worker import aware
 
-__all__ = ["Decide", "QuotaLedger"]
+__all__ = ["RATE_TABLE", "Decide", "QuotaLedger", "QuotaRate", "define_rate_table"]
+
+RATE_TABLE = "eqc_quota_rate"
 
 Decide = Callable[[list[float], float, float], float]
 """`decide(recent_slot_times_ascending, paused_until, now) -> slot_time`: the caller's pure pacing rule."""
 
 
-class QuotaLedger:
-    """`eqc_quota` (one row per quota: the pause a server's Retry-After imposed) and `eqc_quota_slot` (one
-    row per reserved send). Times are seconds since the epoch on the shared clock: PostgreSQL's
-    `clock_timestamp()`, or the host's `time.time()` for a SQLite file (one host, one clock)."""
+def define_rate_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        RATE_TABLE,
+        metadata,
+        sa.Column("quota_key", sa.String(100), primary_key=True),
+        sa.Column("requests", sa.Integer, nullable=False),
+        sa.Column("window_s", sa.Double, nullable=False),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
-    def __init__(self, db: Database, quota: sa.Table, slots: sa.Table) -> None:
+
+@dataclass(frozen=True, slots=True)
+class QuotaRate:
+    """The rate limit a process last paced one quota by: `requests` in any `window_s`."""
+
+    requests: int
+    window_s: float
+    owner: str
+    recorded_at: datetime
+
+
+class QuotaLedger:
+    """`eqc_quota` (one row per quota: the pause a server's Retry-After imposed), `eqc_quota_slot` (one
+    row per reserved send) and `eqc_quota_rate` (the rate limit in force). Times of slots and pauses are
+    seconds since the epoch on the shared clock: PostgreSQL's `clock_timestamp()`, or the host's
+    `time.time()` for a SQLite file (one host, one clock).
+
+    `eqc_quota_rate` came after the other two: an index whose owner has not run `index init` since lacks it,
+    and then `has_rates` is False (nothing is recorded, and no rate is known)."""
+
+    def __init__(self, db: Database, quota: sa.Table, slots: sa.Table, rates: sa.Table) -> None:
         self._db = db
         self.quota = quota
         self.slots = slots
+        self.rates = rates
+        self.has_rates = True
+
+    def record_rate(self, quota_key: str, requests: int, window_s: float, owner: str) -> None:
+        """Say which rate limit `owner` paces `quota_key` by (every process on one account must use the same;
+        the latest one said is kept). Nothing is written where the table is missing."""
+        if not self.has_rates:
+            return
+        values = {"requests": int(requests), "window_s": float(window_s), "owner": owner, "recorded_at": utcnow()}
+        insert = self._db.dialect.insert(self.rates).values(quota_key=quota_key, **values)
+        statement = insert.on_conflict_do_update(index_elements=[self.rates.c.quota_key], set_=values)
+        with self._db.begin() as c:
+            c.execute(statement)
+
+    def rate_of(self, quota_key: str) -> QuotaRate | None:
+        """The rate limit last recorded for `quota_key`; None when none was (or the table is missing)."""
+        if not self.has_rates:
+            return None
+        r = self.rates
+        query = sa.select(r.c.requests, r.c.window_s, r.c.owner, r.c.recorded_at).where(r.c.quota_key == quota_key)
+        with self._db.read() as c:
+            row = c.execute(query).one_or_none()
+        if row is None:
+            return None
+        return QuotaRate(int(row.requests), float(row.window_s), str(row.owner), aware(row.recorded_at))
 
     def clock(self) -> float:
         """Now, on the clock `reserve` and `pause` use: a Retry-After becomes `pause(key, clock() + seconds)`."""

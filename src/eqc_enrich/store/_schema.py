@@ -16,12 +16,16 @@ from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from eqc_enrich.store._decisions import define_table as define_decisions
 from eqc_enrich.store._decisions import define_undo_table as define_decision_undo
+from eqc_enrich.store._quota import RATE_TABLE, define_rate_table
 from eqc_enrich.store._unsettled import define_table as define_unsettled
 from eqc_enrich.store._worker import define_log_table as define_worker_log
 
-__all__ = ["INDEX_TABLE", "Tables", "define", "init_sql", "missing_ddl", "missing_tables"]
+__all__ = ["INDEX_TABLE", "OPTIONAL_TABLES", "Tables", "define", "init_sql", "missing_ddl", "missing_tables"]
 
 INDEX_TABLE = "enrichment_index"
+OPTIONAL_TABLES = frozenset({RATE_TABLE})
+"""Tables a run does without when an older index lacks them (`index init` adds them): what they record is
+only ever shown, never needed to enrich."""
 _TS = sa.DateTime(timezone=True)
 
 
@@ -36,6 +40,7 @@ class Tables:
     journal: sa.Table
     quota: sa.Table
     quota_slots: sa.Table
+    quota_rates: sa.Table
     claims: sa.Table
     unsettled: sa.Table
     worker_log: sa.Table
@@ -48,7 +53,7 @@ class Tables:
         return (
             self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
             self.worker_log,
-            self.decisions, self.decision_undo,
+            self.decisions, self.decision_undo, self.quota_rates,
         )  # fmt: skip
 
     @property
@@ -107,6 +112,7 @@ def define(schema: str | None) -> Tables:
             sa.Column("slot_at", sa.Double, nullable=False),
             sa.Index("ix_eqc_quota_slot_key_at", "quota_key", "slot_at"),
         ),
+        quota_rates=define_rate_table(metadata),
         claims=sa.Table(
             "eqc_claim",
             metadata,
@@ -180,7 +186,8 @@ def missing_ddl(conn: Connection, tables: Tables) -> tuple[list[ExecutableDDLEle
 
 
 def missing_tables(conn: Connection, tables: Tables) -> list[str]:
-    """Names of the tables the store needs that the database lacks (one catalogue query, no DDL)."""
+    """Names of the tables of the store that the database lacks, `OPTIONAL_TABLES` included (one catalogue
+    query, no DDL)."""
     present = set(sa.inspect(conn).get_table_names(schema=tables.schema))
     return [table.name for table in tables.all if table.name not in present]
 

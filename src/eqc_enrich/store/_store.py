@@ -21,7 +21,7 @@ from eqc_enrich.store._entries import Entries
 from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, WriteBatch, utcnow
 from eqc_enrich.store._quota import QuotaLedger
-from eqc_enrich.store._schema import Tables, define, missing_ddl, missing_tables
+from eqc_enrich.store._schema import OPTIONAL_TABLES, Tables, define, missing_ddl, missing_tables
 from eqc_enrich.store._unsettled import UnsettledNames
 from eqc_enrich.store._worker import LegacyRequests, WorkerLog
 
@@ -56,7 +56,7 @@ class IndexStore:
         self.negatives = Negatives(self._db, t.negatives)
         self.payloads = Payloads(self._db, t.payloads)
         self.journal = Journal(self._db, t.journal)
-        self.quota = QuotaLedger(self._db, t.quota, t.quota_slots)
+        self.quota = QuotaLedger(self._db, t.quota, t.quota_slots, t.quota_rates)
         self.claims = Claims(self._db, t.claims)
         self.unsettled = UnsettledNames(self._db, t.unsettled, t.index)
         self.worker_log = WorkerLog(self._db, t.worker_log, index=t.index, negatives=t.negatives, unsettled=t.unsettled)
@@ -146,6 +146,8 @@ class IndexStore:
     def _require_tables(self) -> None:
         with self._db.read() as conn:
             missing = missing_tables(conn, self.tables)
+        self.quota.has_rates = self.tables.quota_rates.name not in missing
+        missing = [name for name in missing if name not in OPTIONAL_TABLES]
         if missing:
             where = f" in schema {self.schema}" if self.schema else ""
             command = f"eqc-enrich index init --db {redact_url(self.url)}"

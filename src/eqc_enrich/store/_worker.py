@@ -213,8 +213,11 @@ class LegacyRequests:
             self._checked = True
         return self._table
 
-    def take(self, *, limit: int = _LEGACY_BATCH) -> list[LegacyRequest]:
-        """Put stuck rows back, then take the due `pending` rows (oldest first) and mark them `processing`."""
+    def take(self, *, limit: int = _LEGACY_BATCH, due_by: datetime | None = None) -> list[LegacyRequest]:
+        """Put stuck rows back, then take the `pending` rows due (oldest first) and mark them `processing`.
+
+        `due_by`: only rows already there and due at that time (a worker's `--once` drains what was due when
+        it started, not what falls due while it runs); default now."""
         t = self.table
         if t is None:
             return []
@@ -225,7 +228,9 @@ class LegacyRequests:
                 .where(t.c.status == "processing", t.c.updated_at < now - _LEGACY_STUCK)
                 .values(status="pending", updated_at=now)
             )
-            query = sa.select(t.c.id, t.c.raw_name, t.c.temp_id, t.c.attempts).where(self._due(t, now))
+            cut = now if due_by is None else min(now, due_by)
+            due = self._due(t, cut) if due_by is None else self._due(t, cut) & (t.c.created_at <= cut)
+            query = sa.select(t.c.id, t.c.raw_name, t.c.temp_id, t.c.attempts).where(due)
             query = query.order_by(t.c.created_at, t.c.id).limit(limit)
             if self._db.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)

@@ -4,6 +4,10 @@ A pass takes up to `batch` due names (most valuable first, then rows of the old 
 room), waits until runs leave the quota idle, and asks them through `run_eqc_stage`: the same claims,
 write-back, side file, outage handling and token refresh as a run. Every answer is in the index (or the
 side file) as a run's would be; the worker's own log (`eqc_worker_log`) says what it did.
+
+Passes make up rounds: a name asked in a round is not asked again in it, whatever the TTLs, so an answer
+that falls due again at once (a `--negative-ttl` or `--refresh` shorter than a pass) neither loops nor
+keeps the rest of the queue waiting. `--once` is one round over the names due when it starts.
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ class _Worker:
         events: EventSink | None,
         progress: RunProgress,
     ) -> None:
+        self.round = _Round()
         self.options = options
         self.config = config
         self.control = control
@@ -172,11 +177,18 @@ class _Worker:
                 break
             if not await self._wait_idle(store, deadline):
                 break
-            queue = await asyncio.to_thread(build_queue, store, self.options, limit=self.options.batch)
-            items, taken_legacy = await asyncio.to_thread(self._with_legacy, store, queue)
+            queue = await asyncio.to_thread(build_queue, store, self.options)
+            if once and self.round.only is None:
+                self.round.begin_once(queue.items, utcnow())
+            fresh = self.round.fresh(queue.items)[: self.options.batch]
+            items, taken_legacy = await asyncio.to_thread(self._with_legacy, store, fresh)
             if not items:
                 if once:
                     break
+                if self.round.asked:  # every name due had its turn: what is due again starts a new round
+                    self.round = _Round(number=self.round.number + 1)
+                    self.emit("worker_round", number=self.round.number)
+                    continue
                 self._idle(queue)
                 await self.control.sleep(self._until_due(queue, deadline))
                 continue
@@ -213,17 +225,23 @@ class _Worker:
             await self.control.sleep(min(max(wait, 0.002), self.poll_s))
         return False
 
-    def _with_legacy(self, store: IndexStore, queue: Queue) -> tuple[list[QueueItem], dict[int, str]]:
-        """Rows of the old queue table join a pass only when the worker's own queue leaves room."""
-        room = self.options.batch - len(queue.items)
+    def _with_legacy(self, store: IndexStore, fresh: list[QueueItem]) -> tuple[list[QueueItem], dict[int, str]]:
+        """Rows of the old queue table join a pass only when the worker's own queue leaves room; a row whose
+        name this round has asked already goes back untouched (it waits for the next round)."""
+        room = self.options.batch - len(fresh)
         if room <= 0 or store.legacy_requests.table is None:
-            return queue.items, {}
-        taken = store.legacy_requests.take(limit=min(50, room))
-        items, unusable = with_legacy(queue.items, taken)
+            return fresh, {}
+        taken = store.legacy_requests.take(limit=min(50, room), due_by=self.round.started)
+        items, unusable = with_legacy(fresh, taken)
         if unusable:
             store.legacy_requests.finish({}, unusable, [])
             self.report.legacy["retry"] += len(unusable)
-        return items, {row.id: row.raw_name for row in taken if row.id not in unusable}
+        asked = [item for item in items if item.key in self.round.asked]
+        if asked:
+            store.legacy_requests.finish({}, {}, [row_id for item in asked for row_id in item.legacy_ids])
+            items = [item for item in items if item.key not in self.round.asked]
+        legacy_ids = {row_id for item in items for row_id in item.legacy_ids}
+        return items, {row.id: row.raw_name for row in taken if row.id in legacy_ids}
 
     def _idle(self, queue: Queue) -> None:
         nxt = queue.next_due.isoformat(timespec="seconds") if queue.next_due else None
@@ -270,6 +288,7 @@ class _Worker:
             stopped = ""
             self.emit("worker_yield", number=number, reason="a run took the quota")
         self.report.slots += ledger.slots
+        self.round.mark_asked(items, stage.outcomes)
         if stage.side_file:
             self.report.side_files.append(stage.side_file)
         await asyncio.to_thread(self._record, store, items, stage.outcomes, legacy, stage.index_error)
@@ -339,6 +358,32 @@ class _Worker:
         loaded = load_side_files(store, self.options.db_schema)
         if loaded is not None:
             self.report.warnings.append(loaded)
+
+
+class _Round:
+    """The names one round has asked (or seen answered by another process): none is asked twice in it.
+
+    A standing worker starts a new round once every name due has had its turn. `--once` is a single round
+    over `only`, the names due when it started (and the old queue's rows due by then)."""
+
+    def __init__(self, number: int = 1) -> None:
+        self.number = number
+        self.asked: set[str] = set()
+        self.only: set[str] | None = None
+        self.started: datetime | None = None
+
+    def begin_once(self, due: list[QueueItem], now: datetime) -> None:
+        self.only = {item.key for item in due}
+        self.started = now
+
+    def fresh(self, due: list[QueueItem]) -> list[QueueItem]:
+        """The due names this round may still ask, in the queue's order."""
+        return [i for i in due if i.key not in self.asked and (self.only is None or i.key in self.only)]
+
+    def mark_asked(self, items: list[QueueItem], outcomes: Mapping[str, LookupOutcome]) -> None:
+        """Names a pass did not reach (a yield, a stop) stay askable."""
+        reached = {key for key, outcome in outcomes.items() if outcome.status != "skipped"}
+        self.asked.update(item.key for item in items if item.key in reached)
 
 
 def _company_id(outcome: LookupOutcome) -> str | None:

@@ -1,4 +1,9 @@
-"""`worker status`: the queue by kind, what the workers did today, their share of the quota, what is next."""
+"""`worker status`: the queue by kind, what the workers did today, their share of the quota, what is next.
+
+The share is measured against the rate limit the runs and workers recorded with the shared quota (they all
+pace one account by one limit); only where none is recorded does a limit the caller gives stand in, and
+without either the share is unknown rather than a guess from a default.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eqc_enrich._durations import RateLimit
+from eqc_enrich._errors import IndexStoreError
 from eqc_enrich.store import IndexStore, utcnow
 from eqc_enrich.worker._ledger import WORKER_PREFIX, quota_busy
 from eqc_enrich.worker._options import WorkerOptions
@@ -22,8 +28,10 @@ class WorkerStatus:
     next_due: datetime | None = None
     done_today: dict[str, int] = field(default_factory=dict)  # by outcome
     done_today_by_kind: dict[str, int] = field(default_factory=dict)
-    quota_share_today: float = 0.0  # names the workers asked today / the quota's requests since midnight
-    rate_limit: str = ""
+    quota_share_today: float | None = None  # names the workers asked today / the quota's requests since midnight
+    rate_limit: str | None = None  # what the share is of; None: not known
+    rate_limit_from: str | None = None  # "recorded" (by the runs and workers on this quota), "given", or None
+    rate_limit_unknown: str | None = None  # why there is no share
     runs_active: bool = False  # a run or review used the quota within the idle span
     workers: list[dict[str, Any]] = field(default_factory=list)  # sessions still marked running
     legacy: dict[str, int] = field(default_factory=dict)  # enrichment_requests by status (when the table exists)
@@ -43,7 +51,7 @@ class WorkerStatus:
             f"due now: {queue}",
             f"waiting: {later}; next due: {nxt}",
             f"done today: {done}",
-            f"quota share today: {self.quota_share_today:.1%} of {self.rate_limit} since midnight (UTC)",
+            self._share_line(),
             f"runs using the quota now: {'yes (workers wait)' if self.runs_active else 'no'}",
             f"workers running: {len(self.workers)}",
         ]
@@ -51,15 +59,35 @@ class WorkerStatus:
             out.append("enrichment_requests: " + ", ".join(f"{k} {n:,}" for k, n in sorted(self.legacy.items())))
         return out
 
+    def _share_line(self) -> str:
+        if self.quota_share_today is None:
+            return f"quota share today: unknown ({self.rate_limit_unknown})"
+        source = "the rate limit the runs recorded" if self.rate_limit_from == "recorded" else "the rate limit given"
+        return f"quota share today: {self.quota_share_today:.1%} of {self.rate_limit} ({source}) since midnight (UTC)"
 
-def worker_status(store: IndexStore, options: WorkerOptions, rate_limit: RateLimit, quota_key: str) -> WorkerStatus:
+
+def worker_status(
+    store: IndexStore,
+    options: WorkerOptions,
+    rate_limit: RateLimit | None,
+    quota_key: str,
+    *,
+    default_window_s: float = 60.0,
+) -> WorkerStatus:
+    """`rate_limit`: the caller's word for the quota's limit, used only when no run or worker recorded one;
+    `default_window_s`: how long runs must leave the quota unused to count as idle when no limit is known."""
     now = utcnow()
     queue = build_queue(store, options, now=now)
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     done = store.worker_log.done_since(midnight)
     asked = sum(n for outcome, n in done["outcome"].items() if outcome != "elsewhere")
-    capacity = (now - midnight).total_seconds() * rate_limit.requests / rate_limit.window_s
-    idle_s = options.idle_s if options.idle_s is not None else rate_limit.window_s
+    limit, source, unknown = _quota_limit(store, quota_key, rate_limit)
+    share = None
+    if limit is not None:
+        capacity = (now - midnight).total_seconds() * limit.requests / limit.window_s
+        share = round(asked / capacity, 6) if capacity > 0 else 0.0
+    window_s = limit.window_s if limit is not None else default_window_s
+    idle_s = options.idle_s if options.idle_s is not None else window_s
     running = [
         {"owner": r["run_id"], "started_at": str(r["started_at"])}
         for r in store.recent_runs(50)
@@ -71,9 +99,31 @@ def worker_status(store: IndexStore, options: WorkerOptions, rate_limit: RateLim
         next_due=queue.next_due,
         done_today=done["outcome"],
         done_today_by_kind=done["kind"],
-        quota_share_today=round(asked / capacity, 6) if capacity > 0 else 0.0,
-        rate_limit=str(rate_limit),
+        quota_share_today=share,
+        rate_limit=None if limit is None else str(limit),
+        rate_limit_from=source,
+        rate_limit_unknown=unknown,
         runs_active=quota_busy(store, quota_key, idle_s) > 0,
         workers=running,
         legacy=store.legacy_requests.counts(),
     )
+
+
+def _quota_limit(
+    store: IndexStore, quota_key: str, given: RateLimit | None
+) -> tuple[RateLimit | None, str | None, str | None]:
+    """(the limit, where it came from, why there is none)."""
+    problem: str | None = None
+    try:
+        recorded = store.quota.rate_of(quota_key)
+    except IndexStoreError as exc:
+        recorded, problem = None, f"the recorded rate limit cannot be read: {exc}"
+    if recorded is not None:
+        return RateLimit(recorded.requests, recorded.window_s), "recorded", None
+    if given is not None:
+        return given, "given", None
+    if problem is None and not store.quota.has_rates:
+        problem = "this index has no eqc_quota_rate table, where runs record their rate limit: run `index init`"
+    if problem is None:
+        problem = f"no run or worker has recorded the rate limit of quota {quota_key} yet"
+    return None, None, f"{problem}; or give --rate-limit"
