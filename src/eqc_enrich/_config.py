@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eqc_enrich._durations import RateLimit
+from eqc_enrich._durations import RateLimit, check_rate_window
 from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy, OutagePolicy
-from eqc_enrich.settings import Settings
+from eqc_enrich.settings import Settings, checked_token
 
 if TYPE_CHECKING:
     from eqc_enrich.enrich import RunOptions
@@ -47,6 +47,7 @@ class RunConfig:
 
 def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
     rate_limit = options.rate_limit or settings.rate_limit
+    check_rate_window(rate_limit.window_s)  # a window too short to pace by, however it was given
     slot = rate_limit.window_s / rate_limit.requests
     outage = OutagePolicy() if options.eqc_down_wait_s is None else OutagePolicy(wait_s=options.eqc_down_wait_s)
     # A commit that has not returned within a few quota slots counts as stuck: at the story's speed that is
@@ -59,7 +60,7 @@ def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
     return RunConfig(
         rate_limit=rate_limit,
         eqc_url=options.eqc_url or settings.eqc_base_url,
-        token=options.token if options.token is not None else settings.token_value(),
+        token=checked_token(options.token, source="token") if options.token is not None else settings.token_value(),
         token_command=options.token_command or settings.eqc_token_command,
         timeout_s=options.timeout_s if options.timeout_s is not None else settings.eqc_timeout,
         retries=options.retries if options.retries is not None else settings.eqc_retry_max,

@@ -26,6 +26,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOpt
 from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
 from eqc_enrich._durations import RateLimit, format_duration, parse_duration, parse_range, parse_rate_limit
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
+from eqc_enrich._input_size import parse_size
 from eqc_enrich._signals import on_stop_signals
 from eqc_enrich._stats import RunProgress
 from eqc_enrich.enrich import EnrichResult, RunControl, RunOptions, enrich_async, plan
@@ -67,6 +68,10 @@ def _optional_rate(text: str | None) -> RateLimit | None:
     return parse_rate_limit(text) if text is not None else None
 
 
+def _optional_size(text: str | None) -> int | None:
+    return parse_size(text) if text is not None else None
+
+
 InputArg = Annotated[
     Path, typer.Argument(metavar="INPUT", help="CSV, XLSX/XLS or Parquet file of one month.", show_default=False)
 ]
@@ -83,6 +88,10 @@ SchemaOpt = Annotated[
 RateOpt = Annotated[str | None, typer.Option(help="N/DURATION, e.g. 10/60s [WDH_EQC_RATE_LIMIT/_WINDOW].")]
 DetailsOpt = Annotated[bool, typer.Option(help="Also fetch findDepart and findLabels (3 calls a name).")]
 OverridesOpt = Annotated[Path | None, typer.Option(help="YAML with plan_code: and customer_name: maps.")]
+MaxInputOpt = Annotated[
+    str | None,
+    typer.Option(help="Most the input may take once read, e.g. 4GiB [EQC_ENRICH_MAX_INPUT_SIZE, else 2GiB]."),
+]
 
 
 def _columns(name_column: str, plan_column: str | None, id_column: str | None) -> Columns:
@@ -114,6 +123,7 @@ def run(
     no_enrichment: Annotated[bool, typer.Option("--no-enrichment", help="Do not call EQC.")] = False,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
+    max_input_size: MaxInputOpt = None,
     summary: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
     unresolved: Annotated[Path | None, typer.Option(help="Default <stem>.unresolved.csv.")] = None,
     negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
@@ -169,10 +179,11 @@ def run(
         quota_key=quota_key,
         claim_lease_s=parse_duration(claim_lease),
         keep_formulas=keep_formulas,
+        max_input_size=_optional_size(max_input_size),
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)
-    ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False)
+    ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False, input_path=input_path)
     mode = ProgressDisplay.choose_mode(quiet=quiet)
     interval = parse_duration(progress_interval)
     result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)
@@ -323,6 +334,7 @@ def plan_command(
     rate_limit: RateOpt = None,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
+    max_input_size: MaxInputOpt = None,
     latency: Annotated[str, typer.Option(help="Assumed EQC latency range for the bound.")] = "20-60s",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -338,6 +350,7 @@ def plan_command(
             rate_limit=_optional_rate(rate_limit),
             details=details,
             overrides=overrides,
+            max_input_size=_optional_size(max_input_size),
         ),
         latency=Latency(mean_s=(low + high) / 2, max_s=high),
     )

@@ -49,6 +49,7 @@ from eqc_enrich.resolve import (
     learn_existing_plan_ids,
     names_for_eqc,
     onto_rows,
+    replaced_columns_note,
     resolve_rows,
     rows_by_source,
     temp_ids,
@@ -97,6 +98,7 @@ class RunOptions:
     eqc_down_wait_s: float | None = None  # how long to wait for an unreachable EQC (OutagePolicy default)
     index_wait_s: float | None = None  # how long answers may wait for an index that cannot be written
     keep_formulas: bool = False  # CSV outputs: no leading ' on text cells starting with = + - @ (output.py)
+    max_input_size: int | None = None  # bytes the input may take once read (None: EQC_ENRICH_MAX_INPUT_SIZE, 2 GiB)
     quota_key: str | None = None  # the shared quota's account (default WDH_EQC_QUOTA_KEY, else the EQC URL)
     claim_lease_s: float = 60.0  # how long a claim on a name outlives its process
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
@@ -211,9 +213,10 @@ class Prepared:
 
 def open_table(source: pl.DataFrame | Any | str | Path, options: RunOptions) -> tuple[Table, Columns, list[str]]:
     """Read the input and settle which columns it offers; a required one missing is an input error."""
-    table = _as_table(source, options.sheet)
+    table = _as_table(source, options.sheet, options.max_input_size)
     columns, notes = options.columns.for_frame(table.frame)
     require_columns(table.frame, columns.name, columns.plan, columns.existing_id)
+    notes += replaced_columns_note(table.frame, columns, new=[options.id_column, options.source_column])
     return table, columns, notes
 
 
@@ -318,7 +321,8 @@ class _Run:
     ) -> EnrichResult:
         started = time.perf_counter()
         targets = [Path(p) for p in (output, unresolved) if p is not None]
-        ensure_writable(targets)  # before anything is asked: a path problem must not cost quota
+        source_path = Path(source) if isinstance(source, str | Path) else None
+        ensure_writable(targets, input_path=source_path)  # before anything is asked: a path must not cost quota
         with self.timer.phase("read"):
             table, columns, notes = open_table(source, self.options)
         self.summary.warnings.extend(notes)
@@ -616,9 +620,9 @@ def _journal_failed(store: IndexStore, run_id: str) -> None:
         store.journal_finish(run_id, "failed", {})
 
 
-def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None) -> Table:
+def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None, max_size: int | None) -> Table:
     if isinstance(source, str | Path):
-        return read_table(source, sheet=sheet)
+        return read_table(source, sheet=sheet, max_size=max_size)
     if isinstance(source, pl.DataFrame):
         return Table(source, None, "parquet")
     if hasattr(source, "columns") and hasattr(source, "dtypes"):

@@ -17,6 +17,7 @@ import yaml
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich._legacy_keys import legacy_name_keys
+from eqc_enrich._text import shown
 from eqc_enrich.keys import (
     INDEX_PRIORITY,
     LookupType,
@@ -359,6 +360,9 @@ def unresolved_table(
 ) -> pl.DataFrame:
     """Names that only got a temporary id, most frequent first, with why: what a person should look at.
 
+    `example_name` is the spelling most rows have, bounded as `_text.shown` bounds it (the rows
+    themselves keep every name whole).
+
     `reasons` maps a name key to (status, reason): not_found, failed, not_asked, too_long, ...
     """
     temp = resolved.filter(pl.col(source_column) == SOURCE_TEMP)
@@ -374,6 +378,7 @@ def unresolved_table(
     )
     known = reasons or {}
     return table.with_columns(
+        shown(pl.col("example_name")),
         pl.Series("status", [known.get(n, ("not_asked", ""))[0] for n in table["name"]], dtype=pl.String),
         pl.Series("reason", [known.get(n, ("", "not asked"))[1] for n in table["name"]], dtype=pl.String),
     )
@@ -383,6 +388,24 @@ def rows_by_source(resolved: pl.DataFrame, *, source_column: str) -> dict[str, i
     """Rows per source (`none` for rows nothing could answer)."""
     counts = resolved.group_by(pl.col(source_column).fill_null("none")).agg(pl.col(ROWS).sum())
     return {str(k): int(v) for k, v in sorted(zip(counts[source_column], counts[ROWS], strict=True))}
+
+
+def replaced_columns_note(frame: pl.DataFrame, columns: Columns, *, new: list[str]) -> list[str]:
+    """A note when the input already has a column the run writes (`company_id`, `company_id_source`).
+
+    The output replaces it in place, as a rerun on an enriched file expects; the note says so, and how
+    many rows had a value, so that ids from elsewhere are not replaced unnoticed (the input file itself is
+    never written). A column named as the input's existing ids (`--id-column`) is read as such: no note.
+    """
+    replaced = [name for name in new if name in frame.columns and name != columns.existing_id]
+    if not replaced:
+        return []
+    first = frame[replaced[0]].cast(pl.String).str.strip_chars()
+    filled = int((first.is_not_null() & (first != "")).sum())
+    return [
+        f"the input already has {', '.join(map(repr, replaced))}: the output replaces it with this run's "
+        f"({filled:,} rows had a {replaced[0]}); rename it in the input to keep both"
+    ]
 
 
 def onto_rows(frame: pl.DataFrame, resolved: pl.DataFrame, columns: Columns, *, new: list[str]) -> pl.DataFrame:
