@@ -1,14 +1,16 @@
 """How much an input may take once read, checked before any reader expands it.
 
 A 3 MB `.xlsx` can inflate to gigabytes, a 2 KB one can name a cell at XFD1048576 (the Excel reader then
-asks for half a terabyte for the rectangle of cells and aborts the process), and a Parquet file of 90 KB
-can hold fifty million rows. Every input is measured against one limit (`--max-input-size`, env
-`EQC_ENRICH_MAX_INPUT_SIZE`, default 2 GiB) before it is handed to its reader:
+asks for half a terabyte for the rectangle of cells and aborts the process; a forged `.xls` does the
+same), and a Parquet file of 90 KB can hold fifty million rows. Every input is measured against one limit
+(`--max-input-size`, env `EQC_ENRICH_MAX_INPUT_SIZE`, default 2 GiB) before it is handed to its reader:
 
-- CSV and `.xls`: the file's size (it is read whole).
+- CSV: the file's size (it is read whole).
 - `.xlsx`: the parts' uncompressed sizes as the archive declares them, then as they really inflate (an
   archive can lie; each part is inflated in bounded pieces and counted, nothing kept), and the chosen
-  sheet's rectangle of cells, at `XLSX_CELL_BYTES` each, from the cell references of its XML.
+  sheet's rectangle of cells, at `EXCEL_CELL_BYTES` each, from the cell references of its XML.
+- `.xls`: the file's size, and the rectangles of all its sheets (its reader builds every one of them when
+  it opens the file), from the rows and columns of the cell records.
 - Parquet: the column data uncompressed as the file's footer declares it, and at least
   `PARQUET_CELL_BYTES` per cell (a column of one repeated value compresses to nothing).
 
@@ -35,9 +37,9 @@ from eqc_enrich._errors import ConfigError, InputError
 
 __all__ = [
     "DEFAULT_MAX_INPUT_SIZE",
+    "EXCEL_CELL_BYTES",
     "MAX_INPUT_SIZE_ENV",
     "PARQUET_CELL_BYTES",
-    "XLSX_CELL_BYTES",
     "check_input_size",
     "check_sheet_extent",
     "format_size",
@@ -49,7 +51,7 @@ GIB: Final[int] = 1 << 30
 DEFAULT_MAX_INPUT_SIZE: Final[int] = 2 * GIB
 """Far more than a month (30,986 rows are 35 MB of workbook XML) and still less than a laptop's memory."""
 MAX_INPUT_SIZE_ENV: Final[str] = "EQC_ENRICH_MAX_INPUT_SIZE"
-XLSX_CELL_BYTES: Final[int] = 32
+EXCEL_CELL_BYTES: Final[int] = 32
 """What the Excel reader (calamine) holds for every cell of a sheet's rectangle, empty or not."""
 PARQUET_CELL_BYTES: Final[int] = 16
 """What polars holds at least for a text cell (its view), however well the file compressed it."""
@@ -114,6 +116,8 @@ def check_input_size(path: Path, fmt: str, limit: int) -> None:
         size = path.stat().st_size
         if size > limit:
             raise _over(path, f"{format_size(size)} to read", limit)
+        if fmt == "xls":
+            _check_xls_sheets(path, limit)
 
 
 # --- .xlsx: the archive ------------------------------------------------------------------------------------
@@ -358,9 +362,9 @@ def check_sheet_extent(path: Path, sheet: str, limit: int) -> None:
             except ValueError as exc:
                 raise InputError(f"{path}: sheet {sheet!r} cannot be read: {exc}") from None
             cells = extent.cells()
-            if cells * XLSX_CELL_BYTES > limit:
+            if cells * EXCEL_CELL_BYTES > limit:
                 raise _over(path, f"sheet {sheet!r} spans {cells:,} cells (about "
-                                  f"{format_size(cells * XLSX_CELL_BYTES)} to read)", limit)  # fmt: skip
+                                  f"{format_size(cells * EXCEL_CELL_BYTES)} to read)", limit)  # fmt: skip
 
 
 _RELATIONSHIPS: Final[str] = "_rels/.rels"
@@ -407,6 +411,86 @@ def _resolve(folder: str, target: str) -> str:
 
 def _local(name: str) -> str:
     return name.rsplit("}", 1)[-1]
+
+
+# --- .xls: every sheet's rectangle ---------------------------------------------------------------------------
+
+_BIFF_RECORD: Final = struct.Struct("<HH")
+_BIFF_BOF: Final[int] = 0x0809
+_BIFF_EOF: Final[int] = 0x000A
+_BIFF_BOUNDSHEET: Final[int] = 0x0085
+_BIFF_CELLS: Final[frozenset[int]] = frozenset(
+    {0x0006, 0x00D6, 0x00FD, 0x0201, 0x0203, 0x0204, 0x0205, 0x0206, 0x027E, 0x0406}
+)  # FORMULA, RSTRING, LABELSST, BLANK, NUMBER, LABEL, BOOLERR, older FORMULAs, RK: row and column first
+_BIFF_CELL_RUNS: Final[frozenset[int]] = frozenset({0x00BD, 0x00BE})  # MULRK, MULBLANK: row, first column, last
+
+
+def _check_xls_sheets(path: Path, limit: int) -> None:
+    """The reader builds every sheet's rectangle when it opens an .xls: all of them together must fit. A
+    BIFF cell's row and column take 16 bits each, so a forged one can reach 65,536 x 65,536 cells where
+    Excel writes at most 256 columns."""
+    import olefile
+
+    try:
+        with olefile.OleFileIO(str(path)) as container:
+            name = "Workbook" if container.exists("Workbook") else "Book"
+            stream: bytes = container.openstream(name).read()
+    except (OSError, ValueError, struct.error, IndexError, KeyError) as exc:  # olefile's own errors are OSErrors
+        raise InputError(f"{path}: not a readable Excel 97-2003 workbook: {exc}") from None
+    sheets = _xls_sheets(stream)
+    cells = sum(_xls_rectangle(stream, offset) for offset in sheets.values())
+    if cells * EXCEL_CELL_BYTES > limit:
+        raise _over(path, f"its sheets span {cells:,} cells (about {format_size(cells * EXCEL_CELL_BYTES)} to read)",
+                    limit)  # fmt: skip
+
+
+def _biff_records(stream: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
+    position = offset
+    while position + _BIFF_RECORD.size <= len(stream):
+        kind, size = _BIFF_RECORD.unpack_from(stream, position)
+        position += _BIFF_RECORD.size
+        yield kind, stream[position : position + size]
+        position += size
+
+
+def _xls_sheets(stream: bytes) -> dict[str, int]:
+    """Sheet name -> offset of its substream, from the BOUNDSHEET records of the workbook globals."""
+    sheets: dict[str, int] = {}
+    for kind, data in _biff_records(stream, 0):
+        if kind == _BIFF_EOF:
+            break
+        if kind == _BIFF_BOUNDSHEET and len(data) >= 8:
+            (offset,), length, flags = struct.unpack_from("<L", data), data[6], data[7]
+            text = data[8 : 8 + 2 * length].decode("utf-16-le", "replace") if flags & 1 else ""
+            if not flags & 1:
+                text = data[8 : 8 + length].decode("latin-1")
+            sheets[text] = offset
+    return sheets
+
+
+def _xls_rectangle(stream: bytes, offset: int) -> int:
+    rows: list[int] = []
+    columns: list[int] = []
+    depth = 0
+    for kind, data in _biff_records(stream, offset):
+        if kind == _BIFF_BOF:
+            depth += 1
+        elif kind == _BIFF_EOF:
+            depth -= 1
+            if depth <= 0:
+                break
+        elif kind in _BIFF_CELLS and len(data) >= 4:
+            row, column = struct.unpack_from("<HH", data)
+            rows.append(row)
+            columns.append(column)
+        elif kind in _BIFF_CELL_RUNS and len(data) >= 6:
+            row, first = struct.unpack_from("<HH", data)
+            (last,) = struct.unpack_from("<H", data, len(data) - 2)
+            rows.append(row)
+            columns += [first, last]
+    if not rows:
+        return 0
+    return (max(rows) - min(rows) + 1) * (max(columns) - min(columns) + 1)
 
 
 # --- Parquet ------------------------------------------------------------------------------------------------

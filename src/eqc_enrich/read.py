@@ -157,7 +157,7 @@ def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None, limit: int) -> T
     except Exception as exc:  # fastexcel raises its own exception types, one per failure kind
         raise InputError(f"{path}: not a readable Excel workbook: {_one_line(exc)}") from None
     chosen = _choose_sheet(path, reader.sheet_names, sheet)
-    if fmt == "xlsx":
+    if fmt == "xlsx":  # an .xls was measured whole before it was opened: its reader builds every sheet at once
         check_sheet_extent(path, chosen, limit)
     with _quiet_dtype_fallback():
         frame = pl.read_excel(path, sheet_name=chosen, engine="calamine", infer_schema_length=None)
