@@ -23,14 +23,18 @@ shorter than that, and the key (at most 255 characters) is what identifies a nam
 MAX_SHOWN_COLUMNS: Final[int] = 60
 """The most columns of one sample row kept: a month has about twenty."""
 
+_MARKER_ROOM: Final[int] = 40
+"""A text is cut only when longer than the limit by more than this, the most a marker takes: then a text
+already cut is never cut again (`shown_text` is idempotent), and a cut always saves something."""
+
 _NUL: Final[str] = "\x00"
 _NUL_SHOWN: Final[str] = "\u2400"  # SYMBOL FOR NULL: visible, and one character for one
 
 
 def shown_text(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
-    """`text` as kept for showing: its first `limit` characters, then `…(N characters)` with its whole
-    length when it was longer; a NUL shown as `␀`."""
-    if len(text) > limit:
+    """`text` as kept for showing: when longer than `limit` (and the room of a marker), its first `limit`
+    characters, then `…(N characters)` with its whole length; a NUL shown as `␀`."""
+    if len(text) > limit + _MARKER_ROOM:
         text = f"{text[:limit]}…({len(text)} characters)"
     return text.replace(_NUL, _NUL_SHOWN) if _NUL in text else text
 
@@ -40,7 +44,8 @@ def shown(column: pl.Expr, limit: int = MAX_SHOWN_CHARS) -> pl.Expr:
     text = column.cast(pl.String)
     length = text.str.len_chars()
     cut = text.str.slice(0, limit) + pl.lit("…(") + length.cast(pl.String) + pl.lit(" characters)")
-    return pl.when(length > limit).then(cut).otherwise(text).str.replace_all(_NUL, _NUL_SHOWN, literal=True)
+    bounded = pl.when(length > limit + _MARKER_ROOM).then(cut).otherwise(text)
+    return bounded.str.replace_all(_NUL, _NUL_SHOWN, literal=True)
 
 
 def shown_row(row: Mapping[str, object], *, columns: int = MAX_SHOWN_COLUMNS) -> dict[str, object]:

@@ -65,7 +65,9 @@ class Settings(BaseSettings):
             return int(text)
         try:
             parse_rate_limit(text)
-        except ConfigError:
+        except ConfigError as exc:
+            if not str(exc).startswith("not a rate limit"):  # well formed, out of range: say which bound
+                raise ValueError(str(exc)) from None
             raise ValueError(
                 f"not a rate limit: {text!r} (use a number of requests, e.g. 10, or N/DURATION, e.g. 10/60s)"
             ) from None
