@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eqc_enrich"
 STANDALONE = {
     "eqc": {"eqc_enrich._errors"},
     "simulator": {"eqc_enrich._errors", "eqc_enrich._durations", "eqc_enrich.output"},
-    # `index import/export` (_admin) reads and writes files and normalizes the keys it imports
-    "store": {"eqc_enrich._errors", "eqc_enrich.keys", "eqc_enrich.read", "eqc_enrich.output"},
+    # `index import/export` (_admin) reads and writes files and normalizes the keys it imports; what is kept
+    # of a name for showing is bounded by the one rule of `_text`
+    "store": {"eqc_enrich._errors", "eqc_enrich.keys", "eqc_enrich.read", "eqc_enrich.output", "eqc_enrich._text"},
 }
 
 
