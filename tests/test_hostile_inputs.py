@@ -27,9 +27,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import IndexDb
 
-from eqc_enrich import InputError, RateLimit, RunOptions, enrich
+from eqc_enrich import ConfigError, InputError, RateLimit, RunOptions, enrich
 from eqc_enrich._input_size import DEFAULT_MAX_INPUT_SIZE, check_input_size, check_sheet_extent, parse_size
 from eqc_enrich._text import MAX_SHOWN_CHARS, shown, shown_text
+from eqc_enrich._tokens import run_token_command
 from eqc_enrich.cli import main
 from eqc_enrich.keys import is_shortened_key, normalize_name, temp_company_id
 from eqc_enrich.model import Latency
@@ -573,3 +574,10 @@ def test_shown_text_is_bounded_idempotent_and_the_same_in_polars(text: str, limi
     assert once == text.replace("\x00", "␀") or once.endswith(f"…({len(text)} characters)")
     in_polars = pl.select(shown(pl.lit(text, dtype=pl.String), limit)).item()
     assert in_polars == once
+
+
+def test_a_token_command_printing_a_token_with_a_space_inside_fails_without_showing_it() -> None:
+    assert run_token_command(f"printf '  {TOKEN}\\r\\n\\n'") == TOKEN  # around it: stripped
+    with pytest.raises(ConfigError, match="token command failed: the EQC token has whitespace inside it") as info:
+        run_token_command(f"printf '{TOKEN[:10]} {TOKEN[10:]}\\n'")
+    assert TOKEN[:10] not in str(info.value)
