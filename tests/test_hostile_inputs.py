@@ -553,7 +553,7 @@ def test_a_rate_window_under_a_millisecond_is_refused_by_one_rule(
         monkeypatch.setenv(name, value)
     code, err = run_cli(["run", _sim_month(tmp_path), *args, *offline(tmp_path)], capfd)
     assert code == 2
-    assert re.search(r"rate limit window must be at least 1ms and at most 365000d, got \S+s$", one_error_line(err))
+    assert re.search(r"rate limit window must be at least 1ms and at most 365000d, got \S+s\b", one_error_line(err))
 
 
 def test_a_rate_window_of_one_millisecond_is_accepted(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -66,8 +66,8 @@ class Settings(BaseSettings):
         try:
             parse_rate_limit(text)
         except ConfigError as exc:
-            if not str(exc).startswith("not a rate limit"):  # well formed, out of range: say which bound
-                raise ValueError(str(exc)) from None
+            if str(exc).startswith("rate limit window"):  # well formed, too short or too long: say which bound
+                raise ValueError(f"{exc} (e.g. 10/60s)") from None
             raise ValueError(
                 f"not a rate limit: {text!r} (use a number of requests, e.g. 10, or N/DURATION, e.g. 10/60s)"
             ) from None
