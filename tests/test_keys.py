@@ -219,6 +219,31 @@ def test_key_is_canonical(text: str) -> None:
     assert key not in keys.NAME_PLACEHOLDERS
 
 
+_INVISIBLES = ["\x00", "\x01", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\u061c", "\u200e", "\u200f", "\u202a",
+               "\u202e", "\u2066", "\u2069", "\ufeff"]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(_NAMES, st.lists(st.tuples(st.integers(0, 40), st.sampled_from(_INVISIBLES)), max_size=6))
+def test_control_and_bidirectional_characters_anywhere_leave_the_key_as_it_was(
+    text: str, inserts: list[tuple[int, str]]
+) -> None:
+    """A NUL (which PostgreSQL cannot store), any control character, a bidirectional mark: nothing a reader
+    sees, so the name meets the one written without them, on every backend."""
+    spoiled = text
+    for at, char in inserts:
+        spoiled = spoiled[:at] + char + spoiled[at:]
+    key = normalize_name(spoiled)
+    assert key == normalize_name(text)
+    assert not any(char in key for char in _INVISIBLES)
+
+
+def test_a_nul_inside_a_name_is_dropped_from_its_key() -> None:
+    assert normalize_name("中国平安\x00-已转出") == "中国平安"
+    assert normalize_name("甲\u202e公司\x00") == "甲公司"
+    assert normalize_name("\x00") == ""
+
+
 def _ascii_swapcase(text: str) -> str:
     return "".join(char.swapcase() if char.isascii() else char for char in text)
 

@@ -21,7 +21,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eqc_enrich"
 
-_FOUNDATION = {"_errors", "_durations", "_signals", "_jsonable", "keys", "_legacy_keys", "_policies", "model"}
+_FOUNDATION = {"_errors", "_durations", "_signals", "_jsonable", "_text", "keys", "_legacy_keys", "_policies", "model"}
+_FOUNDATION |= {"_input_size"}
 _PARTS = {"eqc", "store", "simulator", "read", "output", "settings"}
 _STAGES = {"options", "resolve", "index_stage", "eqc_stage", "resolve_stage", "followup", "summary"}
 _STAGES |= {"progress", "events"}  # what shows a run as it goes
@@ -37,8 +38,9 @@ PACKAGES = ("eqc", "store", "simulator", "eqc_stage", "review", "worker", "bench
 STANDALONE = {
     "eqc": {"eqc_enrich._errors"},
     "simulator": {"eqc_enrich._errors", "eqc_enrich._durations", "eqc_enrich.output"},
-    # `index import/export` (_admin) reads and writes files and normalizes the keys it imports
-    "store": {"eqc_enrich._errors", "eqc_enrich.keys", "eqc_enrich.read", "eqc_enrich.output"},
+    # `index import/export` (_admin) reads and writes files and normalizes the keys it imports; what is kept
+    # of a name for showing is bounded by the one rule of `_text`
+    "store": {"eqc_enrich._errors", "eqc_enrich.keys", "eqc_enrich.read", "eqc_enrich.output", "eqc_enrich._text"},
 }
 
 

@@ -253,7 +253,8 @@ def month_csv(tmp_path: Path) -> Path:
     [
         (["--overrides", "{binary}"], "overrides .*: not UTF-8 text"),
         (["--rate-limit", "99999999999999999999/1s"], "rate limit must allow 1 to 1,000,000 requests"),
-        (["--rate-limit", "10/0s"], "rate limit window must be positive"),
+        (["--rate-limit", "10/0s"], "rate limit window must be at least 1ms and at most 365000d, got 0s"),
+        (["--rate-limit", "10/0.000001ms"], "rate limit window must be at least 1ms and at most 365000d, got 1e-09s"),
         (["--rate-limit", "10/1e400s"], "not a duration: '1e400s'"),
         (["--rate-limit", "10/" + "9" * 400 + "s"], "duration too long"),
         (["--timeout", "9" * 400], "duration too long"),

@@ -20,6 +20,12 @@ few thousand years back no longer exists)."""
 MAX_RATE_REQUESTS: Final[int] = 1_000_000
 """The most requests a rate-limit window may allow; EQC allows 10, and the limiter keeps one slot per request."""
 
+MIN_RATE_WINDOW_S: Final[float] = 0.001
+"""The shortest rate-limit window a user may give and a run paces by (1ms): the event loop's timers tick in
+milliseconds, so a shorter window cannot be paced and means nothing; `10/0s` and `10/0.000001ms` are refused
+alike (`check_rate_window`). A `RateLimit` value itself need only be positive: the simulator divides its
+quota by the time scale."""
+
 _SHOWN_CHARS = 40
 
 
@@ -65,6 +71,7 @@ class RateLimit:
                 f"rate limit must allow 1 to {MAX_RATE_REQUESTS:,} requests per window, got {_shown(self.requests)}"
             )
         if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_DURATION_S):
+            # structural only: what a user types, and what a run paces by, meets `check_rate_window` too
             raise ConfigError(
                 f"rate limit window must be positive and at most {MAX_DURATION_S / 86_400:.0f}d, got {self.window_s:g}s"
             )
@@ -83,6 +90,14 @@ class RateLimit:
         return f"{self.requests}/{window}"
 
 
+def check_rate_window(window_s: float) -> None:
+    """The one rule for a rate-limit window, wherever it comes from (an option, a setting, a run's options)."""
+    if not (math.isfinite(window_s) and MIN_RATE_WINDOW_S <= window_s <= MAX_DURATION_S):
+        raise ConfigError(
+            f"rate limit window must be at least 1ms and at most {MAX_DURATION_S / 86_400:.0f}d, got {window_s:g}s"
+        )
+
+
 def parse_rate_limit(text: str) -> RateLimit:
     """`10/60s` -> 10 requests per 60 s; the window defaults to seconds."""
     count, sep, window = text.partition("/")
@@ -91,7 +106,9 @@ def parse_rate_limit(text: str) -> RateLimit:
         raise ConfigError(f"not a rate limit: {_shown(text)} (use e.g. 10/60s)")
     if len(digits.lstrip("0")) > len(str(MAX_RATE_REQUESTS)):  # before int(), which refuses past 4300 digits
         raise ConfigError(f"rate limit must allow 1 to {MAX_RATE_REQUESTS:,} requests per window, got {_shown(digits)}")
-    return RateLimit(int(digits), parse_duration(window))
+    seconds = parse_duration(window)
+    check_rate_window(seconds)
+    return RateLimit(int(digits), seconds)
 
 
 def parse_range(text: str) -> tuple[float, float]:

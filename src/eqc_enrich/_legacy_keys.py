@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import functools
 
-from eqc_enrich.keys import _SEPARATORS, STATUS_MARKERS, _canonical_chars, _strip_pass, normalize_name
+from eqc_enrich.keys import (
+    _SEPARATORS,
+    MAX_KEY_LENGTH,
+    STATUS_MARKERS,
+    _canonical_chars,
+    _strip_pass,
+    is_shortened_key,
+    normalize_name,
+)
 
 __all__ = ["legacy_name_keys"]
 
@@ -23,6 +31,9 @@ def legacy_name_keys(raw_name: str) -> list[str]:
     - a leading bracketed group removed whatever it held (`（北京）科技有限公司` -> `科技有限公司`);
     - the raw name with only surrounding whitespace stripped (the queue worker's keys, and the rows
       stored un-normalized).
+
+    A form no index row can have is left out: one longer than the key column (a name of megabytes would
+    otherwise be a query parameter of megabytes) or holding a NUL (which PostgreSQL cannot store).
     """
     return list(_legacy_name_keys(raw_name))
 
@@ -30,12 +41,18 @@ def legacy_name_keys(raw_name: str) -> list[str]:
 @functools.lru_cache(maxsize=1 << 16)
 def _legacy_name_keys(raw_name: str) -> tuple[str, ...]:
     canonical = normalize_name(raw_name)
+    if is_shortened_key(canonical):  # every old form is at least as long as the whole name: none fits the column
+        return ()
     one_pass = _strip_pass(_canonical_chars(raw_name))
     forms: list[str] = []
     for base in dict.fromkeys((one_pass, canonical)):
         forms.extend((base, _without_start_marker(base), _without_leading_group(base)))
     forms.append(raw_name.strip())
-    return tuple(form for form in dict.fromkeys(forms) if form and form != canonical)
+    return tuple(form for form in dict.fromkeys(forms) if form and form != canonical and _storable(form))
+
+
+def _storable(form: str) -> bool:
+    return len(form) <= MAX_KEY_LENGTH and "\x00" not in form
 
 
 def _without_start_marker(key: str) -> str:

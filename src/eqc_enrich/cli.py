@@ -29,6 +29,7 @@ from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
 from eqc_enrich._durations import format_duration, format_range, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
+from eqc_enrich._input_size import parse_size
 from eqc_enrich._signals import on_stop_signals
 from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
@@ -65,6 +66,10 @@ def _optional_duration(text: str | None) -> float | None:
     return parse_duration(text) if text is not None else None
 
 
+def _optional_size(text: str | None) -> int | None:
+    return parse_size(text) if text is not None else None
+
+
 InputArg = Annotated[
     Path, typer.Argument(metavar="INPUT", help="CSV, XLSX/XLS or Parquet file of one month.", show_default=False)
 ]
@@ -74,6 +79,10 @@ PlanColOpt = Annotated[str | None, typer.Option(help="Column with the plan code 
 IdColOpt = Annotated[str | None, typer.Option(help="Column with an existing id (default 公司代码, if present).")]
 DetailsOpt = Annotated[bool, typer.Option(help="Also fetch findDepart and findLabels (3 calls a name).")]
 OverridesOpt = Annotated[Path | None, typer.Option(help="YAML with plan_code: and customer_name: maps.")]
+MaxInputOpt = Annotated[
+    str | None,
+    typer.Option(help="Most the input may take once read, e.g. 4GiB [EQC_ENRICH_MAX_INPUT_SIZE, else 2GiB]."),
+]
 
 
 def _columns(name_column: str, plan_column: str | None, id_column: str | None) -> Columns:
@@ -102,6 +111,7 @@ def run(
     no_enrichment: Annotated[bool, typer.Option("--no-enrichment", help="Do not call EQC.")] = False,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
+    max_input_size: MaxInputOpt = None,
     summary: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
     unresolved: Annotated[Path | None, typer.Option(help="Default <stem>.unresolved.csv.")] = None,
     negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
@@ -143,10 +153,11 @@ def run(
         eqc_down_wait_s=parse_duration(eqc_down_wait),
         index_wait_s=parse_duration(index_wait),
         keep_formulas=keep_formulas,
+        max_input_size=_optional_size(max_input_size),
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)
-    ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False)
+    ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False, input_path=input_path)
     mode = ProgressDisplay.choose_mode(quiet=quiet)
     interval = parse_duration(progress_interval)
     result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)
@@ -304,6 +315,7 @@ def plan_command(
     db_schema: SchemaOpt = None,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
+    max_input_size: MaxInputOpt = None,
     latency: Annotated[
         str | None,
         typer.Option(
@@ -324,6 +336,7 @@ def plan_command(
         eqc=eqc,
         details=details,
         overrides=overrides,
+        max_input_size=_optional_size(max_input_size),
     )
     if latency is None:  # the latency a simulator at the rate limit's time scale has, as EQC's is at 10/60s
         low, high = implied_latency(resolve_access(eqc, load_settings()).rate_limit)

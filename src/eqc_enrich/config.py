@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eqc_enrich._durations import RateLimit
+from eqc_enrich._durations import RateLimit, check_rate_window
 from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy, OutagePolicy
 from eqc_enrich.eqc import CallObserver, EqcClient
-from eqc_enrich.settings import Settings
+from eqc_enrich.settings import Settings, checked_token
 
 __all__ = [
     "DEFAULT_CLAIM_LEASE_S",
@@ -102,11 +102,13 @@ def resolve_access(options: EqcOptions | None, settings: Settings) -> EqcAccess:
     """The option, else the WDH_* setting (environment, then `.wdh_env`), else the default."""
     given = options or EqcOptions()
     url = given.url or settings.eqc_base_url
+    rate_limit = given.rate_limit or settings.rate_limit
+    check_rate_window(rate_limit.window_s)  # a window too short to pace by, however it was given
     return EqcAccess(
         url=url,
-        token=given.token if given.token is not None else settings.token_value(),
+        token=checked_token(given.token, source="token") if given.token is not None else settings.token_value(),
         token_command=given.token_command or settings.eqc_token_command,
-        rate_limit=given.rate_limit or settings.rate_limit,
+        rate_limit=rate_limit,
         quota_key=given.quota_key or settings.eqc_quota_key or url,
         timeout_s=given.timeout_s if given.timeout_s is not None else settings.eqc_timeout,
         retries=given.retries if given.retries is not None else settings.eqc_retry_max,

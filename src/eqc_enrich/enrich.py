@@ -100,7 +100,8 @@ async def enrich_async(
     started = time.perf_counter()
     run_id = str(uuid.uuid4())
     targets = [Path(p) for p in (output, unresolved_output) if p is not None]
-    ensure_writable(targets)  # before anything is asked: a path problem must not cost quota
+    source_path = Path(source) if isinstance(source, str | Path) else None
+    ensure_writable(targets, input_path=source_path)  # before anything is asked: a path must not cost quota
     table, columns, notes = read_input(source, opts)
     read_s = time.perf_counter() - started
     overrides = Overrides.load(opts.overrides)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from eqc_enrich._text import MAX_SHOWN_COLUMNS, shown
 from eqc_enrich.eqc_stage import LookupOutcome
 from eqc_enrich.resolve import NAME_KEY, ROWS, SOURCE_EQC, Columns
 from eqc_enrich.store import SURE, UnsettledName
@@ -86,7 +87,7 @@ def _weak_names(
         .group_by(NAME_KEY)
         .agg(
             pl.col(ROWS).sum().alias("rows"),
-            pl.col(columns.name).cast(pl.String).sort_by(ROWS, descending=True).first().alias("example"),
+            shown(pl.col(columns.name).sort_by(ROWS, descending=True).first()).alias("example"),
         )
         .sort(["rows", NAME_KEY], descending=[True, False])
     )
@@ -105,9 +106,11 @@ def _samples_and_assets(
     if asset_column is not None and frame.schema[asset_column].is_numeric():
         totals = rows.group_by(NAME_KEY).agg(pl.col(asset_column).sum())
         assets = {str(k): float(v) for k, v in totals.iter_rows() if v is not None}
-    shown = [c for c in frame.columns if not c.startswith("__")]
+    # a few rows per name, every cell bounded in polars: a cell of megabytes never becomes a Python string
+    kept = [c for c in frame.columns if not c.startswith("__")][:MAX_SHOWN_COLUMNS]
+    sampled = rows.group_by(NAME_KEY, maintain_order=True).head(_SAMPLE_ROWS)
+    texts = sampled.select(pl.col(NAME_KEY), *(shown(pl.col(c)).alias(c) for c in kept))
     samples: dict[str, list[dict[str, object]]] = {}
-    for key, group in rows.group_by(NAME_KEY):
-        head = group.head(_SAMPLE_ROWS).select(pl.col(shown).cast(pl.String))
-        samples[str(key[0])] = head.to_dicts()
+    for key, group in texts.group_by(NAME_KEY, maintain_order=True):
+        samples[str(key[0])] = group.drop(NAME_KEY).to_dicts()
     return samples, assets

@@ -34,6 +34,7 @@ from eqc_enrich.resolve import (
     learn_existing_ids,
     manual_keys,
     names_for_eqc,
+    replaced_columns_note,
     resolve_rows,
     wanted_index_keys,
 )
@@ -91,9 +92,10 @@ class IndexReport:
 
 def read_input(source: pl.DataFrame | Any | str | Path, options: RunOptions) -> tuple[Table, Columns, list[str]]:
     """Read the input and settle which columns it offers; a required one missing is an input error."""
-    table = _as_table(source, options.sheet)
+    table = _as_table(source, options.sheet, options.max_input_size)
     columns, notes = options.columns.for_frame(table.frame)
     require_columns(table.frame, columns.name, columns.plan, columns.existing_id)
+    notes += replaced_columns_note(table.frame, columns, new=[options.id_column, options.source_column])
     return table, columns, notes
 
 
@@ -181,9 +183,9 @@ def _index_hits_by_type(
     return {str(kind): {"asked": len(keys), "found": found_by_type.get(str(kind), 0)} for kind, keys in wanted.items()}
 
 
-def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None) -> Table:
+def _as_table(source: pl.DataFrame | Any | str | Path, sheet: str | None, max_size: int | None) -> Table:
     if isinstance(source, str | Path):
-        return read_table(source, sheet=sheet)
+        return read_table(source, sheet=sheet, max_size=max_size)
     if isinstance(source, pl.DataFrame):
         return Table(source, None, "parquet")
     if hasattr(source, "columns") and hasattr(source, "dtypes"):

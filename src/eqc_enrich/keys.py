@@ -174,7 +174,12 @@ _MARKER_ALT: Final[str] = "|".join(re.escape(marker) for marker in STATUS_MARKER
 
 _NEEDS_MAPPING: Final = re.compile("[" + re.escape("".join(map(chr, sorted(_CHAR_MAP)))) + "]")
 """Most names need no mapping; finding that out is cheaper than `str.translate` on every name."""
-_INVISIBLE: Final = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]+")
+_INVISIBLE: Final = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f"  # whitespace and the control characters
+    r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+"  # zero-width and bidirectional marks
+)
+"""Whitespace, control characters (a NUL, which PostgreSQL cannot store, among them), zero-width characters and
+the bidirectional marks: nothing a reader sees, so two spellings that differ only in them meet on one key."""
 _NOISE: Final = re.compile('[「」『』"]|及下属子企业|（）')
 _END_SUFFIX: Final = re.compile(rf"(?:（团托）|{_SEP}+(?:养老|福利|{_MARKER_ALT})|(?<![A-Z0-9])(?:{_SEP}+[A-Z0-9]+)+)$")
 _START_MARKER: Final = re.compile(rf"(?:{_MARKER_ALT}){_SEP}+")
@@ -185,7 +190,7 @@ _START_GROUP: Final = re.compile(rf"（([^（）]*)）{_SEP}*")
 
 
 def _canonical_chars(text: str) -> str:
-    """Half-width ASCII, upper case, full-width round brackets, no whitespace: done once, never undone."""
+    """Half-width ASCII, upper case, full-width round brackets, nothing invisible: done once, never undone."""
     if _NEEDS_MAPPING.search(text) is not None:
         text = text.translate(_CHAR_MAP)
     return _INVISIBLE.sub("", text)

@@ -57,6 +57,7 @@ class RunOptions:
     eqc_down_wait_s: float | None = None  # how long to wait for an unreachable EQC (OutagePolicy default)
     index_wait_s: float | None = None  # how long answers may wait for an index that cannot be written
     keep_formulas: bool = False  # CSV outputs: no leading ' on text cells starting with = + - @ (output.py)
+    max_input_size: int | None = None  # bytes the input may take once read (None: EQC_ENRICH_MAX_INPUT_SIZE, 2 GiB)
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
     confidence: ConfidencePolicy = field(default_factory=ConfidencePolicy)  # what the index learns, by confidence
 

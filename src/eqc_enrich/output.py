@@ -125,19 +125,22 @@ def _neutralized(text: pl.Expr) -> pl.Expr:
 # --- checking targets before the run ------------------------------------------------------------------
 
 
-def ensure_writable(paths: Sequence[Path], *, check_format: bool = True) -> None:
+def ensure_writable(paths: Sequence[Path], *, check_format: bool = True, input_path: Path | None = None) -> None:
     """Raise a one-line InputError for the first path that cannot be written, before a run spends anything.
 
-    Checks the extension (with `check_format`; `.xls` is read-only), that the target is not a directory or
-    other non-file, that the nearest existing parent is a directory, that no two paths name one file, and
-    that a file can be created where the target goes: a temporary probe, created and removed at once, so
-    that closed permissions and read-only filesystems are found too. Missing parent directories are not
-    created here (the writer does that); nothing is left behind.
+    Checks the extension (with `check_format`; `.xls` is read-only), that the target is not the input file
+    (`input_path`, however spelt or linked), that it is not a directory or other non-file, that the nearest
+    existing parent is a directory, that no two paths name one file, and that a file can be created where
+    the target goes: a temporary probe, created and removed at once, so that closed permissions and
+    read-only filesystems are found too. Missing parent directories are not created here (the writer does
+    that); nothing is left behind.
     """
     seen: dict[Path, Path] = {}
     for path in paths:
         if check_format:
             table_format(path)
+        if input_path is not None:
+            refuse_the_input(path, input_path)
         _refuse_twice(path, seen)
         _refuse_non_file(path)
         directory = _nearest_existing(path.parent)
@@ -147,6 +150,18 @@ def ensure_writable(paths: Sequence[Path], *, check_format: bool = True) -> None
             _probe(directory, path)
         except OSError as exc:
             raise InputError(f"cannot write {path}: cannot create a file in {directory}: {_reason(exc)}") from exc
+
+
+def refuse_the_input(path: Path, input_path: Path) -> None:
+    """Writing over the input would lose what the output does not carry (its other sheets, its encoding)
+    and the month itself should the run go wrong: an output naming it, through any spelling, a symbolic
+    or a hard link, is refused."""
+    try:
+        same = os.path.samefile(path, input_path)
+    except OSError:  # one of them does not exist (yet): then they are not one file
+        same = path.resolve() == input_path.resolve()
+    if same:
+        raise InputError(f"cannot write {path}: it is the input file {input_path}; write the output elsewhere")
 
 
 def _refuse_twice(path: Path, seen: dict[Path, Path]) -> None:

@@ -16,6 +16,8 @@ from typing import Final, Literal
 import polars as pl
 
 from eqc_enrich._errors import InputError
+from eqc_enrich._input_size import check_input_size, check_sheet_extent, input_size_limit
+from eqc_enrich._text import listed
 
 __all__ = [
     "DEFAULT_SHEET",
@@ -72,8 +74,12 @@ def read_format(path: Path) -> ReadFormat:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {known}") from exc
 
 
-def read_table(path: Path | str, *, sheet: str | None = None) -> Table:
-    """CSV (UTF-8, UTF-8 with BOM or GBK), Excel .xlsx/.xls (sheet by name) or Parquet; one-line errors otherwise."""
+def read_table(path: Path | str, *, sheet: str | None = None, max_size: int | None = None) -> Table:
+    """CSV (UTF-8, UTF-8 with BOM or GBK), Excel .xlsx/.xls (sheet by name) or Parquet; one-line errors otherwise.
+
+    `max_size` bounds what the input may take once read (`_input_size`; default `EQC_ENRICH_MAX_INPUT_SIZE`,
+    else 2 GiB): it is checked before a reader expands anything.
+    """
     path = Path(path)
     fmt = read_format(path)
     if path.is_dir():
@@ -82,11 +88,13 @@ def read_table(path: Path | str, *, sheet: str | None = None) -> Table:
         raise InputError(f"{path}: no such file")
     if sheet is not None and fmt not in _EXCEL:
         raise InputError(f"{path}: --sheet applies to Excel input only")
+    limit = input_size_limit(max_size)
     try:
+        check_input_size(path, fmt, limit)
         if fmt == "csv":
             return _read_csv(path)
         if fmt in _EXCEL:
-            return _read_excel(path, fmt, sheet)
+            return _read_excel(path, fmt, sheet, limit)
         return Table(pl.read_parquet(path), path, "parquet")
     except InputError:
         raise
@@ -134,8 +142,7 @@ def _refuse_duplicate_columns(path: Path, header: Iterable[object]) -> None:
     counts = Counter(str(cell) for cell in header if cell is not None and str(cell).strip())
     repeated = [name for name, count in counts.items() if count > 1]
     if repeated:
-        names = ", ".join(repr(name) for name in repeated)
-        raise InputError(f"{path}: duplicate column name(s) {names}; every column needs its own name")
+        raise InputError(f"{path}: duplicate column name(s) {listed(repeated)}; every column needs its own name")
 
 
 def detect_encoding(raw: bytes) -> str:
@@ -155,7 +162,7 @@ def detect_encoding(raw: bytes) -> str:
     return "gb18030"
 
 
-def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None) -> Table:
+def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None, limit: int) -> Table:
     import fastexcel
 
     try:
@@ -163,6 +170,8 @@ def _read_excel(path: Path, fmt: ReadFormat, sheet: str | None) -> Table:
     except Exception as exc:  # fastexcel raises its own exception types, one per failure kind
         raise InputError(f"{path}: not a readable Excel workbook: {_one_line(exc)}") from exc
     chosen = _choose_sheet(path, reader.sheet_names, sheet)
+    if fmt == "xlsx":  # an .xls was measured whole before it was opened: its reader builds every sheet at once
+        check_sheet_extent(path, chosen, limit)
     with _quiet_dtype_fallback():
         frame = pl.read_excel(path, sheet_name=chosen, engine="calamine", infer_schema_length=None)
     if _renamed_by_reader(frame.columns, _EXCEL_RENAMED):
@@ -210,19 +219,20 @@ def _quiet_dtype_fallback() -> Iterator[None]:
 def _choose_sheet(path: Path, names: list[str], sheet: str | None) -> str:
     if sheet is not None:
         if sheet not in names:
-            raise InputError(f"{path}: no sheet {sheet!r}; sheets are {', '.join(names)}")
+            raise InputError(f"{path}: no sheet {sheet!r}; sheets are {listed(names)}")
         return sheet
     if DEFAULT_SHEET in names:
         return DEFAULT_SHEET
     if len(names) == 1:
         return names[0]
-    raise InputError(f"{path}: no sheet {DEFAULT_SHEET!r} and several others ({', '.join(names)}); choose with --sheet")
+    raise InputError(f"{path}: no sheet {DEFAULT_SHEET!r} and several others ({listed(names)}); choose with --sheet")
 
 
 def require_columns(frame: pl.DataFrame, *columns: str | None) -> None:
+    """Every named column present; the refusal lists what the input has (a few names, each cut short)."""
     missing = [c for c in columns if c is not None and c not in frame.columns]
     if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}; the input has: {', '.join(frame.columns)}")
+        raise InputError(f"missing column(s) {', '.join(missing)}; the input has: {listed(frame.columns)}")
 
 
 def _one_line(exc: BaseException) -> str:

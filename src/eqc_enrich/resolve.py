@@ -17,6 +17,7 @@ import yaml
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich._legacy_keys import legacy_name_keys
+from eqc_enrich._text import shown, shown_text
 from eqc_enrich.keys import (
     INDEX_PRIORITY,
     LookupType,
@@ -129,25 +130,52 @@ class Overrides:
 
     @classmethod
     def load(cls, path: Path | None) -> Overrides:
-        """YAML with `plan_code:` and `customer_name:` maps (key -> company id); names are normalized."""
+        """YAML with `plan_code:` and `customer_name:` maps (key -> company id); names are normalized.
+
+        At most `MAX_OVERRIDES_BYTES`, and without aliases (`*name`): a few nested aliases expand to
+        gigabytes, and a flat map of keys to ids never needs one.
+        """
         if path is None:
             return cls()
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:  # bounded: a device or a pipe named by mistake never ends
+                raw = handle.read(MAX_OVERRIDES_BYTES + 1)
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"overrides {path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8") from exc
         except OSError as exc:
             raise ConfigError(f"overrides {path}: {exc.strerror or exc}") from exc
+        if len(raw) > MAX_OVERRIDES_BYTES:
+            raise ConfigError(f"overrides {path}: more than {MAX_OVERRIDES_BYTES >> 20} MiB; an overrides file is a "
+                              "hand-kept map of a few thousand entries")  # fmt: skip
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_OverridesLoader) or {}  # a SafeLoader that refuses aliases
         except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: e.g. a date like 2024-13-45
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"overrides {path}: not valid YAML: {reason}") from exc
+            raise ConfigError(f"overrides {path}: not valid YAML: {shown_text(reason, 200)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"overrides {path}: expected a mapping with plan_code and customer_name")
         plans = _id_map(path, data.get("plan_code") or data.get("plans") or {}, clean_plan_code)
         names = _id_map(path, data.get("customer_name") or data.get("names") or {}, normalize_name)
         return cls(plans=plans, names=names)
+
+
+MAX_OVERRIDES_BYTES = 16 << 20
+"""The largest overrides file read: a hand-kept map of hundreds of thousands of entries still fits."""
+
+
+class _OverridesLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases: a handful of nested ones (`b: [*a, *a, ...]`) expand to
+    gigabytes, or to an error message of megabytes."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            anchor = shown_text(str(getattr(event, "anchor", "")), 40)
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{anchor}) are not allowed in an overrides file", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, str]:
@@ -158,7 +186,8 @@ def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, 
         company_id = None if isinstance(value, dict | list) else clean_company_id(value)
         cleaned = clean_key(str(key))
         if not cleaned or company_id is None:
-            raise ConfigError(f"overrides {path}: entry {key!r}: {value!r} is not a key and a company id")
+            shown = f"{shown_text(repr(key), 80)}: {shown_text(repr(value), 80)}"
+            raise ConfigError(f"overrides {path}: entry {shown} is not a key and a company id")
         result[cleaned] = company_id
     return result
 
@@ -419,6 +448,9 @@ def unresolved_table(
 ) -> pl.DataFrame:
     """Names that only got a temporary id, most frequent first, with why: what a person should look at.
 
+    `example_name` is the spelling most rows have, bounded as `_text.shown` bounds it (the rows
+    themselves keep every name whole).
+
     `reasons` maps a name key to (status, reason): not_found, failed, not_asked, too_long, ...
     """
     temp = resolved.filter(pl.col(source_column) == SOURCE_TEMP)
@@ -434,6 +466,7 @@ def unresolved_table(
     )
     known = reasons or {}
     return table.with_columns(
+        shown(pl.col("example_name")),
         pl.Series("status", [known.get(n, ("not_asked", ""))[0] for n in table["name"]], dtype=pl.String),
         pl.Series("reason", [known.get(n, ("", "not asked"))[1] for n in table["name"]], dtype=pl.String),
     )
@@ -443,6 +476,24 @@ def rows_by_source(resolved: pl.DataFrame, *, source_column: str) -> dict[str, i
     """Rows per source (`none` for rows nothing could answer)."""
     counts = resolved.group_by(pl.col(source_column).fill_null("none")).agg(pl.col(ROWS).sum())
     return {str(k): int(v) for k, v in sorted(zip(counts[source_column], counts[ROWS], strict=True))}
+
+
+def replaced_columns_note(frame: pl.DataFrame, columns: Columns, *, new: list[str]) -> list[str]:
+    """A note when the input already has a column the run writes (`company_id`, `company_id_source`).
+
+    The output replaces it in place, as a rerun on an enriched file expects; the note says so, and how
+    many rows had a value, so that ids from elsewhere are not replaced unnoticed (the input file itself is
+    never written). A column named as the input's existing ids (`--id-column`) is read as such: no note.
+    """
+    replaced = [name for name in new if name in frame.columns and name != columns.existing_id]
+    if not replaced:
+        return []
+    first = frame[replaced[0]].cast(pl.String).str.strip_chars()
+    filled = int((first.is_not_null() & (first != "")).sum())
+    return [
+        f"the input already has {', '.join(map(repr, replaced))}: the output replaces it with this run's "
+        f"({filled:,} rows had a {replaced[0]}); rename it in the input to keep both"
+    ]
 
 
 def onto_rows(frame: pl.DataFrame, resolved: pl.DataFrame, columns: Columns, *, new: list[str]) -> pl.DataFrame:

@@ -10,7 +10,7 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eqc_enrich._durations import RateLimit, parse_rate_limit
+from eqc_enrich._durations import RateLimit, check_rate_window, parse_rate_limit
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.eqc import DEFAULT_BASE_URL, DEFAULT_TIMEOUT_S, EqcClient
 
@@ -25,7 +25,10 @@ __all__ = [
 class Settings(BaseSettings):
     """Every knob the old production client read, under the names people have in their `.wdh_env`."""
 
-    model_config = SettingsConfigDict(env_prefix="WDH_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a rejected token must not come back inside the error that rejects it
+    model_config = SettingsConfigDict(
+        env_prefix="WDH_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     eqc_token: SecretStr | None = None
     eqc_token_command: str | None = None
@@ -33,9 +36,30 @@ class Settings(BaseSettings):
     eqc_timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     eqc_retry_max: int = Field(default=3, ge=0)
     eqc_rate_limit: int | str = 10  # requests per window, or the whole limit as `--rate-limit` takes it: 10/60s
-    eqc_rate_limit_window: float = Field(default=60.0, gt=0)
+    eqc_rate_limit_window: float = 60.0
     alias_salt: SecretStr = SecretStr("")
     eqc_quota_key: str | None = None  # several EQC accounts behind one URL: name each account's shared quota
+
+    @field_validator("eqc_token", mode="before")
+    @classmethod
+    def _token_form(cls, value: object) -> object:
+        """Whitespace around the token (a newline pasted with it) is dropped; inside it, it is refused."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        problem = token_problem(raw)
+        if problem is not None:
+            raise ValueError(problem)
+        return raw.strip() or None
+
+    @field_validator("eqc_rate_limit_window")
+    @classmethod
+    def _window_range(cls, value: float) -> float:
+        try:
+            check_rate_window(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("eqc_rate_limit", mode="before")
     @classmethod
@@ -49,6 +73,8 @@ class Settings(BaseSettings):
         try:
             parse_rate_limit(text)
         except ConfigError as exc:
+            if str(exc).startswith("rate limit window"):  # well formed, too short or too long: say which bound
+                raise ValueError(f"{exc} (e.g. 10/60s)") from exc
             raise ValueError(
                 f"not a rate limit: {text!r} (use a number of requests, e.g. 10, or N/DURATION, e.g. 10/60s)"
             ) from exc
@@ -74,6 +100,37 @@ class Settings(BaseSettings):
 
     def token_value(self) -> str | None:
         return self.eqc_token.get_secret_value() if self.eqc_token else None
+
+
+_TOKEN_FORM = re.compile(r"[\x21-\x7e]*")  # printable ASCII, no space: what a `token` header can carry as it is
+
+
+def token_problem(token: str) -> str | None:
+    """What is wrong with a token once the whitespace around it is stripped, in words that never show it."""
+    inner = token.strip()
+    if _TOKEN_FORM.fullmatch(inner):
+        return None
+    odd = next(char for char in inner if not _TOKEN_FORM.fullmatch(char))
+    if odd in "\r\n":
+        what = "a line break"
+    elif odd.isspace():
+        what = "whitespace"
+    elif not odd.isprintable():
+        what = "a control character"
+    else:
+        what = "a non-ASCII character"
+    return f"the EQC token has {what} inside it: a token is printable ASCII without spaces; copy it again"
+
+
+def checked_token(token: str | None, *, source: str) -> str | None:
+    """A token as given (an option, a command's output), stripped; `ConfigError` naming `source` if it is
+    malformed. An empty token is no token."""
+    if token is None:
+        return None
+    problem = token_problem(token)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
+    return token.strip() or None
 
 
 def env_file_path() -> Path:

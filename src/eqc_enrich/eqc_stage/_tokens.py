@@ -17,6 +17,7 @@ from typing import Any
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.eqc import EqcClient, EqcError, TokenExpiredError
+from eqc_enrich.settings import checked_token
 
 __all__ = ["NO_TOKEN_MESSAGE", "TokenKeeper", "run_token_command"]
 
@@ -148,4 +149,6 @@ def run_token_command(command: str) -> str:
     lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
     if not lines:
         raise ConfigError("token command failed: it printed no token")
-    return lines[-1]
+    token = checked_token(lines[-1], source="token command failed")
+    assert token is not None  # the line is not blank
+    return token

@@ -58,7 +58,7 @@ def scope_of_file(store: IndexStore, path: Path, *, name_column: str = "客户�
 def _from_unresolved(frame: pl.DataFrame) -> list[UnsettledName]:
     names = []
     for row in frame.iter_rows(named=True):
-        key = str(row["name"] or "").strip()
+        key = normalize_name(str(row["name"] or ""))  # a run's keys are fixed points; an edited one is keyed anew
         if key:
             names.append(
                 UnsettledName(

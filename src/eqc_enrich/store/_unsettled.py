@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from eqc_enrich._text import shown_row, shown_text
 from eqc_enrich.store._engine import Database
 from eqc_enrich.store._entries import MAX_KEY, WITHDRAWN
 from eqc_enrich.store._model import IndexEntry, utcnow
@@ -290,18 +291,20 @@ _RECORDED = (
 
 
 def _row(key: str, name: UnsettledName, run_id: str, now: datetime) -> dict[str, Any]:
+    """What is stored of a name: its key whole, its text bounded (a cell of megabytes is kept as its first few
+    hundred characters) and free of NUL, so SQLite and PostgreSQL keep the same."""
     return {
         "lookup_key": key,
         "kind": name.kind,
         "status": name.status,
-        "reason": name.reason,
-        "display_name": name.display_name,
+        "reason": shown_text(name.reason),
+        "display_name": shown_text(name.display_name),
         "temp_id": name.temp_id,
         "candidate_id": name.candidate_id,
         "confidence": name.confidence,
         "rows": name.rows,
         "assets": name.assets,
-        "sample_json": name.sample[:_SAMPLE_ROWS],
+        "sample_json": [shown_row(row) for row in name.sample[:_SAMPLE_ROWS]],
         "run_id": run_id,
         "first_seen_at": now,
         "last_seen_at": now,
