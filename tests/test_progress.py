@@ -121,3 +121,51 @@ def test_log_json_records_start_retries_progress_and_finish(tmp_path: Path) -> N
     assert "progress" in kinds
     assert records[-1]["retries"] == kinds.count("retry")
     assert all("time" in record for record in records)
+
+
+def test_the_eta_counts_the_local_work_left_after_the_eqc_stage() -> None:
+    """While EQC is asked, the ETA is the calls left plus the drain plus the local work after them; once the
+    stage is over, it is what is left of that local work (resolving the rows, writing the outputs)."""
+    progress = RunProgress(phase="eqc", names_for_eqc=100, latency_hint_s=0.5, local_left_s=8.0)
+    progress.eqc.effective_rate = 10.0
+    progress.eqc.started_at = 100.0
+    assert eta_seconds(progress, 100.0) == 100 / 10.0 + 0.5 + 8.0
+    progress.phase, progress.local_from = "writing output", 200.0
+    assert eta_seconds(progress, 203.0) == 5.0
+    assert eta_seconds(progress, 210.0) == 0.0  # late, but never negative
+    progress.phase = "done"
+    assert eta_seconds(progress, 210.0) is None
+
+
+def test_the_eta_at_the_end_of_the_eqc_stage_covers_writing_a_big_workbook(tmp_path: Path) -> None:
+    """A run that writes a big .xlsx: the local work is most of what is left when the last name is answered,
+    and the ETA then says so (measured on a sample of the rows), instead of 0 (issue 18, item 17)."""
+    data, _ = make_month(seed=4, rows=12_000, companies=60, existing_id_share=0.0)
+    config = SimulatorConfig(seed=4, latency=(20.0, 60.0), time_scale=SCALE, rate_limit=RateLimit(10, 60.0),
+                             tokens=(TOKEN,), token_ttl=86_400.0)  # fmt: skip
+    progress = RunProgress()
+    marks: dict[str, float] = {}
+
+    async def watch() -> float:
+        run = asyncio.create_task(
+            enrich_async(
+                data, options=_options(sim, tmp_path / "i.db"), output=tmp_path / "out.xlsx", progress=progress
+            )
+        )
+        for _ in range(200_000):  # bounded; the run ends long before
+            await asyncio.sleep(0.001)
+            if progress.phase == "eqc" and progress.eqc.names_done == progress.names_for_eqc > 0 and "eta" not in marks:
+                marks["at"] = time.monotonic()
+                marks["eta"] = eta_seconds(progress, marks["at"]) or 0.0
+            if run.done():
+                break
+        await run
+        return time.monotonic()
+
+    with Simulator(config) as sim:
+        ended = asyncio.run(watch())
+    assert "eta" in marks, "the last answer came and went unseen"
+    left = ended - marks["at"]
+    assert progress.local_left_s > 0
+    # the estimate and the time really left are of one order (a ratio, so a busy machine slows both alike)
+    assert left / 4 <= marks["eta"] <= left * 4, (marks["eta"], left)

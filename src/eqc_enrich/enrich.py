@@ -121,7 +121,9 @@ async def enrich_async(
             run_resolve_stage, store, table, columns, index, eqc, opts, salt=config.salt, run_id=run_id
         )
         progress.rows_resolved, progress.phase = table.frame.height, "writing output"
-        written = _write_outputs(rows, table, output, unresolved_output, keep_formulas=opts.keep_formulas)
+        written = await asyncio.to_thread(  # in a thread: the display keeps counting down while a big file is written
+            _write_outputs, rows, table, output, unresolved_output, keep_formulas=opts.keep_formulas
+        )
         facts = RunFacts(
             run_id=run_id, rate_limit=config.access.rate_limit, elapsed_s=time.perf_counter() - started,
             read_s=read_s, input=str(table.path) if table.path else None, index=redact_url(store.url),
