@@ -51,6 +51,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
     return report, out, lines
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_report_has_the_three_runs_over_the_same_names_and_cache(bench: Bench) -> None:
     report, _, _ = bench
     runs = report["runs"]
@@ -63,6 +65,8 @@ def test_report_has_the_three_runs_over_the_same_names_and_cache(bench: Bench) -
         assert runs[key]["names_asked"] == NAMES - cached
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_warm_run_makes_no_eqc_call(bench: Bench) -> None:
     report, _, _ = bench
     warm = report["runs"]["ours_warm"]
@@ -72,6 +76,8 @@ def test_warm_run_makes_no_eqc_call(bench: Bench) -> None:
     assert warm["efficiency"] is None  # nothing asked: nothing to bound
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_old_flow_makes_three_calls_per_uncached_name_ours_one(bench: Bench) -> None:
     report, _, _ = bench
     old, ours = report["runs"]["old_flow"], report["runs"]["ours_cold"]
@@ -86,6 +92,8 @@ def test_old_flow_makes_three_calls_per_uncached_name_ours_one(bench: Bench) -> 
     assert old["not_found"] == ours["not_found"] == report["setup"]["unknown_names"]
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_report_figures_agree_with_each_other(bench: Bench) -> None:
     report, _, _ = bench
     runs, cmp = report["runs"], report["comparison"]
@@ -97,6 +105,8 @@ def test_report_figures_agree_with_each_other(bench: Bench) -> None:
     print(f"\nspeed-up {cmp['speed_up']}x, efficiency ours {cmp['efficiency_ours']}, old {cmp['efficiency_old']}")
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_projection_covers_the_story_month(bench: Bench) -> None:
     projection = bench[0]["projection"]
     assert projection["rows"] == 30_986
@@ -108,6 +118,8 @@ def test_projection_covers_the_story_month(bench: Bench) -> None:
     assert projection["assumptions"]
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_files_are_written(bench: Bench) -> None:
     report, out, lines = bench
     assert json.loads((out / "report.json").read_text(encoding="utf-8")) == report
@@ -172,6 +184,8 @@ def test_config_rejects_a_scaled_real_endpoint_and_cli_rejects_both_targets(tmp_
     assert result.exit_code == 2
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_the_targets_are_judged_from_the_figures(bench: Bench) -> None:
     cmp = bench[0]["comparison"]
     assert (cmp["speed_up_target"], cmp["efficiency_target"]) == (15.0, 0.9)
@@ -190,6 +204,8 @@ def test_the_committed_benchmark_meets_both_targets() -> None:
     assert report["setup"]["names"] >= 1000
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_a_single_process_bench_has_no_several_jobs_part(bench: Bench) -> None:
     report, out, _ = bench
     assert "jobs" not in report
@@ -223,6 +239,8 @@ def jobs_db(request: pytest.FixtureRequest) -> list[str]:
     return ["--db", PG_URL]
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # the module's benchmark run takes most of a minute, and is held to its efficiency
 def test_bench_workers_runs_processes_on_one_quota_and_asks_each_name_once(jobs_db: list[str], tmp_path: Path) -> None:
     schemas_before = _bench_schemas()
     done = _bench_cli(tmp_path, *jobs_db)

@@ -321,6 +321,7 @@ def side_files(db: Path) -> list[Path]:
     return sorted((db.parent / f"{db.name}.pending").glob("*.answers.jsonl"))
 
 
+@pytest.mark.slow
 def test_index_locked_past_the_wait_stops_asking_saves_answers_and_the_next_run_loads_them(
     month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
 ) -> None:
@@ -382,6 +383,7 @@ def test_index_locked_for_a_while_pauses_then_resumes_and_completes(
     assert every_known_row_right(result.frame, truth)
 
 
+@pytest.mark.slow
 def test_sigkill_while_the_index_is_locked_loses_no_answer(month_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "index.db"
     IndexStore(db).close()
@@ -430,6 +432,7 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_repeats_at_most_the_requests_in_flight(month_file: Path, tmp_path: Path) -> None:
     """Commits follow the quota (at least one per slot), so a kill loses no more than the requests in flight.
 
@@ -452,6 +455,7 @@ def test_sigkill_mid_run_repeats_at_most_the_requests_in_flight(month_file: Path
     assert len([key for key in asked_first if asked_total[key] > 1]) <= 4
 
 
+@pytest.mark.slow
 def test_a_full_disk_sends_the_answers_to_the_state_folder_and_the_next_run_loads_them(
     month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
 ) -> None:
@@ -492,6 +496,7 @@ def test_a_full_disk_sends_the_answers_to_the_state_folder_and_the_next_run_load
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_the_output_after_the_eqc_stage_is_its_own_ending_and_loses_no_answer(
     month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
 ) -> None:
@@ -553,6 +558,7 @@ def fresh_token_command(sim: Simulator) -> str:
     return f'{sys.executable} -c "{fetch}"'
 
 
+@pytest.mark.slow
 def test_a_token_expiring_under_a_deep_queue_is_refreshed_once_per_expiry(tmp_path: Path) -> None:
     """Tokens die 1 s after issue while requests queue for seconds behind the quota: each expiry costs one
     refresh and at most the requests in flight with the dead token, never a refresh per queued request.

@@ -99,6 +99,7 @@ def readme_section_code(title: str) -> list[list[str]]:
     return [[line.split("#")[0].strip() for line in block.splitlines() if line.strip()] for block in blocks]
 
 
+@pytest.mark.slow
 def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
     (make_data, simulate), (readme_plan, readme_run) = readme_section_code("Try it against the simulator")
     assert make_data == "eqc-enrich make-data month.xlsx"
@@ -167,6 +168,8 @@ def test_simulate_then_the_printed_run_command_works(tmp_path: Path) -> None:
     assert (tmp_path / "eqc_enrich_sim.db").is_file()  # its own index, not the default one
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_the_plan_simulate_prints_gives_a_lower_bound_the_run_it_prints_then_meets(tmp_path: Path) -> None:
     """The first estimate a newcomer sees is true: the `plan` line `simulate` prints (its scaled rate limit
     and latency) bounds the run the `run` line then makes from below, by a ratio and not by seconds beside
@@ -423,6 +426,7 @@ def _blocks(stdout: str) -> dict[str, list[str]]:
     return blocks
 
 
+@pytest.mark.slow
 def test_demo_shows_progress_and_a_short_summary_of_each_run(tmp_path: Path) -> None:
     done = cli("demo", "--rows", "400", "--out", tmp_path, "--progress-interval", "100ms")
     assert done.returncode == 0, done.stderr
@@ -451,6 +455,7 @@ def test_demo_shows_progress_and_a_short_summary_of_each_run(tmp_path: Path) -> 
     assert "\x1b[" not in done.stderr
 
 
+@pytest.mark.slow
 def test_demo_json_holds_the_same_figures(tmp_path: Path) -> None:
     done = cli("demo", "--rows", "400", "--out", tmp_path, "--json")
     assert done.returncode == 0, done.stderr

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.budget import examples
 
 from eqc_enrich import keys
 from eqc_enrich.keys import (
@@ -200,14 +201,14 @@ def test_fixed_point_examples(raw: str, key: str) -> None:
     assert normalize_name(key) == key
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(_NAMES)
 def test_idempotent(text: str) -> None:
     key = normalize_name(text)
     assert normalize_name(key) == key
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(_NAMES)
 def test_key_is_canonical(text: str) -> None:
     key = normalize_name(text)
@@ -223,7 +224,7 @@ _INVISIBLES = ["\x00", "\x01", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\u061c",
                "\u202e", "\u2066", "\u2069", "\ufeff"]  # fmt: skip
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(_NAMES, st.lists(st.tuples(st.integers(0, 40), st.sampled_from(_INVISIBLES)), max_size=6))
 def test_control_and_bidirectional_characters_anywhere_leave_the_key_as_it_was(
     text: str, inserts: list[tuple[int, str]]
@@ -252,7 +253,7 @@ def _to_full_width(text: str) -> str:
     return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in text)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(_adversarial(), _adversarial(), st.sampled_from([" ", "\t", "\u3000", "\n", "\xa0"]))
 def test_spelling_variants_meet(left: str, right: str, space: str) -> None:
     key = normalize_name(left + right)
@@ -273,7 +274,7 @@ def _long_names() -> st.SearchStrategy[str]:
     )  # fmt: skip
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(_long_names())
 def test_long_names_give_bounded_fixed_point_keys(text: str) -> None:
     key = normalize_name(text)
@@ -286,7 +287,7 @@ def test_long_names_give_bounded_fixed_point_keys(text: str) -> None:
         assert len(key) == 217
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_long_names(), st.sampled_from(["甲", "乙公司", "A"]))
 def test_long_names_that_share_a_prefix_get_different_keys(text: str, ending: str) -> None:
     first, second = normalize_name(text + "丙" + ending), normalize_name(text + "丁" + ending)
@@ -372,7 +373,7 @@ def test_temp_id_for_empty_key_uses_empty_marker() -> None:
     assert temp_company_id("null", "s") is not None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_NAMES, st.text(max_size=8))
 def test_temp_id_shape_and_stability(name: str, salt: str) -> None:
     first = temp_company_id(name, salt)

@@ -29,6 +29,8 @@ from eqc_enrich.keys import normalize_name
 from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
 from eqc_enrich.store import IndexStore, init_index
 
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # long, and held to timing that tests beside it would skew
+
 SCALE = 100.0
 LIMIT = RateLimit(10, 60.0)
 TOKEN = "many-jobs-token"

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.budget import examples
 
 from eqc_enrich import InputError, OutputError
 from eqc_enrich.output import (
@@ -366,7 +367,7 @@ _NUMBER_TEXTS = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(_NUMBER_TEXTS)
 def test_numbers_are_never_touched(text: str) -> None:
     assert is_number_text(text)
@@ -381,7 +382,7 @@ _CELLS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_CELLS, min_size=1, max_size=20))
 def test_frame_and_single_cell_neutralization_agree(cells: list[str]) -> None:
     out = neutralize_formulas(pl.DataFrame({"v": cells}))["v"].to_list()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.budget import examples
 from tests.virtual_time import VirtualTimeLoop, run_virtual
 
 from eqc_enrich._durations import RateLimit
@@ -392,7 +393,7 @@ callers_strategy = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     requests=st.integers(1, 12),
     window_s=st.sampled_from([0.06, 1.0, 60.0]),

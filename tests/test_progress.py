@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 from tests.options import run_options
 
 from eqc_enrich import RateLimit, RunOptions, RunProgress, enrich_async
@@ -34,6 +35,7 @@ other processes busy beside the test (at 1000x a slot is 6 ms, about what a load
 request's local work, and the run then falls behind any quota model)."""
 
 
+@pytest.mark.serial
 def test_eta_at_a_quarter_is_within_20_percent_of_what_remains(tmp_path: Path) -> None:
     data, _ = make_month(seed=3, rows=1_200, companies=140, existing_id_share=0.0)
     config = SimulatorConfig(
@@ -137,6 +139,7 @@ def test_the_eta_counts_the_local_work_left_after_the_eqc_stage() -> None:
     assert eta_seconds(progress, 210.0) is None
 
 
+@pytest.mark.slow
 def test_the_eta_at_the_end_of_the_eqc_stage_covers_writing_a_big_workbook(tmp_path: Path) -> None:
     """A run that writes a big .xlsx: the local work is most of what is left when the last name is answered,
     and the ETA then says so (measured on a sample of the rows), instead of 0 (issue 18, item 17)."""

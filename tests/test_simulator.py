@@ -21,6 +21,7 @@ import pytest
 import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.budget import examples
 from typer.testing import CliRunner
 
 from eqc_enrich._cli_sandbox import _describe, register, run_command
@@ -282,7 +283,7 @@ def test_retry_after_format() -> None:
     assert retry_after(0.00001, 1000.0) == "0.001"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     limit=st.integers(min_value=1, max_value=6),
     window=st.floats(min_value=0.01, max_value=10.0),
@@ -435,6 +436,7 @@ def _ignore_sigint() -> None:
     [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
     ids=["ctrl-c", "sigterm", "ctrl-c-to-a-background-job"],
 )
+@pytest.mark.slow
 def test_simulate_command_serves_until_interrupted(stop_with: signal.Signals, started_as_background_job: bool) -> None:
     env = {**os.environ, "EQC_SIM_TOKEN": "secret-token-value", "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-c", _CLI, "simulate", "--time-scale", "1000", "--latency", "0s", "--seed", "7"]

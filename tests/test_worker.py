@@ -84,6 +84,7 @@ def asked_names(sim: Simulator) -> set[str]:
 # --- three months, with and without the worker ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_with_the_worker_between_months_each_run_asks_only_its_new_names(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
 ) -> None:
@@ -169,6 +170,8 @@ def run_pair(paths: list[Path], sim: Simulator, index_db: IndexDb, *, worker: bo
     return [json.loads(path.with_suffix(".summary.json").read_text()) for path in paths]
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_a_worker_and_two_runs_share_the_quota_ask_no_name_twice_and_the_runs_are_not_slowed(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
 ) -> None:
@@ -215,6 +218,7 @@ def _clear(index_db: IndexDb) -> None:
         store.close()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_with_sigkill_loses_nothing_and_another_takes_over_its_claims_after_the_lease(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
 ) -> None:
@@ -428,6 +432,7 @@ def test_the_old_queue_table_is_drained_by_its_own_rules(sim: Simulator, index_d
     assert report.legacy["done"] == 1
 
 
+@pytest.mark.slow
 def test_remap_pairs_are_exactly_the_temporary_ids_later_settled(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
 ) -> None:
@@ -463,6 +468,7 @@ def test_remap_pairs_are_exactly_the_temporary_ids_later_settled(
         store.close()
 
 
+@pytest.mark.slow
 def test_worker_status_and_a_standing_worker_stopped_by_sigterm(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb, tmp_path: Path
 ) -> None:
@@ -497,6 +503,7 @@ def test_worker_status_and_a_standing_worker_stopped_by_sigterm(
     assert "done today:" in text
 
 
+@pytest.mark.slow
 def test_bench_months_scenario_writes_its_report_and_chart(tmp_path: Path) -> None:
     from eqc_enrich.bench._months import run_months, weekly_requests
 
@@ -511,6 +518,7 @@ def test_bench_months_scenario_writes_its_report_and_chart(tmp_path: Path) -> No
     assert min(runs[0], runs[4], workers[0]) > 0  # month 2 starts in story week 5
 
 
+@pytest.mark.serial  # a bound on how far past --max-time the pass ends
 def test_max_time_ends_a_pass_and_gives_back_the_claims_of_names_not_asked(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb
 ) -> None:
@@ -642,6 +650,7 @@ def _status(index_db: IndexDb, sim: Simulator, *extra: str) -> tuple[dict[str, A
     return state, line
 
 
+@pytest.mark.slow
 def test_worker_status_measures_the_share_against_the_rate_limit_the_runs_recorded(
     months: list[tuple[pl.DataFrame, pl.DataFrame]], sim: Simulator, index_db: IndexDb
 ) -> None:
