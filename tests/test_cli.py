@@ -197,6 +197,7 @@ def token_command(sim: Simulator, log: Path) -> str:
     return f'{sys.executable} -c "{code}"'
 
 
+@pytest.mark.serial  # its figures follow wall-clock timing that a busy neighbour skews
 def test_token_expiring_repeatedly_costs_one_refresh_per_expiry(month: Path, tmp_path: Path) -> None:
     config = SimulatorConfig(
         seed=5, latency=(20.0, 60.0), time_scale=SCALE, rate_limit=RateLimit(10, 60.0), tokens=(TOKEN,),

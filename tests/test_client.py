@@ -432,6 +432,7 @@ def test_rate_limited_whole_seconds_when_not_scaled(sim_factory: SimFactory) -> 
     assert_token_hidden(error, TOKEN)
 
 
+@pytest.mark.serial  # its figures follow wall-clock timing that a busy neighbour skews
 def test_rate_limited_decimal_retry_after_then_accepted(sim_factory: SimFactory) -> None:
     # 1 request per 5 s of service time, time scale 10: a 0.5 s window and a decimal Retry-After
     sim = sim_factory(rate_limit=RateLimit(1, 5.0), time_scale=10.0)

@@ -523,6 +523,7 @@ def test_completed_cold_with_ids_in_the_input(tmp_path: Path, capsys: pytest.Cap
     assert s.eqc.names_planned == s.distinct_names - s.answered_before_eqc
 
 
+@pytest.mark.serial  # its figures follow wall-clock timing that a busy neighbour skews
 def test_interrupted_mid_run(
     month: pl.DataFrame, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -362,6 +362,7 @@ def test_index_locked_past_the_wait_stops_asking_saves_answers_and_the_next_run_
     assert every_known_row_right(again.frame, truth)
 
 
+@pytest.mark.serial  # its figures follow wall-clock timing that a busy neighbour skews
 def test_index_locked_for_a_while_pauses_then_resumes_and_completes(
     month: tuple[pl.DataFrame, pl.DataFrame], tmp_path: Path
 ) -> None:

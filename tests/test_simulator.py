@@ -484,6 +484,7 @@ def test_simulate_command_bad_option_is_one_line(option: str, message: str) -> N
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.serial  # its figures follow wall-clock timing that a busy neighbour skews
 def test_token_lifetimes_are_wall_clock_at_any_time_scale() -> None:
     """At time scale 1000 a 0.6 s token still lives 0.6 s: only latency and the quota window are scaled."""
     config = SimulatorConfig(latency=(0.0, 0.0), time_scale=1000.0, token_ttl=0.6)
