@@ -171,14 +171,14 @@ def test_close_commits_what_is_left_and_counts_it(tmp_path: Path) -> None:
         writer.add(LookupOutcome("甲公司", "not_found"))
         writer.add(found(0.9))
         writer.add(LookupOutcome("乙公司", "failed", error="x"))
-        assert writer.uncommitted == 5  # a negative; two entries, a cleared negative and a payload
+        assert writer.uncommitted == 6  # a negative; two entries, a cleared negative, a payload, a company
         await writer.close()
         elapsed = time.perf_counter() - started
         return writer
 
     try:
         writer = asyncio.run(main())
-        assert (writer.commits, writer.rows_written, writer.uncommitted) == (1, 5, 0)
+        assert (writer.commits, writer.rows_written, writer.uncommitted) == (1, 6, 0)
         assert store.negatives.count() == 1
         assert store.count_entries() == 2
         assert store.payloads.count() == 1  # payloads are kept unless the writer is told otherwise

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     eqc_rate_limit_window: float = Field(default=60.0, gt=0)
     alias_salt: SecretStr = SecretStr("")
     eqc_quota_key: str | None = None  # several EQC accounts behind one URL: name each account's shared quota
+    mappings_dir: Path | None = None  # WorkDataHub's mappings folder (its company_id/ overrides), when no --overrides
 
     @field_validator("eqc_rate_limit", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy
 from eqc_enrich.eqc import SearchHit
+from eqc_enrich.eqc_stage._company import company_record, details_record
 from eqc_enrich.eqc_stage._lookup import LookupOutcome
 from eqc_enrich.eqc_stage._pacing import Stopped
 from eqc_enrich.eqc_stage._pending import PendingFile
@@ -33,18 +34,28 @@ FORMER_NAME_DOMAIN = "eqc_sync_former_name"
 def batch_for(
     outcome: LookupOutcome, *, keep_payloads: bool = True, confidence: ConfidencePolicy | None = None
 ) -> WriteBatch:
-    """What one answer teaches the index; failures and skips teach nothing."""
+    """What one answer teaches the index and `base_info`; failures and skips teach nothing.
+
+    A found name: its index rows (when confident enough to learn) and the company in `base_info` (always, a
+    weak answer too); a company's details (`details`): its `base_info` row only.
+    """
     confidence = confidence or ConfidencePolicy()
     batch = WriteBatch()
     if outcome.status == "not_found":
         batch.negatives.append(outcome.name)
+        return batch
+    if outcome.status == "details":
+        if outcome.business is not None or outcome.labels is not None:
+            batch.companies.append(details_record(outcome.name, outcome.business, outcome.labels))
         return batch
     hit = outcome.hit
     if outcome.status != "found" or hit is None:
         return batch
     batch.cleared_negatives.append(outcome.name)
     if confidence.learns(hit.confidence):
-        batch.entries.extend(_entries(outcome.name, hit, confidence))
+        former = outcome.business.former_names if outcome.business is not None else ()
+        batch.entries.extend(_entries(outcome.name, hit, confidence, former))
+    batch.companies.append(company_record(outcome.name, outcome.search, hit, outcome.business, outcome.labels))
     if keep_payloads:
         batch.payloads.append(
             Payload(
@@ -58,7 +69,10 @@ def batch_for(
     return batch
 
 
-def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy) -> list[IndexEntry]:
+def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy, details_former: tuple[str, ...]) -> list[IndexEntry]:
+    """The name asked and the registered name as customer names; former names (the search item's, and
+    findDepart's when fetched) as former names, at the policy's discount."""
+
     def entry(key: str, kind: LookupType, score: float, domain: str) -> IndexEntry:
         return IndexEntry(key, kind, hit.company_id, score, EQC_SOURCE, source_domain=domain)
 
@@ -68,7 +82,7 @@ def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy) -> list[Index
         # EQC named the company's registered name: asking that name would be an exact match.
         entries.append(entry(official, LookupType.CUSTOMER_NAME, 1.0, LOOKUP_DOMAIN))
     former_confidence = policy.former_name(hit.confidence)
-    for former in hit.former_names:
+    for former in dict.fromkeys((*hit.former_names, *details_former)):
         key = normalize_name(former)
         if key and policy.learns(former_confidence):
             entries.append(entry(key, LookupType.FORMER_NAME, former_confidence, FORMER_NAME_DOMAIN))

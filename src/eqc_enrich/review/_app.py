@@ -26,7 +26,7 @@ from starlette.routing import Route
 from eqc_enrich._errors import EqcEnrichError
 from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._decide import Decider
-from eqc_enrich.review._pages import QueueView, error_page, review_page
+from eqc_enrich.review._pages import QueueView, conflicts_page, error_page, review_page
 from eqc_enrich.review._queue import candidate_counts, candidates_of, with_several_candidates
 from eqc_enrich.review._search import EqcSearcher, seconds_to_next_slot
 from eqc_enrich.review._static import CSS, JS
@@ -96,6 +96,7 @@ def create_app(
         Route("/static/review.css", _static(CSS, "text/css"), methods=["GET"]),
         Route("/static/review.js", _static(JS, "text/javascript"), methods=["GET"]),
         Route("/slot", _endpoint(state, _slot), methods=["GET"]),
+        Route("/conflicts", _endpoint(state, _conflicts), methods=["GET"]),
         Route("/decide", _endpoint(state, _decide), methods=["POST"]),
         Route("/search", _endpoint(state, _search), methods=["POST"]),
         Route("/undo", _endpoint(state, _undo), methods=["POST"]),
@@ -217,6 +218,7 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
         view, selected, next_key=next_key, candidates=candidates, decisions=store.decisions.latest(limit=10),
         slot_s=_slot_s(state), search_answer=state.answers.pop(selected.lookup_key, None) if selected else None,
         notice=notice or ("" if selected else "Nothing left to settle."), scope=state.scope_label,
+        conflicts=store.conflicts.count(),
     )  # fmt: skip
 
 
@@ -239,6 +241,11 @@ def _slot_s(state: ReviewState) -> float:
         return seconds_to_next_slot(state.store, state.access)
     except EqcEnrichError:
         return 0.0
+
+
+async def _conflicts(state: ReviewState, request: Request) -> Response:
+    listed = await asyncio.to_thread(state.store.conflicts.listing)
+    return HTMLResponse(conflicts_page(listed))
 
 
 async def _slot(state: ReviewState, request: Request) -> Response:

@@ -1,7 +1,9 @@
 """The decisions a person makes on the page, each saved at once with its journal row, each undoable.
 
 An accepted or typed id becomes a `manual` customer-name entry (confidence 1.00, source_domain
-`eqc_review`) in the same transaction as its journal row; the index write settles the open name. Undo
+`eqc_review`) in the same transaction as its journal row; the index write settles the open name. An
+accepted candidate EQC offered that `base_info` does not hold yet goes there too, from its stored search
+item, in the same transaction (a typed id was no EQC answer: it does not). Undo
 removes that entry only while it is still the one the decision wrote (a later, stronger writer's entry
 stays), and reopens the name.
 """
@@ -14,8 +16,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from eqc_enrich._errors import InputError
+from eqc_enrich.eqc import SearchHit
+from eqc_enrich.eqc_stage import company_record
 from eqc_enrich.keys import LookupType, clean_company_id, is_real_company_id, is_temp_company_id
-from eqc_enrich.store import NOT_A_COMPANY, Decision, IndexEntry, IndexStore, WriteBatch
+from eqc_enrich.store import NOT_A_COMPANY, CompanyRecord, Decision, IndexEntry, IndexStore, WriteBatch
 
 __all__ = ["MANUAL_DOMAIN", "MANUAL_SOURCE", "Decider", "Undone", "manual_entry"]
 
@@ -56,8 +60,22 @@ class Decider:
         self._require_open(key)
         store = self._store
         with store.transaction() as conn:
-            store.write(WriteBatch(entries=[manual_entry(key, cleaned)]), conn=conn)
+            companies = self._candidate_record(key, cleaned, query, conn) if decision == "accept" else []
+            store.write(WriteBatch(entries=[manual_entry(key, cleaned)], companies=companies), conn=conn)
             return store.decisions.add(key, decision, os_user=self.os_user, company_id=cleaned, query=query, conn=conn)
+
+    def _candidate_record(
+        self, key: str, company_id: str, query: str | None, conn: sa.Connection
+    ) -> list[CompanyRecord]:
+        """The accepted candidate's `base_info` record from its stored search item, unless base_info has it."""
+        if self._store.base_info.get(company_id, conn=conn) is not None:
+            return []
+        payloads = self._store.tables.payloads
+        item = conn.execute(
+            sa.select(payloads.c.search_json).where(payloads.c.company_id == company_id)
+        ).scalar_one_or_none()
+        hit = SearchHit.from_item(item) if isinstance(item, dict) else None
+        return [company_record(query or key, None, hit)] if hit is not None else []
 
     def not_a_company(self, key: str) -> int:
         self._require_open(key)

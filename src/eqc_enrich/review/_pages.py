@@ -12,9 +12,9 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from eqc_enrich.store import Decision, UnsettledName
+from eqc_enrich.store import Conflict, Decision, UnsettledName
 
-__all__ = ["KEYS_HELP", "QueueView", "error_page", "review_page"]
+__all__ = ["KEYS_HELP", "QueueView", "conflicts_page", "error_page", "review_page"]
 
 KEYS_HELP = (
     ("j / ↓", "next name"),
@@ -113,11 +113,12 @@ def review_page(
     search_answer: Mapping[str, Any] | None,
     notice: str,
     scope: str,
+    conflicts: int = 0,
 ) -> str:
     parts = [
         _head("eqc-enrich review"),
         "<body>",
-        _header(view, scope),
+        _header(view, scope, conflicts),
         '<div class="layout">',
         _queue(view, selected),
         _detail(view, selected, next_key, candidates, slot_s, search_answer, notice),
@@ -128,7 +129,30 @@ def review_page(
     return "".join(parts)
 
 
-def _header(view: QueueView, scope: str) -> str:
+def conflicts_page(conflicts: Sequence[Conflict]) -> str:
+    """Former names that point at two companies: no row is answered from them, and none is written again."""
+    rows = "".join(
+        f"<tr><td>{zh(c.lookup_key)}</td><td>{e(', '.join(c.company_ids))}</td><td>{e(c.found_by)}</td>"
+        f"<td>{e(_when(c.first_seen_at))}</td><td>{e(_when(c.last_seen_at))}</td></tr>"
+        for c in conflicts
+    )
+    body = (
+        '<main class="conflicts"><p><a href="/">back to the names to settle</a></p>'
+        "<h1>Former names that point at two companies</h1>"
+        "<p>EQC (or the index) gave each of these former names to more than one company. None of them answers "
+        "a row any more: a row with such a name goes on to EQC. They are never written to the index again.</p>"
+        '<table id="conflicts"><thead><tr><th>former name</th><th>company ids</th><th>found by</th>'
+        "<th>first seen</th><th>last seen</th></tr></thead>"
+        f"<tbody>{rows or '<tr><td colspan=5>None.</td></tr>'}</tbody></table></main>"
+    )
+    return f"{_head('eqc-enrich review: former-name conflicts')}<body>{body}</body></html>"
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def _header(view: QueueView, scope: str, conflicts: int = 0) -> str:
     c = view.counts
     left = sum(n for k, n in c.items() if k.startswith("kind:"))
     badges = "".join(
@@ -149,6 +173,7 @@ def _header(view: QueueView, scope: str) -> str:
         f"{' · ' + e(scope) if scope else ''}</p>"
         f'<nav class="counts"><a class="count" href="/">all</a>{badges}'
         f'<a class="count" id="several" href="{e(view.link(kind="several", status="", page=1))}">several candidates</a>'
+        f'<a class="count" id="conflicts-link" href="/conflicts">former names on two companies <b>{conflicts:,}</b></a>'
         "</nav>"
         f'<form class="filter" method="get" action="/"><input type="hidden" name="kind" value="{e(view.kind)}">'
         f'<input type="hidden" name="status" value="{e(view.status)}">'

@@ -27,6 +27,7 @@ class WorkerStatus:
     runs_active: bool = False  # a run or review used the quota within the idle span
     workers: list[dict[str, Any]] = field(default_factory=list)  # sessions still marked running
     legacy: dict[str, int] = field(default_factory=dict)  # enrichment_requests by status (when the table exists)
+    details_missing: int = 0  # base_info rows still without a findDepart or findLabels answer
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,8 @@ class WorkerStatus:
             f"quota share today: {self.quota_share_today:.1%} of {self.rate_limit} since midnight (UTC)",
             f"runs using the quota now: {'yes (workers wait)' if self.runs_active else 'no'}",
             f"workers running: {len(self.workers)}",
+            f"base_info without details (findDepart, findLabels): {self.details_missing:,}, "
+            "filled when nothing else is due",
         ]
         if self.legacy:
             out.append("enrichment_requests: " + ", ".join(f"{k} {n:,}" for k, n in sorted(self.legacy.items())))
@@ -76,4 +79,5 @@ def worker_status(store: IndexStore, options: WorkerOptions, rate_limit: RateLim
         runs_active=quota_busy(store, quota_key, idle_s) > 0,
         workers=running,
         legacy=store.legacy_requests.counts(),
+        details_missing=queue.details_missing if options.fill_details else store.base_info.tallies()["without_details"],
     )
