@@ -208,3 +208,25 @@ def test_their_schema_a_month_the_worker_and_a_review_as_a_least_privileged_role
     ]
     assert nulled == []
     assert all(after[cid]["raw_business_info"] == before[cid]["raw_business_info"] for cid in before)
+
+
+def test_a_role_without_the_base_info_grant_is_told_so_in_one_line_before_anything_is_asked(
+    pg_schema: tuple[str, str], admin: sa.Engine, role: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, schema = pg_schema
+    with admin.begin() as conn:
+        conn.exec_driver_sql(REFERENCE_DDL.format(s=schema) + WDH_DDL.format(s=schema))
+    assert cli(["index", "init", "--db", url, "--db-schema", schema], capsys)[0] == 0
+    with admin.begin() as conn:
+        for grant in grant_template(schema, role):
+            if ".base_info " not in grant:  # everything the template lists but base_info's line
+                conn.exec_driver_sql(grant)
+    month = tmp_path / "month.parquet"
+    pl.DataFrame({"客户名称": ["甲乙丙有限公司"]}).write_parquet(month)
+    db = ["--db", as_role(url, role), "--db-schema", schema]
+    for command in (["run", str(month), "--quiet"], ["worker", "--once", "--quiet"]):
+        code, _, err = cli([*command, *db, "--eqc-url", "http://127.0.0.1:9"], capsys)
+        assert code == 2
+        assert len(err.strip().splitlines()) == 1
+        assert f"permission denied: the role lacks SELECT, INSERT, UPDATE on {schema}.base_info" in err
+    assert not (tmp_path / "month.enriched.parquet").exists()

@@ -43,11 +43,19 @@ from eqc_enrich.eqc_stage._shared import AccountPause, ClaimRound, DatabaseClaim
 from eqc_enrich.eqc_stage._stage import EqcReport, EqcTimings, StopHandle, lookup_settings, run_eqc_stage
 from eqc_enrich.eqc_stage._stats import EqcStats, summarize
 from eqc_enrich.eqc_stage._tokens import NO_TOKEN_MESSAGE, TokenKeeper, run_token_command
-from eqc_enrich.eqc_stage._writeback import EQC_SOURCE, FORMER_NAME_DOMAIN, LOOKUP_DOMAIN, IndexWriter, batch_for
+from eqc_enrich.eqc_stage._writeback import (
+    EQC_SOURCE,
+    FIRST_COMMIT_STALL_S,
+    FORMER_NAME_DOMAIN,
+    LOOKUP_DOMAIN,
+    IndexWriter,
+    batch_for,
+)
 
 __all__ = [
     "DATA_SOURCE_SEARCH",
     "EQC_SOURCE",
+    "FIRST_COMMIT_STALL_S",
     "FORMER_NAME_DOMAIN",
     "LOOKUP_DOMAIN",
     "NO_TOKEN_MESSAGE",

@@ -24,11 +24,12 @@ from eqc_enrich.eqc_stage._pending import PendingFile
 from eqc_enrich.keys import LookupType, normalize_name
 from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
 
-__all__ = ["EQC_SOURCE", "FORMER_NAME_DOMAIN", "LOOKUP_DOMAIN", "IndexWriter", "batch_for"]
+__all__ = ["EQC_SOURCE", "FIRST_COMMIT_STALL_S", "FORMER_NAME_DOMAIN", "LOOKUP_DOMAIN", "IndexWriter", "batch_for"]
 
 EQC_SOURCE = "eqc_api"
 LOOKUP_DOMAIN = "eqc_sync_lookup"  # source_domain of an EQC answer, as the existing EQC writer records it
 FORMER_NAME_DOMAIN = "eqc_sync_former_name"
+FIRST_COMMIT_STALL_S = 1.0  # how long a writer's first commit of answers may take before it counts as stuck
 
 
 def batch_for(
@@ -120,6 +121,7 @@ class IndexWriter:
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
+        self._compiled = False  # a commit of answers went through: its statements are compiled
         self.error: str | None = None  # why the index cannot be written right now
         self.gave_up: str | None = None  # set once the wait bound passed: the run must stop
         self.spill_error: str | None = None
@@ -206,13 +208,17 @@ class IndexWriter:
         batch, self._pending = self._pending, WriteBatch()
         started = time.perf_counter()
         write = asyncio.ensure_future(asyncio.to_thread(self._store.write, batch, owner=self._owner))
+        # the first commit of answers also compiles the write statements (index rows, base_info, payloads): on
+        # a busy machine that alone can pass the stall bound, which is there to notice a lock, not a compiler
+        compiling = not self._compiled and bool(batch.entries or batch.companies)
+        stall_s = max(self._policy.stall_s, FIRST_COMMIT_STALL_S) if compiling else self._policy.stall_s
         try:
             while True:
-                done, _ = await asyncio.wait({write}, timeout=self._policy.stall_s)
+                done, _ = await asyncio.wait({write}, timeout=stall_s)
                 if done:
                     write.result()
                     break
-                self._trouble(f"an index write has not returned for {self._policy.stall_s:g}s (locked?)", batch)
+                self._trouble(f"an index write has not returned for {stall_s:g}s (locked?)", batch)
                 if self.gave_up is not None:
                     # The batch is in the side file; the write may still land later (harmless: upserts repeat).
                     write.add_done_callback(_observed)
@@ -223,6 +229,7 @@ class IndexWriter:
             self._trouble(str(exc), WriteBatch())
             return False
         self.write_s += time.perf_counter() - started
+        self._compiled = self._compiled or bool(batch.entries or batch.companies)
         self.commits += 1
         self.rows_written += len(batch)
         if not len(self._pending):

@@ -144,10 +144,10 @@ def define(schema: str | None) -> Tables:
 
 
 @compiles(CreateColumn, "sqlite")
-def _sqlite_column(element: CreateColumn, compiler: DDLCompiler, **kw: Any) -> str:
+def _sqlite_column(element: CreateColumn, compiler: DDLCompiler, **kw: Any) -> str | None:
     """`base_info.id` is an identity column on PostgreSQL; SQLite has none, so there it may stay NULL."""
-    text = str(compiler.visit_create_column(element, **kw))  # type: ignore[no-untyped-call]
-    if element.element.info.get(NULLABLE_ON_SQLITE):
+    text: str | None = compiler.visit_create_column(element, **kw)  # type: ignore[no-untyped-call]
+    if text is not None and element.element.info.get(NULLABLE_ON_SQLITE):
         text = text.replace(" NOT NULL", "")
     return text
 
