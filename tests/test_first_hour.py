@@ -342,7 +342,7 @@ def test_log_json_events_are_plain_json_with_real_types(
     assert options["rate_limit"] == "10/60ms"  # the limit in force, not null
     assert options["columns"] == {
         "name": "客户名称", "plan": "计划代码", "existing_id": "公司代码",
-        "plan_required": False, "existing_id_required": False,
+        "plan_required": False, "existing_id_required": False, "plan_type": None, "plan_name": None,
     }  # fmt: skip
     assert options["enrichment"] is True
     assert options["details"] is False

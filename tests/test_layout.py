@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and the ones below, never above):
 
 0. shared types and pure rules: errors, durations, keys, policies, the performance model;
-1. parts that stand alone: the EQC client, the index store, the simulator, reading and writing tables,
+1. parts that stand alone: the EQC client, the index store, the simulator, reading and writing tables, override files,
    the WDH_* settings;
 2. how to reach EQC and share its quota (`config`);
 3. the stages: index, EQC (with its write-back), resolve, and the summary built from their reports; a
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eqc_enrich"
 
 _FOUNDATION = {"_errors", "_durations", "_signals", "_jsonable", "_text", "keys", "_legacy_keys", "_policies", "model"}
 _FOUNDATION |= {"_input_size"}
-_PARTS = {"eqc", "store", "simulator", "read", "output", "settings"}
+_PARTS = {"eqc", "store", "simulator", "read", "output", "settings", "_mapping_files"}
 _STAGES = {"options", "resolve", "index_stage", "eqc_stage", "resolve_stage", "followup", "summary"}
 _STAGES |= {"progress", "events"}  # what shows a run as it goes
 _JOBS = {"enrich", "planning", "worker", "review"}

@@ -299,7 +299,7 @@ def test_column_details_check_token_budget_and_refresh_options_reach_the_run(tmp
         args = [
             "run", month, "-o", tmp_path / "out.csv", "--db", db, "--eqc-url", sim.url, "--rate-limit", "1000/1s",
             "--name-column", "名称", "--plan-column", "代码", "--id-column", "编号", "--details", "--check-token",
-            "--budget", "0", "--refresh", "1h", "--retries", "0", "--summary", summary, "--quiet",
+            "--budget", "2", "--refresh", "1h", "--retries", "0", "--summary", summary, "--quiet",
         ]  # fmt: skip
         done = subprocess.run(
             [*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, check=False,
@@ -309,7 +309,7 @@ def test_column_details_check_token_budget_and_refresh_options_reach_the_run(tmp
         requests = sim.stats()["requests"]
     report = json.loads(summary.read_text(encoding="utf-8"))
     # --id-column: the third row's own id answers it; --refresh 1h: the 2-hour-old entry does not count;
-    # --budget 0: no cap, both names asked
+    # --budget 2: both names asked
     assert report["eqc"]["names_planned"] == report["eqc"]["names_asked"] == 2
     assert report["eqc"]["found"] == 2
     assert requests["searchAll"] == 1  # --check-token

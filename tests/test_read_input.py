@@ -197,8 +197,8 @@ def test_unreadable_overrides_are_config_errors(tmp_path: Path, content: bytes, 
     assert "\n" not in str(info.value)
 
 
-def test_an_overrides_directory_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="Is a directory"):
+def test_a_folder_without_their_mapping_files_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"a folder, but neither it nor .* holds any of company_id_overrides_plan"):
         Overrides.load(tmp_path)
 
 

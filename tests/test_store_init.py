@@ -52,7 +52,7 @@ def table_names(path: Path) -> set[str]:
 
 def test_a_sqlite_file_of_the_previous_version_gains_the_new_tables_and_keeps_its_rows(tmp_path: Path) -> None:
     path = old_index(tmp_path / "index.db")
-    with pytest.raises(IndexStoreError, match="lacks table\\(s\\) eqc_quota, eqc_quota_slot, eqc_claim"):
+    with pytest.raises(IndexStoreError, match="lacks table\\(s\\) base_info, eqc_quota, eqc_quota_slot, eqc_claim"):
         IndexStore(path, create=False)
     store = IndexStore(path, schema="enterprise")  # a schema means nothing to a SQLite file
     try:
@@ -72,9 +72,8 @@ def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsy
     path = old_index(tmp_path / "index.db")
     report = init_index(path)
     assert report.created == [
-        "eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled", "eqc_worker_log", "eqc_review_decision",
-        "eqc_review_undo",
-        "eqc_quota_rate",
+        "base_info", "eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled", "eqc_worker_log",
+        "eqc_review_decision", "eqc_former_name_conflict",
     ]  # fmt: skip
     assert report.present == ["enrichment_index", "eqc_negative_cache", "eqc_payload", "run_journal"]
     with pytest.raises(SystemExit) as done:
@@ -84,7 +83,7 @@ def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsy
     fresh = tmp_path / "fresh.db"
     with pytest.raises(SystemExit):
         main(["index", "init", "--db", str(fresh)])
-    assert "created enrichment_index, eqc_negative_cache" in capsys.readouterr().out
+    assert "created enrichment_index, base_info, eqc_negative_cache" in capsys.readouterr().out
     assert len(table_names(fresh)) == 12
 
 

@@ -68,8 +68,11 @@ def run_options(sim: Simulator, db: IndexDb | str, **extra: Any) -> RunOptions:
 
 
 def worker_options(sim: Simulator, db: IndexDb | str, **extra: Any) -> WorkerOptions:
+    """These tests are about names: base_info's details, the worker's last kind of work, are left out
+    (tests/test_base_info.py has them)."""
     url, schema = (db, None) if isinstance(db, str) else (db.url, db.schema)
-    settings: dict[str, Any] = {"rate_limit": LIMIT, "timeout_s": 5.0, "claim_lease_s": 2.0, **extra}
+    settings: dict[str, Any] = {"rate_limit": LIMIT, "timeout_s": 5.0, "claim_lease_s": 2.0, "fill_details": False}
+    settings.update(extra)
     return flat_worker_options(db=url, db_schema=schema, eqc_url=sim.url, token=TOKEN, **settings)
 
 

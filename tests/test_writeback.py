@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from eqc_enrich._policies import IndexWaitPolicy
 from eqc_enrich.eqc import BusinessInfo, LabelSet, SearchHit
 from eqc_enrich.eqc_stage import (
+    FIRST_COMMIT_STALL_S,
     FORMER_NAME_DOMAIN,
     LOOKUP_DOMAIN,
     IndexWriter,
@@ -171,14 +172,14 @@ def test_close_commits_what_is_left_and_counts_it(tmp_path: Path) -> None:
         writer.add(LookupOutcome("甲公司", "not_found"))
         writer.add(found(0.9))
         writer.add(LookupOutcome("乙公司", "failed", error="x"))
-        assert writer.uncommitted == 5  # a negative; two entries, a cleared negative and a payload
+        assert writer.uncommitted == 6  # a negative; two entries, a cleared negative, a payload, a company
         await writer.close()
         elapsed = time.perf_counter() - started
         return writer
 
     try:
         writer = asyncio.run(main())
-        assert (writer.commits, writer.rows_written, writer.uncommitted) == (1, 5, 0)
+        assert (writer.commits, writer.rows_written, writer.uncommitted) == (1, 6, 0)
         assert store.negatives.count() == 1
         assert store.count_entries() == 2
         assert store.payloads.count() == 1  # payloads are kept unless the writer is told otherwise
@@ -363,6 +364,43 @@ def test_a_locked_index_sends_answers_to_the_side_file_until_it_takes_them(
         assert events[0][1]["error"] == "an index write has not returned for 0.2s (locked?)"
     else:
         assert "locked" in events[0][1]["error"]
+
+
+def test_the_first_commit_of_answers_may_take_longer_than_the_stall_bound_the_next_ones_may_not(
+    tmp_path: Path,
+) -> None:
+    """The first commit of index rows and base_info compiles their statements (seconds on a busy machine): it
+    is held to FIRST_COMMIT_STALL_S, not to the stall bound meant to notice a lock; the commits after it are."""
+    db = tmp_path / "index.db"
+    IndexStore(db).close()
+    store = IndexStore(f"sqlite:///{db}?timeout=5")
+    policy = IndexWaitPolicy(wait_s=60.0, stall_s=0.1, retry_s=0.02)
+    held_s = 0.4  # over the stall bound, under FIRST_COMMIT_STALL_S
+    assert policy.stall_s < held_s < FIRST_COMMIT_STALL_S
+
+    async def commit_under_a_lock(writer: IndexWriter, name: str) -> None:
+        lock = Lock(db)
+        writer.add(LookupOutcome(name, "found", hit=hit()))
+        flushing = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(held_s)
+        lock.release()
+        await flushing
+        await until(lambda: writer.writable)
+
+    async def main() -> IndexWriter:
+        writer = IndexWriter(store, interval_s=3_600.0, side_file=PendingFile([tmp_path / "p"], "r"), policy=policy)
+        await commit_under_a_lock(writer, "甲公司")
+        assert writer.outages == 0
+        await commit_under_a_lock(writer, "乙公司")
+        await writer.close()
+        return writer
+
+    try:
+        writer = asyncio.run(main())
+        assert store.count_entries() == 3  # both names and the registered name
+    finally:
+        store.close()
+    assert writer.outages == 1
 
 
 def test_an_index_locked_past_the_wait_gives_up_and_keeps_the_answers_on_disk(tmp_path: Path) -> None:

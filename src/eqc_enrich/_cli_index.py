@@ -78,6 +78,11 @@ def init(
     typer.echo(f"index at {where}: created {created}")
     if report.present and report.created:
         typer.echo(f"already there, left as they were: {', '.join(report.present)}")
+    if report.conflicts_found:
+        typer.echo(
+            f"former names the index ties to two companies: {report.conflicts_found:,} "
+            f"({report.conflicts_recorded:,} newly recorded in eqc_former_name_conflict; runs keep them out)"
+        )
 
 
 @index_app.command("stats")
@@ -87,7 +92,8 @@ def stats(
     negative_ttl: NegativeTtlOpt = "30d",
     as_json: JsonOpt = False,
 ) -> None:
-    """Rows by lookup type, source and confidence; negative cache; payloads; recent runs; claims; quota."""
+    """Rows by lookup type, source and confidence; negative cache; payloads; base_info; former names tied to two
+    companies; recent runs; claims; quota."""
     ttl = parse_duration(negative_ttl)
     with _store(db, db_schema) as store:
         figures = index_stats(store, negative_ttl_s=ttl)
@@ -111,6 +117,7 @@ def _stats_lines(figures: dict[str, Any], negative_ttl: str) -> list[str]:
         f"  by confidence: {tally(figures['by_confidence'])}",
         f"negative cache: {negatives['entries']:,} ({negatives['past_ttl']:,} past the {negative_ttl} TTL)",
         f"payloads: {figures['payloads']:,}",
+        *_company_lines(figures["base_info"], figures["former_name_conflicts"]),
         f"recent runs: {len(figures['recent_runs']) or 'none'}",
     ]
     for run in figures["recent_runs"]:
@@ -125,6 +132,25 @@ def _stats_lines(figures: dict[str, Any], negative_ttl: str) -> list[str]:
         last = _clock_text(quota["last_slot_at"])
         paused = _clock_text(quota["paused_until"]) if quota["paused_until"] else "no pause"
         lines.append(f"  {quota['quota_key']}: {quota['slots']:,} slots kept, last {last}, {paused}")
+    return lines
+
+
+def _company_lines(companies: dict[str, Any], conflicts: dict[str, Any]) -> list[str]:
+    oldest = companies["oldest_api_fetched_at"] or "-"
+    lines = [
+        f"base_info: {companies['rows']:,} companies, {companies['without_details']:,} without details "
+        f"(findDepart, findLabels), oldest fetch {oldest}",
+        f"former names tied to two companies: {conflicts['recorded']:,} recorded (no row is answered from them)",
+    ]
+    lines += [
+        f"  {c['lookup_key']}: {', '.join(c['company_ids'])} (found by {c['found_by']})" for c in conflicts["keys"]
+    ]
+    if conflicts["unrecorded_in_index"]:
+        lines.append(
+            f"  and {conflicts['unrecorded_in_index']:,} in the index's rows (also a customer_name of another "
+            "company), not recorded yet: `eqc-enrich index init` records them"
+        )
+        lines += [f"  {c['lookup_key']}: {', '.join(c['company_ids'])}" for c in conflicts["unrecorded_keys"]]
     return lines
 
 

@@ -60,6 +60,12 @@ def worker(
     poll: Annotated[
         str | None, typer.Option(help="How often a worker with nothing due looks again (default: ten rate windows).")
     ] = None,
+    no_fill_details: Annotated[
+        bool,
+        typer.Option(
+            "--no-fill-details", help="Do not fetch base_info's missing findDepart/findLabels when nothing else is due."
+        ),
+    ] = False,
     log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     *,
@@ -72,7 +78,7 @@ def worker(
         db=db, db_schema=db_schema, eqc=eqc, batch=batch, concurrency=concurrency,
         negative_ttl_s=parse_duration(negative_ttl), refresh_s=parse_duration(refresh),
         retry_failed_s=parse_duration(retry_failed), poll_s=parse_duration(poll) if poll else None,
-        max_time_s=parse_duration(max_time) if max_time else None,
+        max_time_s=parse_duration(max_time) if max_time else None, fill_details=not no_fill_details,
     )  # fmt: skip
     if log_json is not None:
         ensure_writable([log_json], check_format=False)

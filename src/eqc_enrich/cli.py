@@ -78,10 +78,23 @@ NameColOpt = Annotated[str, typer.Option(help="Column with the customer name.")]
 PlanColOpt = Annotated[str | None, typer.Option(help="Column with the plan code (default 计划代码, if present).")]
 IdColOpt = Annotated[str | None, typer.Option(help="Column with an existing id (default 公司代码, if present).")]
 DetailsOpt = Annotated[bool, typer.Option(help="Also fetch findDepart and findLabels (3 calls a name).")]
-OverridesOpt = Annotated[Path | None, typer.Option(help="YAML with plan_code: and customer_name: maps.")]
+OverridesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="YAML with plan_code: and customer_name: maps, or WorkDataHub's mapping folder (its company_id/ "
+        "overrides files) [WDH_MAPPINGS_DIR]."
+    ),
+]
 MaxInputOpt = Annotated[
     str | None,
     typer.Option(help="Most the input may take once read, e.g. 4GiB [EQC_ENRICH_MAX_INPUT_SIZE, else 2GiB]."),
+]
+NameFromPlanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--name-from-plan",
+        help="单一计划 rows without 客户名称 take it from 计划名称 (before 企业年金计划); on for the 收入明细 sheet.",
+    ),
 ]
 
 
@@ -107,13 +120,22 @@ def run(
     db: DbOpt = None,
     db_schema: SchemaOpt = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Cap on requests in flight (default adapts).")] = None,
-    budget: Annotated[int | None, typer.Option(min=0, help="At most this many names to EQC (0: no cap).")] = None,
+    budget: Annotated[
+        int | None, typer.Option(min=0, help="At most this many names to EQC (0: none; no cap when not given).")
+    ] = None,
     no_enrichment: Annotated[bool, typer.Option("--no-enrichment", help="Do not call EQC.")] = False,
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
     max_input_size: MaxInputOpt = None,
+    name_from_plan: NameFromPlanOpt = False,
     summary: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
     unresolved: Annotated[Path | None, typer.Option(help="Default <stem>.unresolved.csv.")] = None,
+    unknown_names: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write WorkDataHub's unknown-names CSV (unknown_company_name, a line per temporary id)."
+        ),
+    ] = None,
     negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
     retry_not_found: Annotated[bool, typer.Option(help="Ask EQC again about names it did not find.")] = False,
     refresh: Annotated[str | None, typer.Option(help="Ignore index entries older than this (e.g. 90d).")] = None,
@@ -142,10 +164,11 @@ def run(
         db_schema=db_schema,
         eqc=eqc,
         concurrency=concurrency,
-        budget=budget or None,
+        budget=budget,
         enrichment=not no_enrichment,
         details=details,
         overrides=overrides,
+        name_from_plan=True if name_from_plan else None,
         negative_ttl_s=parse_duration(negative_ttl),
         retry_not_found=retry_not_found,
         refresh_s=_optional_duration(refresh),
@@ -160,7 +183,7 @@ def run(
     ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False, input_path=input_path)
     mode = ProgressDisplay.choose_mode(quiet=quiet)
     interval = parse_duration(progress_interval)
-    result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)
+    result = _run_with_signals(input_path, options, out, unresolved_out, unknown_names, mode, interval, log_json)
     if summary is not None:
         _write_summary(result, summary)
     _report(result, verbose=verbose)
@@ -181,6 +204,7 @@ def _run_with_signals(
     options: RunOptions,
     output: Path,
     unresolved: Path,
+    unknown_names: Path | None,
     mode: str,
     interval_s: float,
     log_json: Path | None,
@@ -215,6 +239,7 @@ def _run_with_signals(
                 options=options,
                 output=output,
                 unresolved_output=unresolved,
+                unknown_names_output=unknown_names,
                 settings=settings,
                 progress=progress,
                 control=control,
@@ -316,6 +341,7 @@ def plan_command(
     details: DetailsOpt = False,
     overrides: OverridesOpt = None,
     max_input_size: MaxInputOpt = None,
+    name_from_plan: NameFromPlanOpt = False,
     latency: Annotated[
         str | None,
         typer.Option(
@@ -337,6 +363,7 @@ def plan_command(
         details=details,
         overrides=overrides,
         max_input_size=_optional_size(max_input_size),
+        name_from_plan=True if name_from_plan else None,
     )
     if latency is None:  # the latency a simulator at the rate limit's time scale has, as EQC's is at 10/60s
         low, high = implied_latency(resolve_access(eqc, load_settings()).rate_limit)

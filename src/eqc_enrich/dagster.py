@@ -86,9 +86,15 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     timeout: str | None = Field(default=None, description="Per-request timeout, e.g. 30s [WDH_EQC_TIMEOUT].")
     retries: int | None = Field(default=None, description="Retries per request [WDH_EQC_RETRY_MAX].")
     concurrency: int | None = Field(default=None, description="A cap on requests in flight (adapts by default).")
-    budget: int | None = Field(default=None, description="Ask EQC about at most this many names per run.")
+    budget: int | None = Field(
+        default=None, description="Ask EQC about at most this many names per run (0: none; unset: no cap)."
+    )
     details: bool = Field(default=False, description="Also fetch findDepart and findLabels (3 calls a name).")
-    overrides: str | None = Field(default=None, description="YAML file of plan_code / customer_name overrides.")
+    overrides: str | None = Field(
+        default=None,
+        description="YAML file of plan_code / customer_name overrides, or WorkDataHub's mapping folder "
+        "[WDH_MAPPINGS_DIR].",
+    )
     check_token: bool = Field(default=False, description="One token check call before a run starts.")
     eqc_down_wait: str | None = Field(default=None, description="How long to wait for an unreachable EQC [5m].")
     index_wait: str | None = Field(default=None, description="How long answers wait for the index [2m].")

@@ -24,7 +24,7 @@ from eqc_enrich.eqc_stage import run_eqc_stage as _run_eqc_stage
 from eqc_enrich.events import EventSink
 from eqc_enrich.index_stage import IndexReport, read_input, run_index_stage
 from eqc_enrich.options import RunConfig, RunOptions, resolve_config
-from eqc_enrich.output import ensure_writable, estimate_write_s, write_tables
+from eqc_enrich.output import FileItem, ensure_writable, estimate_write_s, unknown_names_writer, write_tables
 from eqc_enrich.progress import RunProgress, tracking_phase
 from eqc_enrich.read import Table, file_digest
 from eqc_enrich.resolve import Overrides
@@ -68,16 +68,22 @@ def enrich(
     options: RunOptions | None = None,
     output: str | Path | None = None,
     unresolved_output: str | Path | None = None,
+    unknown_names_output: str | Path | None = None,
     **changes: Any,
 ) -> EnrichResult:
     """Give every row a company_id. `source` is a path or a polars/pandas frame; options as keywords or RunOptions.
 
     Returns the enriched polars frame, the names left with temporary ids, and the run summary. Writes files
-    only when `output` (or `unresolved_output`) is given; both are checked before any EQC request, and are
-    written all or nothing.
+    only when `output` (or `unresolved_output`, or `unknown_names_output`: WorkDataHub's unknown-names CSV)
+    is given; all are checked before any EQC request, and are written all or nothing.
     """
     opts = replace(options or RunOptions(), **changes)
-    return asyncio.run(enrich_async(source, options=opts, output=output, unresolved_output=unresolved_output))
+    return asyncio.run(
+        enrich_async(
+            source, options=opts, output=output, unresolved_output=unresolved_output,
+            unknown_names_output=unknown_names_output,
+        )
+    )  # fmt: skip
 
 
 async def enrich_async(
@@ -86,6 +92,7 @@ async def enrich_async(
     options: RunOptions | None = None,
     output: str | Path | None = None,
     unresolved_output: str | Path | None = None,
+    unknown_names_output: str | Path | None = None,
     settings: Settings | None = None,
     progress: RunProgress | None = None,
     control: RunControl | None = None,
@@ -99,14 +106,15 @@ async def enrich_async(
     control = control or RunControl()
     started = time.perf_counter()
     run_id = str(uuid.uuid4())
-    targets = [Path(p) for p in (output, unresolved_output) if p is not None]
+    targets = [Path(p) for p in (output, unresolved_output, unknown_names_output) if p is not None]
     source_path = Path(source) if isinstance(source, str | Path) else None
     ensure_writable(targets, input_path=source_path)  # before anything is asked: a path must not cost quota
     table, columns, notes = read_input(source, opts)
     read_s = time.perf_counter() - started
-    overrides = Overrides.load(opts.overrides)
+    overrides = Overrides.load(config.overrides)
     store = await asyncio.to_thread(IndexStore, opts.db, schema=opts.db_schema)
     try:
+        await asyncio.to_thread(store.check_grants)  # a missing grant is said now, not at the first answer's commit
         loaded = await asyncio.to_thread(load_side_files, store, opts.db_schema)
         digest = file_digest(table.path) if table.path else ""
         await asyncio.to_thread(store.journal_start, run_id, str(table.path or "<frame>"), digest, opts.public())
@@ -122,7 +130,13 @@ async def enrich_async(
         )
         progress.rows_resolved, progress.phase = table.frame.height, "writing output"
         written = await asyncio.to_thread(  # in a thread: the display keeps counting down while a big file is written
-            _write_outputs, rows, table, output, unresolved_output, keep_formulas=opts.keep_formulas
+            _write_outputs,
+            rows,
+            table,
+            output,
+            unresolved_output,
+            unknown_names_output,
+            keep_formulas=opts.keep_formulas,
         )
         facts = RunFacts(
             run_id=run_id, rate_limit=config.access.rate_limit, elapsed_s=time.perf_counter() - started,
@@ -186,6 +200,7 @@ def _write_outputs(
     table: Table,
     output: str | Path | None,
     unresolved: str | Path | None,
+    unknown_names: str | Path | None,
     *,
     keep_formulas: bool,
 ) -> OutputReport:
@@ -196,8 +211,12 @@ def _write_outputs(
         items.append((rows.frame, Path(output), table))
     if unresolved is not None:
         items.append((rows.unresolved, Path(unresolved), None))
+    files: list[FileItem] = []
+    if unknown_names is not None:
+        names = rows.unknown_names.to_list()
+        files.append((Path(unknown_names), unknown_names_writer(names, neutralize=not keep_formulas)))
     try:
-        write_tables(items, neutralize=not keep_formulas)
+        write_tables(items, neutralize=not keep_formulas, files=files)
     except OutputError as exc:
         return OutputReport(error=str(exc), write_s=time.perf_counter() - started)
     return OutputReport(output=str(output) if output is not None else None, write_s=time.perf_counter() - started)

@@ -13,7 +13,7 @@ import polars as pl
 
 from eqc_enrich._text import MAX_SHOWN_COLUMNS, shown
 from eqc_enrich.eqc_stage import LookupOutcome
-from eqc_enrich.resolve import NAME_KEY, ROWS, SOURCE_EQC, Columns
+from eqc_enrich.resolve import KEYED_NAME, NAME_KEY, ROWS, SOURCE_EQC, Columns
 from eqc_enrich.store import SURE, UnsettledName
 
 __all__ = ["ASSET_COLUMNS", "unsettled_names"]
@@ -32,7 +32,7 @@ def unsettled_names(
     source_column: str,
 ) -> list[UnsettledName]:
     """Names with temporary ids (from the unresolved export) and names EQC answered with less than an exact match."""
-    weak = _weak_names(outcomes, resolved, columns, source_column=source_column)
+    weak = _weak_names(outcomes, resolved, source_column=source_column)
     keys = [str(k) for k in unresolved["name"]] + [key for key, _ in weak]
     if not keys:
         return []
@@ -72,7 +72,7 @@ def unsettled_names(
 
 
 def _weak_names(
-    outcomes: Mapping[str, LookupOutcome], resolved: pl.DataFrame, columns: Columns, *, source_column: str
+    outcomes: Mapping[str, LookupOutcome], resolved: pl.DataFrame, *, source_column: str
 ) -> list[tuple[str, tuple[LookupOutcome, int, str]]]:
     """Answers less than sure (a fuzzy or pinyin match: a person should look), with the rows they gave an id."""
     weak = {
@@ -87,7 +87,8 @@ def _weak_names(
         .group_by(NAME_KEY)
         .agg(
             pl.col(ROWS).sum().alias("rows"),
-            shown(pl.col(columns.name).sort_by(ROWS, descending=True).first()).alias("example"),
+            # the name as keyed: a customer taken from the plan name shows as such
+            shown(pl.col(KEYED_NAME).sort_by(ROWS, descending=True).first()).alias("example"),
         )
         .sort(["rows", NAME_KEY], descending=[True, False])
     )

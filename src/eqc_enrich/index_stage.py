@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,11 @@ from eqc_enrich.keys import LookupType, is_shortened_key
 from eqc_enrich.options import RunOptions
 from eqc_enrich.read import Table, read_table, require_columns
 from eqc_enrich.resolve import (
+    KEYED_NAME,
     NAME_KEY,
     NO_TEMP_ID_KEYS,
+    PLAN_NAME_COLUMN,
+    PLAN_TYPE_COLUMN,
     Answers,
     Columns,
     LegacyKeys,
@@ -90,13 +93,32 @@ class IndexReport:
         return dict(self.pending)
 
 
+INCOME_SHEET = "收入明细"
+"""The sheet of WorkDataHub's `annuity_income` domain, where a 单一计划 row without a customer name takes it from
+its plan name (`resolve.name_from_plan`); `RunOptions.name_from_plan` turns that on for any input."""
+
+
 def read_input(source: pl.DataFrame | Any | str | Path, options: RunOptions) -> tuple[Table, Columns, list[str]]:
     """Read the input and settle which columns it offers; a required one missing is an input error."""
     table = _as_table(source, options.sheet, options.max_input_size)
     columns, notes = options.columns.for_frame(table.frame)
     require_columns(table.frame, columns.name, columns.plan, columns.existing_id)
     notes += replaced_columns_note(table.frame, columns, new=[options.id_column, options.source_column])
-    return table, columns, notes
+    columns, more = _names_from_plans(table, columns, options.name_from_plan)
+    return table, columns, notes + more
+
+
+def _names_from_plans(table: Table, columns: Columns, wanted: bool | None) -> tuple[Columns, list[str]]:
+    """On when asked (`--name-from-plan`), or for the income sheet unless asked not to."""
+    if wanted is False or (wanted is None and table.sheet != INCOME_SHEET):
+        return columns, []
+    needed = (PLAN_TYPE_COLUMN, PLAN_NAME_COLUMN)
+    if wanted is None and any(column not in table.frame.columns for column in needed):
+        return columns, [
+            f"sheet {INCOME_SHEET} without {' and '.join(needed)}: no customer names taken from plan names"
+        ]
+    require_columns(table.frame, *needed)
+    return replace(columns, plan_type=PLAN_TYPE_COLUMN, plan_name=PLAN_NAME_COLUMN), []
 
 
 def run_index_stage(
@@ -112,10 +134,10 @@ def run_index_stage(
     # after this one read the index
     asked_since = read_at if options.retry_not_found else read_at - timedelta(seconds=options.negative_ttl_s)
     wanted = wanted_index_keys(keyed)
-    entries = store.lookup(wanted, updated_since=since)
+    entries = _without_conflicts(store, store.lookup(wanted, updated_since=since))
     # names the canonical keys miss may sit in the index under the old tools' key forms (read, never written)
-    legacy = LegacyKeys.for_misses(keyed, columns.name, entries)
-    old_forms = store.lookup(legacy.wanted(), updated_since=since)
+    legacy = LegacyKeys.for_misses(keyed, KEYED_NAME, entries)
+    old_forms = _without_conflicts(store, store.lookup(legacy.wanted(), updated_since=since))
     negatives: set[str] = set()
     if not options.retry_not_found:
         negatives = store.known_negatives(wanted[LookupType.CUSTOMER_NAME], asked_since=asked_since)
@@ -125,7 +147,7 @@ def run_index_stage(
         legacy=legacy.answers(old_forms),
     )  # fmt: skip
     pre = resolve_rows(keyed, answers, id_column="__pre_id", source_column="__pre_source")
-    pending = names_for_eqc(pre, id_column="__pre_id")
+    pending = names_for_eqc(pre, id_column="__pre_id", source_column="__pre_source")
     not_companies = store.unsettled.not_companies(name for name, _ in pending)
     open_names = [name for name, _ in pending if name not in negatives and name not in not_companies]
     too_long = [name for name in open_names if is_shortened_key(name)]
@@ -164,12 +186,22 @@ def run_index_stage(
     )
 
 
+def _without_conflicts(
+    store: IndexStore, entries: dict[tuple[str, str], IndexEntry]
+) -> dict[tuple[str, str], IndexEntry]:
+    """A former name recorded as pointing at two companies answers no row: the name goes on to the next source."""
+    former = [key for key, kind in entries if kind == LookupType.FORMER_NAME]
+    blocked = store.conflicts.known(former) if former else set()
+    return {k: e for k, e in entries.items() if not (k[1] == LookupType.FORMER_NAME and k[0] in blocked)}
+
+
 def _within_budget(names: list[str], options: RunOptions) -> tuple[list[str], int, int]:
-    """The names to ask, and how many are left over the budget or unasked because enrichment is off."""
+    """The names to ask, and how many are left over the budget or unasked because enrichment is off. A budget
+    of 0 asks none (as WorkDataHub's `enrichment_sync_budget` 0 does); no cap is a budget left unset."""
     if not options.enrichment:
         return [], 0, len(names)
-    budget = options.budget
-    if budget is not None and budget > 0 and len(names) > budget:
+    budget = None if options.budget is None else max(options.budget, 0)
+    if budget is not None and len(names) > budget:
         return names[:budget], len(names) - budget, 0
     return names, 0, 0
 

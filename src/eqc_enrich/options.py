@@ -29,8 +29,12 @@ class RunOptions:
 
     - where the data is: `columns`, `sheet`; the index: `db`, `db_schema`;
     - EQC: `eqc` (how to reach it and share its quota), `concurrency`, `details`, `check_token`,
-      `eqc_down_wait_s`, `index_wait_s`, `budget` (at most this many names; 0 asks none), `enrichment`;
-    - what counts as known: `negative_ttl_s`, `retry_not_found`, `refresh_s`, `overrides`, `confidence`;
+      `eqc_down_wait_s`, `index_wait_s`, `budget` (at most this many names; 0 asks none; None: no cap),
+      `enrichment`;
+    - what counts as known: `negative_ttl_s`, `retry_not_found`, `refresh_s`, `overrides` (our YAML file, or
+      WorkDataHub's mapping folder; None: the folder `WDH_MAPPINGS_DIR` names, if set), `confidence`;
+    - names: `name_from_plan` (a 单一计划 row without a customer name takes it from its plan name; None: on
+      for the 收入明细 sheet only);
     - output: `id_column`, `source_column`, `keep_formulas`; `salt` for temporary ids [WDH_ALIAS_SALT].
     """
 
@@ -44,6 +48,7 @@ class RunOptions:
     enrichment: bool = True
     details: bool = False
     overrides: Path | None = None
+    name_from_plan: bool | None = None
     negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S
     retry_not_found: bool = False
     refresh_s: float | None = None
@@ -74,10 +79,12 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """A run's options with every default decided: the EQC stage's configuration, and the salt."""
+    """A run's options with every default decided: the EQC stage's configuration, the salt, and the overrides
+    (`--overrides`, else `WDH_MAPPINGS_DIR`)."""
 
     stage: StageConfig
     salt: str
+    overrides: Path | None = None
 
     def __repr__(self) -> str:  # the salt never reaches a log through a repr (the access hides the token)
         return f"RunConfig(stage={self.stage!r})"
@@ -101,4 +108,4 @@ def resolve_config(options: RunOptions, settings: Settings) -> RunConfig:
         confidence=options.confidence,
     )
     salt = options.salt if options.salt is not None else settings.alias_salt.get_secret_value()
-    return RunConfig(stage=stage, salt=salt)
+    return RunConfig(stage=stage, salt=salt, overrides=options.overrides or settings.mappings_dir)

@@ -16,6 +16,7 @@ Three promises hold for every output:
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +35,8 @@ from eqc_enrich._errors import InputError, OutputError
 from eqc_enrich.read import DEFAULT_SHEET, READABLE_FORMATS, WRITABLE_FORMATS, Table, TableFormat, table_format
 
 __all__ = [
+    "UNKNOWN_NAMES_COLUMN",
+    "FileItem",
     "WriteItem",
     "atomic_write",
     "default_output_path",
@@ -41,6 +45,7 @@ __all__ = [
     "is_number_text",
     "neutralize_formulas",
     "neutralize_text",
+    "unknown_names_writer",
     "unresolved_path",
     "write_table",
     "write_tables",
@@ -196,18 +201,22 @@ def _probe(directory: Path, path: Path) -> None:
 
 WriteItem = tuple[pl.DataFrame, Path, Table | None]
 """A frame, its target, and the input it came from (for the CSV encoding and the Excel sheet name), if any."""
+FileItem = tuple[Path, Callable[[Path], None]]
+"""A target in a layout of its own, and the function that writes it to the temporary path it is given."""
 
 
-def write_tables(items: Sequence[WriteItem], *, neutralize: bool = True) -> list[Path]:
-    """Write every table or none: all to temporary siblings first, then renamed into place together.
+def write_tables(items: Sequence[WriteItem], *, neutralize: bool = True, files: Sequence[FileItem] = ()) -> list[Path]:
+    """Write every table (and file) or none: all to temporary siblings first, then renamed into place together.
 
     The format follows each target's extension. `neutralize` puts the leading `'` on formula-like text in
-    CSV outputs (see the module doc); XLSX outputs store such strings as text either way.
+    CSV outputs (see the module doc); XLSX outputs store such strings as text either way. `files` are written
+    by their own functions, in the same all-or-nothing set.
     """
     targets = [path for _, path, _ in items]
     seen: dict[Path, Path] = {}
     for path in targets:
         table_format(path)
+    for path in [*targets, *(path for path, _ in files)]:
         _refuse_twice(path, seen)
         _refuse_non_file(path)
     written: list[tuple[Path, Path]] = []
@@ -220,6 +229,12 @@ def write_tables(items: Sequence[WriteItem], *, neutralize: bool = True) -> list
             tmp = path.with_name(_temp_name(path, "tmp"))
             written.append((tmp, path))
             _write_one(frame, tmp, table_format(path), like, neutralize=neutralize)
+        for path, write in files:
+            current = path
+            created += _make_parents(path)
+            tmp = path.with_name(_temp_name(path, "tmp"))
+            written.append((tmp, path))
+            write(tmp)
         _commit(written)
     except BaseException as exc:
         for tmp, _ in written:
@@ -229,7 +244,27 @@ def write_tables(items: Sequence[WriteItem], *, neutralize: bool = True) -> list
         if failure is None or failure is exc:
             raise
         raise failure from exc
-    return targets
+    return [*targets, *(path for path, _ in files)]
+
+
+UNKNOWN_NAMES_COLUMN = "unknown_company_name"
+
+
+def unknown_names_writer(names: Sequence[str], *, neutralize: bool = True) -> Callable[[Path], None]:
+    """WorkDataHub's unknown-names export, laid out as the scripts that read it expect: UTF-8, three `#` lines
+    (title, date, count), then a CSV with an unnamed index column and `unknown_company_name`, one line per
+    row that got a temporary id. Cells are neutralized as in every CSV output (see the module doc)."""
+
+    def write(path: Path) -> None:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            handle.write("# Validation Errors Export\n")
+            handle.write(f"# Date: {datetime.now().isoformat()}\n")  # local time, as theirs
+            handle.write(f"# Total Failed Rows: {len(names)}\n")
+            out = csv.writer(handle, lineterminator="\n")
+            out.writerow(["", UNKNOWN_NAMES_COLUMN])
+            out.writerows((number, neutralize_text(name) if neutralize else name) for number, name in enumerate(names))
+
+    return write
 
 
 def estimate_write_s(frame: pl.DataFrame, path: Path, *, like: Table | None = None, sample_rows: int = 1_000) -> float:

@@ -78,7 +78,7 @@ async def plan_async(
     opts = options or RunOptions()
     config = resolve_config(opts, settings or load_settings())
     table, columns, _ = read_input(source, opts)
-    overrides = Overrides.load(opts.overrides)
+    overrides = Overrides.load(config.overrides)
     store = await asyncio.to_thread(IndexStore, _existing_or_empty(opts.db), schema=opts.db_schema)
     try:
         index = await asyncio.to_thread(run_index_stage, store, table, columns, overrides, opts)

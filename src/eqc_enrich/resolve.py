@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
-import yaml
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich._legacy_keys import legacy_name_keys
+from eqc_enrich._mapping_files import EMPTY_ID, load_mapping_folder, read_yaml
 from eqc_enrich._text import shown, shown_text
 from eqc_enrich.keys import (
     INDEX_PRIORITY,
@@ -30,16 +30,23 @@ from eqc_enrich.store import IndexEntry
 
 __all__ = [
     "EXISTING_ID",
+    "FROM_PLAN",
+    "KEYED_NAME",
     "NAME_KEY",
     "NO_TEMP_ID_KEYS",
     "PLAN_KEY",
+    "PLAN_NAME_COLUMN",
     "PLAN_NAME_KEY",
+    "PLAN_TYPE_COLUMN",
     "ROWS",
+    "SINGLE_PLAN",
     "SOURCE_BACKFLOW",
     "SOURCE_EQC",
     "SOURCE_EXISTING",
     "SOURCE_LEGACY",
     "SOURCE_OVERRIDE",
+    "SOURCE_OVERRIDE_EMPTY",
+    "SOURCE_PLAN_NAME",
     "SOURCE_TEMP",
     "TEMP_ID_PREFIX",
     "Answers",
@@ -53,6 +60,8 @@ __all__ = [
     "index_source",
     "learn_existing_ids",
     "learn_existing_plan_ids",
+    "mark_names_from_plans",
+    "name_from_plan",
     "names_for_eqc",
     "onto_rows",
     "resolve_rows",
@@ -67,8 +76,11 @@ PLAN_KEY = "__plan_key"
 PLAN_NAME_KEY = "__plan_name_key"
 EXISTING_ID = "__existing_id"
 ROWS = "__rows"
+KEYED_NAME = "__keyed_name"  # the name a row is keyed by: its customer name, or the one taken from its plan name
+FROM_PLAN = "__name_from_plan"  # True where the customer name was taken from the plan name
 
 SOURCE_OVERRIDE = "override"
+SOURCE_OVERRIDE_EMPTY = "override:empty"  # an override said `__EMPTY__`: the id stays empty, nothing else asked
 SOURCE_EXISTING = "existing"
 SOURCE_BACKFLOW = "backflow"  # a name whose id another row of this input carries in its id column
 SOURCE_LEGACY = "index:legacy"  # an index row found under an old key form only (see LegacyKeys)
@@ -78,6 +90,7 @@ SOURCE_TEMP = "temp"
 MANUAL_ENTRY_SOURCE = "manual"
 """`enrichment_index.source` of the entries a person decided: the review page's (`review.MANUAL_SOURCE`) and
 the old tools' manual edits alike."""
+SOURCE_PLAN_NAME = "plan_name"  # the id was found for the customer named in 计划名称 (the row had no 客户名称)
 NO_TEMP_ID_KEYS = frozenset({"", "0"})
 TEMP_ID_PREFIX = "IN"  # temporary ids (keys.temp_company_id) are never learned back into the index
 
@@ -96,17 +109,21 @@ def index_source(lookup_type: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Columns:
-    """Which input columns carry the name, the plan code and an id the source already has."""
+    """Which input columns carry the name, the plan code and an id the source already has; with `plan_type`
+    and `plan_name`, also where a 单一计划 row without a customer name finds it (`name_from_plan`)."""
 
     name: str = "客户名称"
     plan: str | None = "计划代码"
     existing_id: str | None = "公司代码"
     plan_required: bool = False  # when False, a missing plan column just means "no plan keys"
     existing_id_required: bool = False
+    plan_type: str | None = None
+    plan_name: str | None = None
 
     def raw(self) -> list[str]:
         """The input columns resolution reads."""
-        return [c for c in (self.name, self.plan, self.existing_id) if c is not None]
+        wanted = (self.name, self.plan, self.existing_id, self.plan_type, self.plan_name)
+        return [c for c in wanted if c is not None]
 
     def for_frame(self, frame: pl.DataFrame) -> tuple[Columns, list[str]]:
         """These columns with optional ones the frame lacks switched off, and a note for each."""
@@ -121,61 +138,38 @@ class Columns:
         return replace(self, plan=plan, existing_id=existing), notes
 
 
+_SECTIONS = ("plan_code", "plans", "customer_name", "names")
+
+
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """The hand-kept mapping that beats everything else."""
+    """The hand-kept mapping that beats everything else: plan code -> id, then name key -> id. An id of
+    `__EMPTY__` leaves the row's id empty and stops its resolution there."""
 
     plans: Mapping[str, str] = field(default_factory=dict)
     names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None) -> Overrides:
-        """YAML with `plan_code:` and `customer_name:` maps (key -> company id); names are normalized.
-
-        At most `MAX_OVERRIDES_BYTES`, and without aliases (`*name`): a few nested aliases expand to
-        gigabytes, and a flat map of keys to ids never needs one.
-        """
+        """Our YAML file with `plan_code:` and `customer_name:` maps (key -> company id; names normalized), or
+        WorkDataHub's mapping folder (`_mapping_files`: their three files, their order, their key matching)."""
         if path is None:
             return cls()
-        try:
-            with path.open("rb") as handle:  # bounded: a device or a pipe named by mistake never ends
-                raw = handle.read(MAX_OVERRIDES_BYTES + 1)
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"overrides {path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8") from exc
-        except OSError as exc:
-            raise ConfigError(f"overrides {path}: {exc.strerror or exc}") from exc
-        if len(raw) > MAX_OVERRIDES_BYTES:
-            raise ConfigError(f"overrides {path}: more than {MAX_OVERRIDES_BYTES >> 20} MiB; an overrides file is a "
-                              "hand-kept map of a few thousand entries")  # fmt: skip
-        try:
-            data = yaml.load(text, Loader=_OverridesLoader) or {}  # a SafeLoader that refuses aliases
-        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: e.g. a date like 2024-13-45
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"overrides {path}: not valid YAML: {shown_text(reason, 200)}") from exc
-        if not isinstance(data, dict):
+        if path.is_dir():
+            folder = load_mapping_folder(path)
+            return cls(plans=folder.plan_codes, names=folder.name)
+        data = read_yaml(path)
+        if not isinstance(data, dict) or not data:
             raise ConfigError(f"overrides {path}: expected a mapping with plan_code and customer_name")
+        unknown = [str(key) for key in data if key not in _SECTIONS]
+        if unknown:
+            raise ConfigError(
+                f"overrides {path}: unknown section(s) {', '.join(map(repr, unknown))}: an overrides file has "
+                "plan_code: and customer_name: maps (WorkDataHub's flat files are given as their folder)"
+            )
         plans = _id_map(path, data.get("plan_code") or data.get("plans") or {}, clean_plan_code)
         names = _id_map(path, data.get("customer_name") or data.get("names") or {}, normalize_name)
         return cls(plans=plans, names=names)
-
-
-MAX_OVERRIDES_BYTES = 16 << 20
-"""The largest overrides file read: a hand-kept map of hundreds of thousands of entries still fits."""
-
-
-class _OverridesLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases: a handful of nested ones (`b: [*a, *a, ...]`) expand to
-    gigabytes, or to an error message of megabytes."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            anchor = shown_text(str(getattr(event, "anchor", "")), 40)
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{anchor}) are not allowed in an overrides file", event.start_mark
-            )
-        return super().compose_node(parent, index)
 
 
 def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, str]:
@@ -198,9 +192,39 @@ def distinct_keys(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
     return add_key_columns(combos, columns)
 
 
+PLAN_TYPE_COLUMN = "计划类型"
+PLAN_NAME_COLUMN = "计划名称"
+SINGLE_PLAN = "单一计划"
+_PLAN_SUFFIX = "企业年金计划"
+_NO_CUSTOMER = ("", "0")
+
+
+def name_from_plan(name: pl.Expr, plan_type: pl.Expr, plan_name: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """WorkDataHub's rule for the income sheet (收入明细), as an expression: a row whose customer name is null,
+    "" or "0", whose plan type is exactly 单一计划 and whose plan name is not empty takes as its customer the
+    plan name's part before a trailing 企业年金计划, trimmed; without that suffix, or with nothing before it,
+    the name is null (the plan name itself never is one). 集合计划 rows keep theirs. Returns (the name,
+    whether it came from the plan name)."""
+    applies = (
+        (name.is_null() | name.is_in(list(_NO_CUSTOMER)))
+        & (plan_type == SINGLE_PLAN)
+        & plan_name.is_not_null()
+        & (plan_name != "")
+    )
+    before = plan_name.str.strip_suffix(_PLAN_SUFFIX).str.strip_chars()
+    taken = pl.when(plan_name.str.ends_with(_PLAN_SUFFIX) & (before != "")).then(before).otherwise(None)
+    return pl.when(applies).then(taken).otherwise(name), applies
+
+
 def add_key_columns(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
     """Lookup keys per row, computed once per distinct raw value."""
-    name_key = _map_distinct(frame[columns.name].cast(pl.String), normalize_name, empty="")
+    name = pl.col(columns.name).cast(pl.String)
+    from_plan: pl.Expr = pl.lit(False)
+    if columns.plan_type is not None and columns.plan_name is not None:
+        plan_type, plan_name = (pl.col(c).cast(pl.String) for c in (columns.plan_type, columns.plan_name))
+        name, from_plan = name_from_plan(name, plan_type, plan_name)
+    frame = frame.with_columns(name.alias(KEYED_NAME), from_plan.alias(FROM_PLAN))
+    name_key = _map_distinct(frame[KEYED_NAME], normalize_name, empty="")
     plan_key = (
         _map_distinct(frame[columns.plan].cast(pl.String), clean_plan_code, empty="")
         if columns.plan
@@ -394,13 +418,22 @@ def resolve_rows(keyed: pl.DataFrame, answers: Answers, *, id_column: str, sourc
     source: Any = pl.lit(None, dtype=pl.String)
     for name, expr in reversed(candidates):
         source = pl.when(expr.is_not_null()).then(pl.lit(name)).otherwise(source)
-    return keyed.with_columns(company_id.alias(id_column), source.alias(source_column))
+    resolved = keyed.with_columns(company_id.alias(id_column), source.alias(source_column))
+    empty = (pl.col(source_column) == SOURCE_OVERRIDE) & (pl.col(id_column) == EMPTY_ID)
+    return resolved.with_columns(
+        pl.when(empty).then(None).otherwise(pl.col(id_column)).alias(id_column),
+        pl.when(empty).then(pl.lit(SOURCE_OVERRIDE_EMPTY)).otherwise(pl.col(source_column)).alias(source_column),
+    )
 
 
-def names_for_eqc(resolved: pl.DataFrame, *, id_column: str) -> list[tuple[str, int]]:
-    """Distinct names no earlier source answered, with their row counts, most frequent first."""
+def names_for_eqc(resolved: pl.DataFrame, *, id_column: str, source_column: str | None = None) -> list[tuple[str, int]]:
+    """Distinct names no earlier source answered, with their row counts, most frequent first (rows an
+    override left empty on purpose are answered: `source_column` tells them)."""
+    open_rows = pl.col(id_column).is_null() & ~pl.col(NAME_KEY).is_in(list(NO_TEMP_ID_KEYS))
+    if source_column is not None:
+        open_rows &= pl.col(source_column).fill_null("") != SOURCE_OVERRIDE_EMPTY
     counts = (
-        resolved.filter(pl.col(id_column).is_null() & ~pl.col(NAME_KEY).is_in(list(NO_TEMP_ID_KEYS)))
+        resolved.filter(open_rows)
         .group_by(NAME_KEY)
         .agg(pl.col(ROWS).sum().alias("len"))
         .sort(["len", NAME_KEY], descending=[True, False])
@@ -469,6 +502,17 @@ def unresolved_table(
         shown(pl.col("example_name")),
         pl.Series("status", [known.get(n, ("not_asked", ""))[0] for n in table["name"]], dtype=pl.String),
         pl.Series("reason", [known.get(n, ("", "not asked"))[1] for n in table["name"]], dtype=pl.String),
+    )
+
+
+def mark_names_from_plans(resolved: pl.DataFrame, *, source_column: str) -> pl.DataFrame:
+    """The source `plan_name` where the row's customer was taken from its plan name and its id was found by
+    that name (an override, a plan code or the row's own id keep their source)."""
+    by_name = [index_source(kind) for kind in INDEX_COLUMNS if INDEX_COLUMNS[kind] in (NAME_KEY, PLAN_NAME_KEY)]
+    by_name += [SOURCE_BACKFLOW, SOURCE_LEGACY, SOURCE_EQC, SOURCE_TEMP]
+    marked = pl.col(FROM_PLAN) & pl.col(source_column).is_in(by_name)
+    return resolved.with_columns(
+        pl.when(marked).then(pl.lit(SOURCE_PLAN_NAME)).otherwise(pl.col(source_column)).alias(source_column)
     )
 
 

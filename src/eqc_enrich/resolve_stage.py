@@ -23,10 +23,15 @@ from eqc_enrich.keys import LookupType
 from eqc_enrich.options import RunOptions
 from eqc_enrich.read import Table
 from eqc_enrich.resolve import (
+    KEYED_NAME,
+    NAME_KEY,
+    SOURCE_OVERRIDE_EMPTY,
+    TEMP_ID_PREFIX,
     Answers,
     Columns,
     index_hits,
     learn_existing_plan_ids,
+    mark_names_from_plans,
     onto_rows,
     resolve_rows,
     rows_by_source,
@@ -35,7 +40,15 @@ from eqc_enrich.resolve import (
 )
 from eqc_enrich.store import IndexEntry, IndexStore, WriteBatch
 
-__all__ = ["BACKFLOW_CONFIDENCE", "BACKFLOW_SOURCE", "NO_NAME_NO_ID", "RowsCounts", "RowsReport", "run_resolve_stage"]
+__all__ = [
+    "BACKFLOW_CONFIDENCE",
+    "BACKFLOW_SOURCE",
+    "LEFT_EMPTY",
+    "NO_NAME_NO_ID",
+    "RowsCounts",
+    "RowsReport",
+    "run_resolve_stage",
+]
 
 BACKFLOW_SOURCE = "backflow"
 BACKFLOW_CONFIDENCE = 1.00
@@ -45,6 +58,9 @@ NO_NAME_NO_ID = "no customer name, and neither its plan code nor an id in the ro
 placeholder such as 空白 or N/A, or 0: most 集合计划 rows) gets a company_id only from its plan code (in the
 index or the overrides) or from an id in its own 公司代码; a 集合计划 code is shared by many companies, so
 nothing is learned from it."""
+
+LEFT_EMPTY = "__EMPTY__ in the overrides: company_id left empty on purpose, nothing else asked"
+"""The reason in `rows_without_id` for rows an override (WorkDataHub's `__EMPTY__`) keeps without an id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +80,8 @@ class RowsReport:
     frame: pl.DataFrame  # the input, plus the id and source columns
     unresolved: pl.DataFrame  # names left with temporary ids, most rows first, with their status and reason
     counts: RowsCounts
+    unknown_names: pl.Series = field(default_factory=lambda: pl.Series("unknown_company_name", [], dtype=pl.String))
+    """Per row with a temporary id, in row order, its name as keyed: WorkDataHub's unknown-names export."""
 
 
 def run_resolve_stage(
@@ -81,7 +99,7 @@ def run_resolve_stage(
     answers = _with_eqc(index, outcomes, salt)
     resolved = resolve_rows(index.keyed, answers, id_column=options.id_column, source_column=options.source_column)
     unresolved = unresolved_table(
-        resolved, columns, id_column=options.id_column, source_column=options.source_column,
+        resolved, replace(columns, name=KEYED_NAME), id_column=options.id_column, source_column=options.source_column,
         reasons=_unresolved_reasons(index, outcomes),
     )  # fmt: skip
     warnings: list[str] = []
@@ -98,18 +116,21 @@ def run_resolve_stage(
             warnings.append(f"the names left unsettled were not recorded for review: {exc}")
     else:
         warnings.append("backflow and hit counts not recorded: the index could not be written")
-    by_source = rows_by_source(resolved, source_column=options.source_column)
-    empty = by_source.get("none", 0)
+    shown = mark_names_from_plans(resolved, source_column=options.source_column)
+    by_source = rows_by_source(shown, source_column=options.source_column)
+    without = {NO_NAME_NO_ID: by_source.get("none", 0), LEFT_EMPTY: by_source.get(SOURCE_OVERRIDE_EMPTY, 0)}
     counts = RowsCounts(
         resolved_by=by_source,
-        rows_without_id={NO_NAME_NO_ID: empty} if empty else {},
+        rows_without_id={reason: rows for reason, rows in without.items() if rows},
         unresolved_names=unresolved.height,
         unsettled_recorded=recorded,
         index_write_s=time.perf_counter() - started,
         warnings=tuple(warnings),
     )
-    frame = onto_rows(table.frame, resolved, columns, new=[options.id_column, options.source_column])
-    return RowsReport(frame=frame, unresolved=unresolved, counts=counts)
+    frame = onto_rows(table.frame, shown, columns, new=[options.id_column, options.source_column, NAME_KEY])
+    temporary = frame[options.id_column].str.starts_with(TEMP_ID_PREFIX).fill_null(False) & (frame[NAME_KEY] != "")
+    unknown = frame.filter(temporary)[NAME_KEY].alias("unknown_company_name")
+    return RowsReport(frame=frame.drop(NAME_KEY), unresolved=unresolved, counts=counts, unknown_names=unknown)
 
 
 def _with_eqc(index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str) -> Answers:

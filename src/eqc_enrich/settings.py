@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     eqc_rate_limit_window: float = 60.0
     alias_salt: SecretStr = SecretStr("")
     eqc_quota_key: str | None = None  # several EQC accounts behind one URL: name each account's shared quota
+    mappings_dir: Path | None = None  # WorkDataHub's mappings folder (its company_id/ overrides), when no --overrides
 
     @field_validator("eqc_token", mode="before")
     @classmethod

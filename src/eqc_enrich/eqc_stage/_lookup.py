@@ -43,11 +43,24 @@ from eqc_enrich.eqc_stage._shared import DatabaseClaims
 from eqc_enrich.eqc_stage._stats import EqcStats
 from eqc_enrich.eqc_stage._tokens import TokenKeeper
 
-__all__ = ["EqcLookup", "LookupOutcome", "LookupSettings", "SendCondition", "StageResult", "Status", "StopReason"]
+__all__ = [
+    "Ask",
+    "EqcLookup",
+    "LookupOutcome",
+    "LookupSettings",
+    "SendCondition",
+    "StageResult",
+    "Status",
+    "StopReason",
+]
 
 _T = TypeVar("_T")
-Status = Literal["found", "not_found", "failed", "skipped", "elsewhere"]
-"""`elsewhere`: another process answered the name while this one waited for it (its claim); not asked here."""
+Status = Literal["found", "not_found", "failed", "skipped", "elsewhere", "details"]
+"""`elsewhere`: another process answered the name while this one waited for it (its claim); not asked here.
+`details`: a company's findDepart and findLabels answers (the name is its company id; see `Ask`)."""
+Ask = Literal["search", "details"]
+"""What a stage asks of each item: `search` a name (and, with `details`, the company it found), or `details`
+of a company id it already knows (findDepart and findLabels; the standing worker fills `base_info` so)."""
 StopReason = Literal["", "interrupted", "token", "eqc_down", "index"]
 _NOT_SENT = object()
 
@@ -168,6 +181,7 @@ class EqcLookup:
         self._claims = claims
         self._store_trouble = on_store_error or (lambda error: None)
         self.names = NameSource(())
+        self._ask: Ask = "search"
         self._stop: asyncio.Future[None] | None = None
         self._stop_requested = False
         self._result = StageResult()
@@ -182,7 +196,9 @@ class EqcLookup:
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(None)
 
-    async def run(self, names: Sequence[str]) -> StageResult:
+    async def run(self, names: Sequence[str], *, ask: Ask = "search") -> StageResult:
+        """Ask EQC about every item of `names` (names, or company ids with `ask="details"`)."""
+        self._ask = ask
         stats = self._stats
         stats.started_at = time.monotonic()
         self._stop = asyncio.get_running_loop().create_future()
@@ -247,7 +263,7 @@ class EqcLookup:
                 continue
             name = item
             try:
-                outcome = await self._lookup(name)
+                outcome = await (self._lookup(name) if self._ask == "search" else self._fetch_details(name))
             except Stopped:
                 return
             except _TokenUnavailable:
@@ -273,6 +289,16 @@ class EqcLookup:
             return LookupOutcome(name, "found", hit=hit, search=result)
         business, labels = await self._details(hit.company_id)
         return LookupOutcome(name, "found", hit=hit, search=result, business=business, labels=labels)
+
+    async def _fetch_details(self, company_id: str) -> LookupOutcome:
+        """findDepart and findLabels of a known company: here they are the point, so a call that fails on every
+        attempt fails the item (to be tried again later), and a stop stops it like a search."""
+        try:
+            business = await self._call(FIND_DEPART, lambda: self._client.find_depart(company_id))
+            labels = await self._call(FIND_LABELS, lambda: self._client.find_labels(company_id))
+        except _Exhausted as exc:
+            return LookupOutcome(company_id, "failed", error=str(exc))
+        return LookupOutcome(company_id, "details", business=business, labels=labels)  # both None: EQC has neither
 
     async def _details(self, company_id: str) -> tuple[BusinessInfo | None, LabelSet | None]:
         """findDepart and findLabels: wanted for storage, never needed for the id, so failures are tolerated."""
@@ -400,7 +426,7 @@ class EqcLookup:
     def _finish(self, outcome: LookupOutcome) -> None:
         self._result.outcomes[outcome.name] = outcome
         self.names.done(outcome.name)
-        if outcome.status == "found":
+        if outcome.status in ("found", "details"):
             self._stats.found += 1
         elif outcome.status == "not_found":
             self._stats.not_found += 1

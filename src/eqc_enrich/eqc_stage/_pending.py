@@ -24,7 +24,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from eqc_enrich._errors import IndexStoreError
-from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch, redact_url
+from eqc_enrich.store import CompanyRecord, IndexEntry, IndexStore, Payload, WriteBatch, redact_url
 
 try:  # POSIX advisory locks; where they do not exist (Windows) files are loaded without the liveness check
     import fcntl
@@ -204,15 +204,20 @@ def batch_to_json(batch: WriteBatch) -> dict[str, Any]:
         "negatives": list(batch.negatives),
         "payloads": [asdict(p) for p in batch.payloads],
         "cleared_negatives": list(batch.cleared_negatives),
+        "companies": [asdict(c) for c in batch.companies],
     }
 
 
 def batch_from_json(data: dict[str, Any]) -> WriteBatch:
     entry_fields = {f.name for f in fields(IndexEntry)} - {"updated_at"}
     payload_fields = {f.name for f in fields(Payload)}
+    company_fields = {f.name for f in fields(CompanyRecord)}
     return WriteBatch(
         entries=[IndexEntry(**{k: v for k, v in e.items() if k in entry_fields}) for e in data.get("entries", [])],
         negatives=[str(name) for name in data.get("negatives", [])],
         payloads=[Payload(**{k: v for k, v in p.items() if k in payload_fields}) for p in data.get("payloads", [])],
         cleared_negatives=[str(name) for name in data.get("cleared_negatives", [])],
+        companies=[
+            CompanyRecord(**{k: v for k, v in c.items() if k in company_fields}) for c in data.get("companies", [])
+        ],
     )

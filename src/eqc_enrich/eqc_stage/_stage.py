@@ -18,7 +18,7 @@ from typing import Any
 
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich.config import EqcAccess, StageConfig
-from eqc_enrich.eqc_stage._lookup import EqcLookup, LookupOutcome, LookupSettings, StageResult, StopReason
+from eqc_enrich.eqc_stage._lookup import Ask, EqcLookup, LookupOutcome, LookupSettings, StageResult, StopReason
 from eqc_enrich.eqc_stage._pacing import SendLedger, SlidingWindowLimiter
 from eqc_enrich.eqc_stage._pending import PendingFile
 from eqc_enrich.eqc_stage._shared import DatabaseClaims, DatabaseLedger
@@ -136,12 +136,15 @@ async def run_eqc_stage(
     ledger: SendLedger | None = None,
     stats: EqcStats | None = None,
     on_outcome: Callable[[LookupOutcome], None] | None = None,
+    ask: Ask = "search",
 ) -> EqcReport:
     """Ask `names` (most valuable first) and commit each answer.
 
     `ledger`: where send slots are reserved (default: the shared quota in the index, as a run takes them;
     the standing worker passes one that yields to runs). `stats`: the live counters to write, when the
     caller wants to show them while the stage runs. `on_outcome` hears each name as it is settled.
+    `ask="details"`: `names` are company ids whose findDepart and findLabels answers go to `base_info`
+    (the standing worker's last kind of work); no claims are taken for them, as no name is answered.
     """
     stats = stats if stats is not None else EqcStats()
     handle = handle or StopHandle()
@@ -167,12 +170,17 @@ async def run_eqc_stage(
             if lookup is not None:
                 lookup.stop("index", f"the index could not be written: {error}")
 
-        claims = DatabaseClaims(
-            store, owner, lease_s=access.claim_lease_s, entries_since=entries_since, negatives_since=negatives_since
+        claims = (
+            DatabaseClaims(
+                store, owner, lease_s=access.claim_lease_s, entries_since=entries_since, negatives_since=negatives_since
+            )
+            if ask == "search"
+            else None
         )
         writer = IndexWriter(
             store, interval_s=config.commit_interval_s, side_file=side_file, policy=config.index_wait,
-            confidence=config.confidence, events=events, on_give_up=index_gave_up, owner=owner,
+            confidence=config.confidence, events=events, on_give_up=index_gave_up,
+            owner=owner if claims is not None else None,  # details take no claims, so release none
         )  # fmt: skip
         settings = lookup_settings(config)
         limiter = SlidingWindowLimiter(
@@ -188,15 +196,17 @@ async def run_eqc_stage(
         stats.effective_rate = lookup.limiter.effective_rate
         handle.attach(lookup)
         writer.start()
-        renewing = asyncio.create_task(_renew_claims(claims, lookup))
+        renewing = asyncio.create_task(_renew_claims(claims, lookup)) if claims is not None else None
         try:
-            result = await lookup.run(names)
+            result = await lookup.run(names, ask=ask)
         finally:
-            renewing.cancel()
+            if renewing is not None:
+                renewing.cancel()
             await writer.close()
             handle.lookup = None
             with contextlib.suppress(IndexStoreError):  # unreleased claims expire with their lease anyway
-                await claims.release_all(sorted(lookup.names.claimed))
+                if claims is not None:
+                    await claims.release_all(sorted(lookup.names.claimed))
         stats.token_refreshes = keeper.refreshes
         if writer.gave_up is not None and result.stopped in ("", "interrupted"):
             # the answers are all in hand, but not all in the index: that is not a completed stage

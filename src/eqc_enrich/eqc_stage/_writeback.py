@@ -17,34 +17,46 @@ from typing import Any
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy
 from eqc_enrich.eqc import SearchHit
+from eqc_enrich.eqc_stage._company import company_record, details_record
 from eqc_enrich.eqc_stage._lookup import LookupOutcome
 from eqc_enrich.eqc_stage._pacing import Stopped
 from eqc_enrich.eqc_stage._pending import PendingFile
 from eqc_enrich.keys import LookupType, normalize_name
 from eqc_enrich.store import IndexEntry, IndexStore, Payload, WriteBatch
 
-__all__ = ["EQC_SOURCE", "FORMER_NAME_DOMAIN", "LOOKUP_DOMAIN", "IndexWriter", "batch_for"]
+__all__ = ["EQC_SOURCE", "FIRST_COMMIT_STALL_S", "FORMER_NAME_DOMAIN", "LOOKUP_DOMAIN", "IndexWriter", "batch_for"]
 
 EQC_SOURCE = "eqc_api"
 LOOKUP_DOMAIN = "eqc_sync_lookup"  # source_domain of an EQC answer, as the existing EQC writer records it
 FORMER_NAME_DOMAIN = "eqc_sync_former_name"
+FIRST_COMMIT_STALL_S = 1.0  # how long a writer's first commit of answers may take before it counts as stuck
 
 
 def batch_for(
     outcome: LookupOutcome, *, keep_payloads: bool = True, confidence: ConfidencePolicy | None = None
 ) -> WriteBatch:
-    """What one answer teaches the index; failures and skips teach nothing."""
+    """What one answer teaches the index and `base_info`; failures and skips teach nothing.
+
+    A found name: its index rows (when confident enough to learn) and the company in `base_info` (always, a
+    weak answer too); a company's details (`details`): its `base_info` row only.
+    """
     confidence = confidence or ConfidencePolicy()
     batch = WriteBatch()
     if outcome.status == "not_found":
         batch.negatives.append(outcome.name)
+        return batch
+    if outcome.status == "details":
+        if outcome.business is not None or outcome.labels is not None:
+            batch.companies.append(details_record(outcome.name, outcome.business, outcome.labels))
         return batch
     hit = outcome.hit
     if outcome.status != "found" or hit is None:
         return batch
     batch.cleared_negatives.append(outcome.name)
     if confidence.learns(hit.confidence):
-        batch.entries.extend(_entries(outcome.name, hit, confidence))
+        former = outcome.business.former_names if outcome.business is not None else ()
+        batch.entries.extend(_entries(outcome.name, hit, confidence, former))
+    batch.companies.append(company_record(outcome.name, outcome.search, hit, outcome.business, outcome.labels))
     if keep_payloads:
         batch.payloads.append(
             Payload(
@@ -58,7 +70,10 @@ def batch_for(
     return batch
 
 
-def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy) -> list[IndexEntry]:
+def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy, details_former: tuple[str, ...]) -> list[IndexEntry]:
+    """The name asked and the registered name as customer names; former names (the search item's, and
+    findDepart's when fetched) as former names, at the policy's discount."""
+
     def entry(key: str, kind: LookupType, score: float, domain: str) -> IndexEntry:
         return IndexEntry(key, kind, hit.company_id, score, EQC_SOURCE, source_domain=domain)
 
@@ -68,7 +83,7 @@ def _entries(asked: str, hit: SearchHit, policy: ConfidencePolicy) -> list[Index
         # EQC named the company's registered name: asking that name would be an exact match.
         entries.append(entry(official, LookupType.CUSTOMER_NAME, 1.0, LOOKUP_DOMAIN))
     former_confidence = policy.former_name(hit.confidence)
-    for former in hit.former_names:
+    for former in dict.fromkeys((*hit.former_names, *details_former)):
         key = normalize_name(former)
         if key and policy.learns(former_confidence):
             entries.append(entry(key, LookupType.FORMER_NAME, former_confidence, FORMER_NAME_DOMAIN))
@@ -106,6 +121,7 @@ class IndexWriter:
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
+        self._compiled = False  # a commit of answers went through: its statements are compiled
         self.error: str | None = None  # why the index cannot be written right now
         self.gave_up: str | None = None  # set once the wait bound passed: the run must stop
         self.spill_error: str | None = None
@@ -192,13 +208,17 @@ class IndexWriter:
         batch, self._pending = self._pending, WriteBatch()
         started = time.perf_counter()
         write = asyncio.ensure_future(asyncio.to_thread(self._store.write, batch, owner=self._owner))
+        # the first commit of answers also compiles the write statements (index rows, base_info, payloads): on
+        # a busy machine that alone can pass the stall bound, which is there to notice a lock, not a compiler
+        compiling = not self._compiled and bool(batch.entries or batch.companies)
+        stall_s = max(self._policy.stall_s, FIRST_COMMIT_STALL_S) if compiling else self._policy.stall_s
         try:
             while True:
-                done, _ = await asyncio.wait({write}, timeout=self._policy.stall_s)
+                done, _ = await asyncio.wait({write}, timeout=stall_s)
                 if done:
                     write.result()
                     break
-                self._trouble(f"an index write has not returned for {self._policy.stall_s:g}s (locked?)", batch)
+                self._trouble(f"an index write has not returned for {stall_s:g}s (locked?)", batch)
                 if self.gave_up is not None:
                     # The batch is in the side file; the write may still land later (harmless: upserts repeat).
                     write.add_done_callback(_observed)
@@ -209,6 +229,7 @@ class IndexWriter:
             self._trouble(str(exc), WriteBatch())
             return False
         self.write_s += time.perf_counter() - started
+        self._compiled = self._compiled or bool(batch.entries or batch.companies)
         self.commits += 1
         self.rows_written += len(batch)
         if not len(self._pending):

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._decide import Decider, DecisionRefused, eqc_company_id
-from eqc_enrich.review._pages import Detail, QueueView, error_page, review_page, say
+from eqc_enrich.review._pages import Detail, QueueView, conflicts_page, error_page, review_page, say
 from eqc_enrich.review._queue import candidate_counts, candidates_of, with_several_candidates
 from eqc_enrich.review._search import EqcSearcher, seconds_to_next_slot
 from eqc_enrich.review._static import CSS, JS
@@ -145,6 +145,7 @@ def create_app(
         Route(f"{base}static/review.css", _static(CSS, "text/css"), methods=["GET"]),
         Route(f"{base}static/review.js", _static(JS, "text/javascript"), methods=["GET"]),
         Route(f"{base}slot", _endpoint(state, _slot), methods=["GET"]),
+        Route(f"{base}conflicts", _endpoint(state, _conflicts), methods=["GET"]),
         Route(f"{base}decide", _endpoint(state, _decide), methods=["POST"]),
         Route(f"{base}check", _endpoint(state, _check), methods=["POST"]),
         Route(f"{base}search", _endpoint(state, _search), methods=["POST"]),
@@ -307,7 +308,10 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
         notice_html=notice,
     )  # fmt: skip
     decisions = store.decisions.latest(limit=10)
-    return review_page(view, detail, decisions=decisions, page_id=state.decider.page, scope=state.scope_label)
+    return review_page(
+        view, detail, decisions=decisions, page_id=state.decider.page, scope=state.scope_label,
+        conflicts=store.conflicts.count(),
+    )  # fmt: skip
 
 
 def _next_key(names: Sequence[UnsettledName], selected: UnsettledName | None) -> str:
@@ -338,6 +342,11 @@ def _slot_s(state: ReviewState) -> float:
         return seconds_to_next_slot(state.store, state.access)
     except EqcEnrichError:
         return 0.0
+
+
+async def _conflicts(state: ReviewState, request: Request) -> Response:
+    listed = await asyncio.to_thread(state.store.conflicts.listing)
+    return HTMLResponse(conflicts_page(listed, state.base))
 
 
 async def _slot(state: ReviewState, request: Request) -> Response:

@@ -35,6 +35,7 @@ def review_command(
     access = resolve_access(eqc, load_settings())  # the runs' EQC, token, rate limit and shared quota
     store = IndexStore(db, schema=db_schema)
     try:
+        store.check_grants()  # decisions and searches write: a missing grant is said before the page opens
         scope = scope_of_file(store, file, name_column=name_column) if file is not None else None
         try:
             server = ReviewServer(

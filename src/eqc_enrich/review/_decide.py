@@ -2,7 +2,9 @@
 its journal row, and undone only by the page that made it.
 
 An accepted or typed id becomes a `manual` customer-name entry (confidence 1.00, source_domain `eqc_review`)
-in the same transaction as its journal row; the index write settles the open name.
+in the same transaction as its journal row; the index write settles the open name. An accepted candidate EQC
+offered that `base_info` does not hold yet goes there too, from its stored search item, in the same
+transaction (a typed id was no EQC answer: it does not).
 
 Compare-and-set: the page shows a name with a tag of its state (open or settled, and the index row for it),
 and the decision carries the tag back. In one transaction the name's rows are locked (PostgreSQL: FOR UPDATE,
@@ -24,14 +26,18 @@ import re
 import uuid
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from eqc_enrich._errors import InputError
+from eqc_enrich.eqc import SearchHit
+from eqc_enrich.eqc_stage import company_record
 from eqc_enrich.keys import LookupType
 from eqc_enrich.review._queue import candidates_of
 from eqc_enrich.store import (
     NOT_A_COMPANY,
     WITHDRAWN,
+    CompanyRecord,
     Decision,
     IndexEntry,
     IndexStore,
@@ -167,11 +173,25 @@ class Decider:
             ):  # fmt: skip
                 held = f"{before.company_id} ({before.source}, 1.00)"
                 raise DecisionRefused(key, f"the index holds {held} for it, which no decision replaces")
-            store.write(WriteBatch(entries=[manual_entry(key, cleaned)]), conn=conn)
+            companies = self._candidate_record(key, cleaned, query, conn) if decision == "accept" else []
+            store.write(WriteBatch(entries=[manual_entry(key, cleaned)], companies=companies), conn=conn)
             return store.decisions.add(
                 key, decision, os_user=self.os_user, company_id=cleaned, query=query,
                 undo=UndoRecord(self.page, before), conn=conn,
             )  # fmt: skip
+
+    def _candidate_record(
+        self, key: str, company_id: str, query: str | None, conn: sa.Connection
+    ) -> list[CompanyRecord]:
+        """The accepted candidate's `base_info` record from its stored search item, unless base_info has it."""
+        if self._store.base_info.get(company_id, conn=conn) is not None:
+            return []
+        payloads = self._store.tables.payloads
+        item = conn.execute(
+            sa.select(payloads.c.search_json).where(payloads.c.company_id == company_id)
+        ).scalar_one_or_none()
+        hit = SearchHit.from_item(item) if isinstance(item, dict) else None
+        return [company_record(query or key, None, hit)] if hit is not None else []
 
     def not_a_company(self, key: str, *, seen: str | None = None) -> int:
         store = self._store

@@ -23,9 +23,9 @@ from string import Formatter
 from typing import Any
 from urllib.parse import urlencode
 
-from eqc_enrich.store import Decision, UnsettledName
+from eqc_enrich.store import Conflict, Decision, UnsettledName
 
-__all__ = ["KEYS_HELP", "Detail", "QueueView", "error_page", "review_page", "say", "shown"]
+__all__ = ["KEYS_HELP", "Detail", "QueueView", "conflicts_page", "error_page", "review_page", "say", "shown"]
 
 KEYS_HELP = (
     ("j / ↓", "next name"),
@@ -169,12 +169,21 @@ class Detail:
         self.notice_html = notice_html
 
 
-def review_page(view: QueueView, detail: Detail, *, decisions: Sequence[Decision], page_id: str, scope: str) -> str:
-    """`page_id`: this page's decisions (the only ones it offers to undo)."""
+def review_page(
+    view: QueueView,
+    detail: Detail,
+    *,
+    decisions: Sequence[Decision],
+    page_id: str,
+    scope: str,
+    conflicts: int = 0,
+) -> str:
+    """`page_id`: this page's decisions (the only ones it offers to undo); `conflicts`: former names on two
+    companies, linked from the header."""
     parts = [
         _head("eqc-enrich review", view.base),
         "<body>",
-        _header(view, scope),
+        _header(view, scope, conflicts),
         '<div class="layout">',
         _queue(view, detail.name),
         _detail(view, detail),
@@ -185,7 +194,30 @@ def review_page(view: QueueView, detail: Detail, *, decisions: Sequence[Decision
     return "".join(parts)
 
 
-def _header(view: QueueView, scope: str) -> str:
+def conflicts_page(conflicts: Sequence[Conflict], base: str) -> str:
+    """Former names that point at two companies: no row is answered from them, and none is written again."""
+    rows = "".join(
+        f"<tr><td>{zh(c.lookup_key)}</td><td>{shown(', '.join(c.company_ids))}</td><td>{shown(c.found_by)}</td>"
+        f"<td>{shown(_when(c.first_seen_at))}</td><td>{shown(_when(c.last_seen_at))}</td></tr>"
+        for c in conflicts
+    )
+    body = (
+        f'<main class="conflicts"><p><a href="{attr(base)}">back to the names to settle</a></p>'
+        "<h1>Former names that point at two companies</h1>"
+        "<p>EQC (or the index) gave each of these former names to more than one company. None of them answers "
+        "a row any more: a row with such a name goes on to EQC. They are never written to the index again.</p>"
+        '<table id="conflicts"><thead><tr><th>former name</th><th>company ids</th><th>found by</th>'
+        "<th>first seen</th><th>last seen</th></tr></thead>"
+        f"<tbody>{rows or '<tr><td colspan=5>None.</td></tr>'}</tbody></table></main>"
+    )
+    return f"{_head('eqc-enrich review: former-name conflicts', base)}<body>{body}</body></html>"
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def _header(view: QueueView, scope: str, conflicts: int = 0) -> str:
     c = view.counts
     left = sum(n for k, n in c.items() if k.startswith("kind:"))
     badges = "".join(
@@ -207,6 +239,8 @@ def _header(view: QueueView, scope: str) -> str:
         f'<nav class="counts"><a class="count" href="{attr(view.base)}">all</a>{badges}'
         f'<a class="count" id="several" href="{attr(view.link(kind="several", status="", page=1))}">'
         "several candidates</a>"
+        f'<a class="count" id="conflicts-link" href="{attr(view.base)}conflicts">former names on two companies '
+        f"<b>{conflicts:,}</b></a>"
         "</nav>"
         f'<form class="filter" method="get" action="{attr(view.base)}">'
         f'<input type="hidden" name="kind" value="{attr(view.kind)}">'

@@ -3,7 +3,8 @@
 The search runs the EQC stage's own lookup (`EqcLookup`) on one query, with the limiter on the shared
 ledger (`DatabaseLedger`), the `TokenKeeper` that refreshes an expired token once, and `DatabaseClaims`,
 so a run asking the same name at the same moment is never asked twice. What EQC answers is stored as
-payloads (every candidate, under the reviewed name's key) so the candidates are there next time; no
+payloads (every candidate, under the reviewed name's key) so the candidates are there next time, and its
+top hit goes to `base_info` as a run's would (a candidate a person accepts follows when accepted); no
 index entry is written: a person decides which candidate, if any, is the company.
 
 Checking a typed id is one findDepart call through the same limiter and token keeper (a token EQC calls
@@ -30,6 +31,7 @@ from eqc_enrich.eqc_stage import (
     LookupSettings,
     SlidingWindowLimiter,
     TokenKeeper,
+    company_record,
     default_margin,
     next_send,
 )
@@ -211,7 +213,10 @@ class EqcSearcher:
         hits = outcome.search.hits if outcome.search is not None else ()
         if hits:
             self._store.write(
-                WriteBatch(payloads=[Payload(company_id=h.company_id, search_key=key, search_json=h.raw) for h in hits])
+                WriteBatch(
+                    payloads=[Payload(company_id=h.company_id, search_key=key, search_json=h.raw) for h in hits],
+                    companies=[company_record(outcome.name, outcome.search, hits[0])],
+                )
             )
         text = outcome.error or message or ""
         if outcome.status == "elsewhere":

@@ -13,19 +13,31 @@ from typing import Any, Self, TypeVar
 import uvicorn
 
 from eqc_enrich.simulator._app import SimulatorConfig, SimulatorState, create_app
+from eqc_enrich.simulator._universe import Universe
 
 _T = TypeVar("_T")
 _START_TIMEOUT_S = 15.0
 
 
 class Simulator:
-    """A real HTTP server speaking the EQC API; `with Simulator(config) as sim:` then talk to `sim.url`."""
+    """A real HTTP server speaking the EQC API; `with Simulator(config) as sim:` then talk to `sim.url`.
 
-    def __init__(self, config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    `universe` replaces the seed's companies (a test that needs companies the generator never makes, such as
+    two that once had the same name).
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        universe: Universe | None = None,
+    ) -> None:
         self.config = config or SimulatorConfig()
         self.host = host
         self._port = port
-        self._app = create_app(self.config)
+        self._app = create_app(self.config, universe)
         self.state: SimulatorState = self._app.state.simulator
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

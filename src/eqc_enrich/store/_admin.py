@@ -20,6 +20,7 @@ from eqc_enrich.store._store import IndexStore
 __all__ = ["ImportReport", "export_entries", "import_entries", "index_stats", "prune_index"]
 
 _FILE_TYPES = (".csv", ".parquet")
+_LISTED = 100  # conflicts listed by `index stats` (all are counted)
 REQUIRED_COLUMNS = ("lookup_key", "lookup_type", "company_id", "confidence", "source")
 OPTIONAL_COLUMNS = ("source_domain", "source_table")
 _EXPORT_SCHEMA: dict[str, Any] = {
@@ -39,8 +40,14 @@ _EXPORT_SCHEMA: dict[str, Any] = {
 
 def index_stats(store: IndexStore, *, negative_ttl_s: float, runs: int = 5) -> dict[str, Any]:
     """Rows by lookup type, source and confidence band; the negative cache and how much of it is past the
-    TTL; payloads; recent runs; live claims; quota rows."""
+    TTL; payloads; `base_info` (rows, rows without details, the oldest fetch); former names that point at two
+    companies (recorded, and found among the index's rows but not recorded yet); recent runs; live claims;
+    quota rows."""
     tallies = store.entries.tallies()
+    companies = store.base_info.tallies()
+    in_index = store.conflicts.in_index()
+    known = store.conflicts.known(in_index)
+    unrecorded = {key: ids for key, ids in in_index.items() if key not in known}
     expired_before = utcnow() - timedelta(seconds=negative_ttl_s)
     recent = [
         {
@@ -62,6 +69,15 @@ def index_stats(store: IndexStore, *, negative_ttl_s: float, runs: int = 5) -> d
             "past_ttl": store.negatives.count(asked_before=expired_before),
         },
         "payloads": store.payloads.count(),
+        "base_info": {**companies, "oldest_api_fetched_at": _iso(companies["oldest_api_fetched_at"])},
+        "former_name_conflicts": {
+            "recorded": store.conflicts.count(),
+            "unrecorded_in_index": len(unrecorded),  # `index init` records them
+            "keys": [conflict.as_dict() for conflict in store.conflicts.listing(limit=_LISTED)],
+            "unrecorded_keys": [
+                {"lookup_key": key, "company_ids": sorted(ids)} for key, ids in sorted(unrecorded.items())[:_LISTED]
+            ],
+        },
         "recent_runs": recent,
         "claims": store.claims.live(),
         "quota": store.quota.tallies(),

@@ -1,5 +1,5 @@
-"""The tables, by name: the shared `enrichment_index` exactly as the existing migration creates it, and the
-tool's own tables beside it.
+"""The tables, by name: the shared `enrichment_index` and `base_info` exactly as the existing migrations create
+them, and the tool's own tables beside them.
 
 DDL is only ever issued by `init_index` (and, for a SQLite file, when the store opens it); `init_sql`
 prints the same DDL for a DBA, with the grants a run needs.
@@ -8,12 +8,19 @@ prints the same DDL for a DBA, with the grants a run needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateColumn
+from sqlalchemy.sql.compiler import DDLCompiler
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
+from eqc_enrich.store._base_info import NULLABLE_ON_SQLITE
+from eqc_enrich.store._base_info import define_table as define_base_info
+from eqc_enrich.store._conflicts import define_table as define_conflicts
 from eqc_enrich.store._decisions import define_table as define_decisions
 from eqc_enrich.store._decisions import define_undo_table as define_decision_undo
 from eqc_enrich.store._quota import RATE_TABLE, define_rate_table
@@ -35,6 +42,7 @@ class Tables:
 
     schema: str | None
     index: sa.Table
+    base_info: sa.Table
     negatives: sa.Table
     payloads: sa.Table
     journal: sa.Table
@@ -46,6 +54,12 @@ class Tables:
     worker_log: sa.Table
     decisions: sa.Table
     decision_undo: sa.Table
+    conflicts: sa.Table
+
+    @property
+    def shared(self) -> tuple[sa.Table, ...]:
+        """The tables other tools write too: a run may SELECT, INSERT and UPDATE them, never DELETE."""
+        return (self.index, self.base_info)
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
@@ -54,11 +68,17 @@ class Tables:
             self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
             self.worker_log,
             self.decisions, self.decision_undo, self.quota_rates,
+            self.conflicts,
         )  # fmt: skip
 
     @property
     def all(self) -> tuple[sa.Table, ...]:
-        return (self.index, *self.tool)
+        return (*self.shared, *self.tool)
+
+    def privileges(self) -> list[tuple[sa.Table, tuple[str, ...]]]:
+        """Each table with the privileges a run needs on it: exactly what the GRANT template grants."""
+        shared = ("SELECT", "INSERT", "UPDATE")
+        return [(table, shared) for table in self.shared] + [(table, (*shared, "DELETE")) for table in self.tool]
 
 
 def define(schema: str | None) -> Tables:
@@ -66,6 +86,7 @@ def define(schema: str | None) -> Tables:
     return Tables(
         schema=schema,
         index=_index_table(metadata),
+        base_info=define_base_info(metadata),
         negatives=sa.Table(
             "eqc_negative_cache",
             metadata,
@@ -127,7 +148,17 @@ def define(schema: str | None) -> Tables:
         worker_log=define_worker_log(metadata),
         decisions=define_decisions(metadata),
         decision_undo=define_decision_undo(metadata),
+        conflicts=define_conflicts(metadata),
     )
+
+
+@compiles(CreateColumn, "sqlite")
+def _sqlite_column(element: CreateColumn, compiler: DDLCompiler, **kw: Any) -> str | None:
+    """`base_info.id` is an identity column on PostgreSQL; SQLite has none, so there it may stay NULL."""
+    text: str | None = compiler.visit_create_column(element, **kw)  # type: ignore[no-untyped-call]
+    if text is not None and element.element.info.get(NULLABLE_ON_SQLITE):
+        text = text.replace(" NOT NULL", "")
+    return text
 
 
 def _index_table(metadata: sa.MetaData) -> sa.Table:
@@ -204,17 +235,16 @@ def init_sql(schema: str | None, *, role: str = "etl_role") -> str:
     body = [str(statement.compile(dialect=dialect)).strip() + ";" for statement in statements]
     quote = dialect.identifier_preparer
     name = quote.quote_schema(schema) if schema is not None else "public"
-    index = quote.format_table(tables.index)
     own = ", ".join(quote.format_table(table) for table in tables.tool)
     grants = [
         f"-- Grants for the role the runs connect as (replace {role}); a run issues no DDL:",
         f"-- GRANT USAGE ON SCHEMA {name} TO {role};",
-        f"-- GRANT SELECT, INSERT, UPDATE ON {index} TO {role};",
+        *(f"-- GRANT SELECT, INSERT, UPDATE ON {quote.format_table(table)} TO {role};" for table in tables.shared),
         f"-- GRANT SELECT, INSERT, UPDATE, DELETE ON {own} TO {role};",
     ]
     header = [
-        "-- eqc-enrich: the enrichment index and the tool's own tables (PostgreSQL).",
-        f"-- {INDEX_TABLE} is created only if missing, as the existing migration defines it.",
+        "-- eqc-enrich: the enrichment index, base_info and the tool's own tables (PostgreSQL).",
+        f"-- {INDEX_TABLE} and base_info are created only if missing, as the existing migrations define them.",
         "BEGIN;",
     ]
     return "\n".join([*header, *body, "COMMIT;", "", *grants]) + "\n"

@@ -10,13 +10,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from eqc_enrich._errors import IndexStoreError
+from eqc_enrich.store._base_info import BaseInfo
 from eqc_enrich.store._cache import Negatives, Payloads
 from eqc_enrich.store._claims import Claims
+from eqc_enrich.store._conflicts import FOUND_BY_INDEX, FormerNameConflicts
 from eqc_enrich.store._decisions import ReviewDecisions
-from eqc_enrich.store._engine import SCHEMA_ENV, Database, database_url, redact_url
+from eqc_enrich.store._engine import INIT_HINT, SCHEMA_ENV, Database, database_url, redact_url
 from eqc_enrich.store._entries import Entries
 from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, WriteBatch, utcnow
@@ -29,9 +33,10 @@ __all__ = ["IndexStore", "InitReport", "init_index"]
 
 
 class IndexStore:
-    """The enrichment index and the tool's tables beside it: `enrichment_index` compatible with
-    `enterprise.enrichment_index`, the negative cache, raw payloads, the run journal, the shared quota, the
-    claims, the names runs left unsettled, and the review page's decisions.
+    """The enrichment index and the tables beside it: `enrichment_index` and `base_info` compatible with
+    `enterprise.enrichment_index` and `enterprise.base_info`, the negative cache, raw payloads, the run journal,
+    the shared quota, the claims, the names runs left unsettled, the review page's decisions, and the former
+    names that point at two companies.
 
     `db` is a SQLite path or a SQLAlchemy URL (default `EQC_ENRICH_DB`, else `./eqc_enrich.db`); `schema`
     places the tables in a PostgreSQL schema (default `EQC_ENRICH_DB_SCHEMA`; ignored for SQLite).
@@ -41,8 +46,9 @@ class IndexStore:
     come from `eqc-enrich index init` (or the SQL of `--print-sql`, run by a DBA), and opening a database
     without them fails with one line saying so.
 
-    Reads and writes are short transactions; each table object (`entries`, `negatives`, `payloads`,
-    `journal`, `quota`, `claims`, `unsettled`, `decisions`) takes `conn=` to work inside `transaction()`.
+    Reads and writes are short transactions; each table object (`entries`, `base_info`, `negatives`,
+    `payloads`, `journal`, `quota`, `claims`, `unsettled`, `decisions`, `conflicts`) takes `conn=` to work
+    inside `transaction()`.
     """
 
     def __init__(self, db: str | Path | None = None, *, schema: str | None = None, create: bool | None = None) -> None:
@@ -53,6 +59,8 @@ class IndexStore:
         self.tables: Tables = define(self.schema)
         t = self.tables
         self.entries = Entries(self._db, t.index)
+        self.base_info = BaseInfo(self._db, t.base_info)
+        self.conflicts = FormerNameConflicts(self._db, t.conflicts, t.index)
         self.negatives = Negatives(self._db, t.negatives)
         self.payloads = Payloads(self._db, t.payloads)
         self.journal = Journal(self._db, t.journal)
@@ -103,16 +111,20 @@ class IndexStore:
         return self.negatives.known(names, asked_since=asked_since)
 
     def write(self, batch: WriteBatch, *, owner: str | None = None, conn: Connection | None = None) -> None:
-        """Everything in one transaction, committed together or not at all: answers, negatives, payloads,
-        and the release of `owner`'s claims on `batch.released` (inside the caller's transaction with `conn`)."""
+        """Everything in one transaction, committed together or not at all: answers, the companies they name
+        (`base_info`), negatives, payloads, and the release of `owner`'s claims on `batch.released` (inside the
+        caller's transaction with `conn`). Former names that point at two companies are kept out (and
+        recorded) on the way."""
         if not len(batch):
             return
         if batch.released and owner is None:
             raise ValueError("a batch that releases claims needs the owner of those claims")
         now = utcnow()
         with self._db.begin(conn) as conn:
-            self.entries.upsert(batch.entries, now=now, conn=conn)
-            self.unsettled.settle_entries(batch.entries, now=now, conn=conn)
+            entries = self.conflicts.screen(batch.entries, now=now, conn=conn)
+            self.entries.upsert(entries, now=now, conn=conn)
+            self.base_info.upsert(batch.companies, now=now, conn=conn)
+            self.unsettled.settle_entries(entries, now=now, conn=conn)
             self.negatives.add(batch.negatives, now=now, conn=conn)
             self.payloads.upsert(batch.payloads, now=now, conn=conn)
             self.negatives.clear(batch.cleared_negatives, conn=conn)
@@ -123,6 +135,32 @@ class IndexStore:
         """Take the write lock and let it go (an empty write transaction); raises when the index cannot."""
         with self.transaction():
             pass
+
+    def check_grants(self) -> None:
+        """Raise, in one line naming them, when the role lacks a privilege a run needs (PostgreSQL; exactly what
+        the GRANT template of `index init --print-sql` grants). Called when a run, the worker or the review
+        page starts, so a missing grant is said at once and not met by the first answer's commit."""
+        if self.dialect != "postgresql":
+            return
+        wanted = [(table, privilege) for table, privileges in self.tables.privileges() for privilege in privileges]
+        names = [_qualified(table) for table, _ in wanted]
+        kinds = [privilege for _, privilege in wanted]
+        query = sa.text(
+            "SELECT t.name, t.privilege FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]))"
+            " AS t(name, privilege) WHERE NOT has_table_privilege(t.name, t.privilege)"
+        )
+        with self._db.read() as conn:
+            missing = conn.execute(query, {"names": names, "kinds": kinds}).all()
+        if not missing:
+            return
+        by_table: dict[str, list[str]] = {}
+        for name, privilege in missing:
+            by_table.setdefault(str(name), []).append(str(privilege))
+        lacking = "; ".join(f"{', '.join(privileges)} on {name}" for name, privileges in by_table.items())
+        raise IndexStoreError(
+            f"index at {redact_url(self.url)}: permission denied: the role lacks {lacking} (the database owner "
+            f"grants it with the SQL of `{INIT_HINT}`)"
+        )
 
     def record_hits(self, keys: Iterable[tuple[str, str]]) -> None:
         """`hit_count + 1` and `last_hit_at = now` for each (lookup_key, lookup_type) this run used: a use per
@@ -159,30 +197,43 @@ class IndexStore:
             )
 
 
+def _qualified(table: sa.Table) -> str:
+    """`schema.table`, quoted where needed, as `has_table_privilege` reads a name."""
+    quote = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    return str(quote.format_table(table))
+
+
 @dataclass(frozen=True, slots=True)
 class InitReport:
-    """What `init_index` found and did."""
+    """What `init_index` found and did. `conflicts_found`: former names the index's rows already tie to two
+    companies, recorded now (`conflicts_recorded` of them were new)."""
 
     url: str
     schema: str | None
     created: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
     statements: int = 0
+    conflicts_found: int = 0
+    conflicts_recorded: int = 0
 
 
 def init_index(db: str | Path | None = None, *, schema: str | None = None) -> InitReport:
-    """Create what is missing of the tool's tables (and the schema, and `enrichment_index` itself, exactly as
-    the reference migration defines it); an existing table is never altered. Run once by the database's
-    owner; returns which tables were created and which were there."""
+    """Create what is missing of the tool's tables (and the schema, and `enrichment_index` and `base_info`
+    themselves, exactly as their migrations define them); an existing table is never altered. Then look for
+    former names the index's rows already tie to two companies and record them, so runs keep them out. Run
+    once by the database's owner; returns which tables were created and which were there."""
     url = database_url(db)
     database = Database(url)
     try:
         tables = define(database.dialect.schema(schema or os.environ.get(SCHEMA_ENV) or None))
         statements, created = _create_missing(database, tables)
+        conflicts = FormerNameConflicts(database, tables.conflicts, tables.index)
+        found = conflicts.in_index()
+        recorded = conflicts.record(found, found_by=FOUND_BY_INDEX) if found else 0
     finally:
         database.close()
     present = [table.name for table in tables.all if table.name not in created]
-    return InitReport(redact_url(url), tables.schema, created, present, statements)
+    return InitReport(redact_url(url), tables.schema, created, present, statements, len(found), recorded)
 
 
 def _create_missing(database: Database, tables: Tables) -> tuple[int, list[str]]:

@@ -25,6 +25,7 @@ from typing import Any
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich.config import StageConfig
 from eqc_enrich.eqc_stage import (
+    Ask,
     EqcReport,
     EqcStats,
     LookupOutcome,
@@ -41,7 +42,7 @@ from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexStore, utcnow
 from eqc_enrich.worker._ledger import WORKER_PREFIX, YieldingLedger, quota_busy
 from eqc_enrich.worker._options import WorkerOptions
-from eqc_enrich.worker._queue import Queue, QueueItem, build_queue, with_legacy
+from eqc_enrich.worker._queue import DETAILS, DETAILS_PREFIX, Queue, QueueItem, build_queue, with_legacy
 
 __all__ = ["WorkerControl", "WorkerReport", "run_worker", "run_worker_async"]
 
@@ -158,6 +159,7 @@ class _Worker:
         started = time.monotonic()
         store = await asyncio.to_thread(IndexStore, self.options.db, schema=self.options.db_schema)
         try:
+            await asyncio.to_thread(store.check_grants)
             await asyncio.to_thread(self._load_side_files, store)
             await asyncio.to_thread(store.journal_start, self.owner, WORKER_INPUT, "", self.options.public())
             try:
@@ -179,9 +181,10 @@ class _Worker:
                 break
             queue = await asyncio.to_thread(build_queue, store, self.options)
             if once and self.round.only is None:
-                self.round.begin_once(queue.items, utcnow())
+                self.round.begin_once([*queue.items, *queue.details], utcnow())
             fresh = self.round.fresh(queue.items)[: self.options.batch]
             items, taken_legacy = await asyncio.to_thread(self._with_legacy, store, fresh)
+            items = items or self.round.fresh(queue.details)  # base_info's missing details when nothing else is due
             if not items:
                 if once:
                     break
@@ -265,6 +268,7 @@ class _Worker:
         self.emit("worker_pass", number=number, names=len(names), by_kind=dict(Counter(i.kind for i in items)))
         handle = self.control.handle
         handle.stopped = self.control.stopped  # a fresh stop state per pass; a worker stop carries over
+        ask: Ask = "details" if items[0].kind == DETAILS else "search"
         ledger = YieldingLedger(
             store, self.config.access.quota_key, self.owner, slot_s=self.config.access.slot_s, idle_s=self.idle_s,
             on_busy=handle.stop,
@@ -278,7 +282,7 @@ class _Worker:
             max(0.0, deadline - time.monotonic()), handle.stop
         )  # fmt: skip
         try:
-            stage = await self._stage(store, items, handle, ledger, side, refresh_since, negatives_since)
+            stage = await self._stage(store, items, handle, ledger, side, refresh_since, negatives_since, ask)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -303,12 +307,13 @@ class _Worker:
         side: PendingFile,
         refresh_since: datetime,
         negatives_since: datetime,
+        ask: Ask,
     ) -> EqcReport:
         self.progress.eqc = EqcStats()  # this pass's counters, for a display or the event log to read
         return await run_eqc_stage(
             [item.key for item in items], store=store, config=self.config, side_file=side, owner=self.owner,
             entries_since=refresh_since, negatives_since=negatives_since, handle=handle, events=self._events,
-            ledger=ledger, stats=self.progress.eqc,
+            ledger=ledger, stats=self.progress.eqc, ask=ask,
         )  # fmt: skip
 
     def _record(
@@ -327,12 +332,16 @@ class _Worker:
         not_found: list[str] = []
         for item in items:
             outcome = outcomes.get(item.key) or LookupOutcome(item.key, "skipped")
-            self.report.outcomes[outcome.status] += 1
+            status = _logged_status(outcome)
+            self.report.outcomes[status] += 1
             company_id = _company_id(outcome)
             if outcome.status != "skipped":
                 self.report.by_kind[item.kind] += 1
-                rows.append({"owner": self.owner, "lookup_key": item.key, "kind": item.kind,
-                             "outcome": outcome.status, "company_id": company_id})  # fmt: skip
+                key = DETAILS_PREFIX + item.key if item.kind == DETAILS else item.key
+                rows.append({"owner": self.owner, "lookup_key": key, "kind": item.kind,
+                             "outcome": status, "company_id": company_id})  # fmt: skip
+            if item.kind == DETAILS:
+                continue  # a company id: no open name or old queue row stands for it
             if company_id is None and outcome.status in ("not_found", "elsewhere"):
                 not_found.append(item.key)
             for row_id in item.legacy_ids:
@@ -386,7 +395,17 @@ class _Round:
         self.asked.update(item.key for item in items if item.key in reached)
 
 
+def _logged_status(outcome: LookupOutcome) -> str:
+    """A company's details: `found` when EQC answered either call, `not_found` when neither (the row stays
+    lacking, and waits the negative TTL); a name's outcome as it is."""
+    if outcome.status != "details":
+        return outcome.status
+    return "found" if outcome.business is not None or outcome.labels is not None else "not_found"
+
+
 def _company_id(outcome: LookupOutcome) -> str | None:
+    if outcome.status == "details":
+        return outcome.name
     if outcome.status == "found" and outcome.hit is not None:
         return outcome.hit.company_id
     if outcome.status == "elsewhere":

@@ -31,6 +31,7 @@ class WorkerOptions:
     eqc: EqcOptions = field(default_factory=EqcOptions)
     concurrency: int | None = None
     details: bool = False
+    fill_details: bool = True  # when nothing else is due: findDepart and findLabels of base_info rows lacking them
     negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S  # a not-found name is asked again once this has passed
     refresh_s: float = 90 * DAY_S  # a low-confidence answer is asked again once it is this old
     retry_failed_s: float = 3_600.0  # a name that failed waits this long, doubled with every failure

@@ -4,6 +4,11 @@ Sources, in this order of value: names runs left with temporary ids (not asked),
 names EQC did not know whose negative TTL ran out, low-confidence answers older than the refresh age, and
 the old tools' `enrichment_requests` rows. Within a kind: the most rows affected first, then the assets.
 Names a person marked as no company, and names too long for a request, are never queued.
+
+Last of all, `details`: companies in `base_info` whose findDepart or findLabels answer is missing (a run
+asks only the search, one call a name). No row waits for them, so they take the quota only when nothing
+above is due; a company tried lately waits as a failed name does, or the negative TTL after an answer that
+still left something missing.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from eqc_enrich.keys import is_shortened_key, normalize_name
 from eqc_enrich.store import Attempts, IndexStore, LegacyRequest, UnsettledName, aware, utcnow
 from eqc_enrich.worker._options import DAY_S, WorkerOptions
 
-__all__ = ["KIND_ORDER", "Queue", "QueueItem", "build_queue", "with_legacy"]
+__all__ = ["DETAILS", "DETAILS_PREFIX", "KIND_ORDER", "Queue", "QueueItem", "build_queue", "with_legacy"]
 
-KIND_ORDER = ("temporary", "failed", "negative_expired", "low_confidence", "legacy_request")
+KIND_ORDER = ("temporary", "failed", "negative_expired", "low_confidence", "legacy_request", "details")
+DETAILS = "details"
+DETAILS_PREFIX = "details:"
+"""The worker log's key of a details fill is this plus the company id: never a name key (those are upper case)."""
 _MANY = 100_000
 
 
@@ -35,6 +43,8 @@ class QueueItem:
 @dataclass
 class Queue:
     items: list[QueueItem] = field(default_factory=list)  # due now, most valuable first (up to the limit)
+    details: list[QueueItem] = field(default_factory=list)  # companies whose details are due (up to the limit)
+    details_missing: int = 0  # base_info rows without findDepart or findLabels answer, due or not
     due: Counter[str] = field(default_factory=Counter)  # due now, by kind (all of them)
     waiting: Counter[str] = field(default_factory=Counter)  # open but not due yet, by kind
     next_due: datetime | None = None  # when the first waiting one falls due
@@ -96,7 +106,31 @@ def build_queue(
     for item in due:
         queue.due[item.kind] += 1
     queue.items = due if limit is None else due[:limit]
+    if options.fill_details:
+        _add_details(store, options, queue, limit or options.batch, now)
     return queue
+
+
+def _add_details(store: IndexStore, options: WorkerOptions, queue: Queue, limit: int, now: datetime) -> None:
+    """Companies lacking details, those the worker did not try too lately, up to `limit`."""
+    queue.details_missing = store.base_info.tallies()["without_details"]
+    if not queue.details_missing:
+        return
+    missing = store.base_info.missing_details(limit=max(limit * 4, limit + 100))
+    tries = store.worker_log.attempts(DETAILS_PREFIX + company_id for company_id in missing)
+    ttl = timedelta(seconds=options.negative_ttl_s)
+    for company_id in missing:
+        attempt = tries.get(DETAILS_PREFIX + company_id)
+        later = tried_recently(attempt, options, now) if attempt is not None and attempt.failures else None
+        when = later[1] if later is not None else None
+        if when is None and attempt is not None and not attempt.failures and attempt.last_at + ttl > now:
+            when = attempt.last_at + ttl  # EQC answered, and still left something missing: ask after the TTL
+        if when is not None:
+            queue.waiting[DETAILS] += 1
+            queue.wait_until(when)
+        elif len(queue.details) < limit:
+            queue.details.append(QueueItem(company_id, DETAILS))
+    queue.due[DETAILS] = max(0, queue.details_missing - queue.waiting[DETAILS])
 
 
 def _add_index_sources(

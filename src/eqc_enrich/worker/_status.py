@@ -35,6 +35,7 @@ class WorkerStatus:
     runs_active: bool = False  # a run or review used the quota within the idle span
     workers: list[dict[str, Any]] = field(default_factory=list)  # sessions still marked running
     legacy: dict[str, int] = field(default_factory=dict)  # enrichment_requests by status (when the table exists)
+    details_missing: int = 0  # base_info rows still without a findDepart or findLabels answer
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,8 @@ class WorkerStatus:
             self._share_line(),
             f"runs using the quota now: {'yes (workers wait)' if self.runs_active else 'no'}",
             f"workers running: {len(self.workers)}",
+            f"base_info without details (findDepart, findLabels): {self.details_missing:,}, "
+            "filled when nothing else is due",
         ]
         if self.legacy:
             out.append("enrichment_requests: " + ", ".join(f"{k} {n:,}" for k, n in sorted(self.legacy.items())))
@@ -106,6 +109,7 @@ def worker_status(
         runs_active=quota_busy(store, quota_key, idle_s) > 0,
         workers=running,
         legacy=store.legacy_requests.counts(),
+        details_missing=queue.details_missing if options.fill_details else store.base_info.tallies()["without_details"],
     )
 
 
