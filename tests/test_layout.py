@@ -4,7 +4,7 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
 
 0. shared types and pure rules: errors, durations, keys, policies, the performance model;
 1. parts that stand alone: the EQC client, the index store, the simulator, reading and writing tables,
-   the WDH_* settings;
+   the WDH_* settings, the route to EQC (proxies, PAC, trust);
 2. how to reach EQC and share its quota (`config`);
 3. the stages: index, EQC (with its write-back), resolve, and the summary built from their reports; a
    run's options; the progress display and the event log;
@@ -22,7 +22,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eqc_enrich"
 
 _FOUNDATION = {"_errors", "_durations", "_signals", "_jsonable", "keys", "_legacy_keys", "_policies", "model"}
-_PARTS = {"eqc", "store", "simulator", "read", "output", "settings"}
+_PARTS = {"eqc", "store", "simulator", "read", "output", "settings", "network"}
 _STAGES = {"options", "resolve", "index_stage", "eqc_stage", "resolve_stage", "followup", "summary"}
 _STAGES |= {"progress", "events"}  # what shows a run as it goes
 _JOBS = {"enrich", "planning", "worker", "review"}

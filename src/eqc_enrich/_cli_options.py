@@ -1,9 +1,11 @@
 """Options several commands share, declared once: the index's, and how to reach EQC and share its quota.
 
 `with_eqc_options` gives a command every option of `EqcOptions` (`--eqc-url`, `--rate-limit`, `--quota-key`,
-`--timeout`, `--retries`, `--token-command`, `--claim-lease`) and hands them to it as one `EqcOptions` in its
-`eqc` parameter, so `run`, `plan`, `worker`, `worker status`, `review` and `bench` cannot drift apart: a new
-setting of how to reach EQC is added here, once, and every command that talks to EQC has it.
+`--timeout`, `--retries`, `--token-command`, `--claim-lease`, `--proxy`, `--pac-url`, `--ca-bundle`,
+`--token-wait`) and hands them to it as one `EqcOptions` in its `eqc` parameter, so `run`, `plan`,
+`worker`, `worker status`, `review`, `bench` and `token` cannot drift apart: a new setting of how to reach
+EQC is added here, once, and every command that talks to EQC has it. At its start such a command says, on
+stderr, when TLS verification is off and which `WDH_*` settings it does not use.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from eqc_enrich._durations import parse_duration, parse_rate_limit
+from eqc_enrich._errors import ConfigError
 from eqc_enrich.config import EqcOptions
+from eqc_enrich.settings import load_settings, unused_settings
 
-__all__ = ["EQC_OPTION_FLAGS", "DbOpt", "SchemaOpt", "with_eqc_options"]
+__all__ = ["EQC_OPTION_FLAGS", "DbOpt", "SchemaOpt", "start_notices", "with_eqc_options"]
 
 DbOpt = Annotated[
     str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
@@ -85,6 +89,47 @@ _OPTIONS: dict[str, tuple[str, Any, Callable[[Any], Any]]] = {
         ],
         _duration,
     ),
+    "proxy": (
+        "proxy",
+        Annotated[
+            str | None,
+            typer.Option(
+                metavar="URL",
+                help="A fixed proxy to EQC, e.g. http://proxy:8080 [WDH_EQC_PROXY].",
+            ),
+        ],
+        _text,
+    ),
+    "pac_url": (
+        "pac_url",
+        Annotated[
+            str | None,
+            typer.Option(metavar="URL", help="Choose the proxy by this PAC file [WDH_PAC_URL when WDH_INTRANET=true]."),
+        ],
+        _text,
+    ),
+    "ca_bundle": (
+        "ca_bundle",
+        Annotated[
+            str | None,
+            typer.Option(
+                metavar="FILE",
+                help="PEM file of more CAs to trust [WDH_EQC_CA_BUNDLE].",
+            ),
+        ],
+        _text,
+    ),
+    "token_wait_s": (
+        "token_wait",
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Without --token-command: how long to wait for a login when the token is missing or rejected "
+                "[WDH_EQC_TOKEN_WAIT, 10m]."
+            ),
+        ],
+        _duration,
+    ),
 }
 
 EQC_OPTION_FLAGS: dict[str, str] = {field: "--" + name.replace("_", "-") for field, (name, _, _) in _OPTIONS.items()}
@@ -108,8 +153,27 @@ def with_eqc_options(command: _Command) -> _Command:
     @functools.wraps(command)
     def with_eqc(*args: Any, **kwargs: Any) -> Any:
         values = {field: convert(kwargs.pop(name)) for field, (name, _, convert) in _OPTIONS.items()}
+        start_notices()
         return command(*args, eqc=EqcOptions(**values), **kwargs)
 
     with_eqc.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
     with_eqc.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
     return with_eqc  # type: ignore[return-value]
+
+
+def start_notices() -> None:
+    """What a person must know before a command talks to EQC: TLS verification turned off, and `WDH_*`
+    settings this tool does not read (named, so nothing a user set is silently ignored)."""
+    try:
+        verify = load_settings().eqc_verify
+    except ConfigError:
+        return  # the command itself reports a bad setting, once
+    if not verify:
+        typer.echo(
+            "warning: TLS verification of EQC is OFF (WDH_EQC_VERIFY=false): anyone on the way can read the token "
+            "and forge answers; trust the CA instead (--ca-bundle / WDH_EQC_CA_BUNDLE, or the system's store)",
+            err=True,
+        )
+    unused = unused_settings()
+    if unused:
+        typer.echo(f"note: these WDH_* settings are not used by eqc-enrich: {', '.join(unused)}", err=True)

@@ -30,10 +30,11 @@ from eqc_enrich._durations import format_duration, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
 from eqc_enrich._signals import on_stop_signals
-from eqc_enrich.config import EqcOptions, resolve_access
+from eqc_enrich.config import EqcAccess, EqcOptions, resolve_access
 from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
 from eqc_enrich.events import EventLog
 from eqc_enrich.model import Latency
+from eqc_enrich.network import RouteError
 from eqc_enrich.options import RunOptions
 from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
 from eqc_enrich.planning import plan
@@ -107,7 +108,9 @@ def run(
     negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
     retry_not_found: Annotated[bool, typer.Option(help="Ask EQC again about names it did not find.")] = False,
     refresh: Annotated[str | None, typer.Option(help="Ignore index entries older than this (e.g. 90d).")] = None,
-    check_token: Annotated[bool, typer.Option(help="One token check call before the run starts.")] = False,
+    check_token: Annotated[
+        bool, typer.Option(help="One token check call (in the quota) before the first EQC request.")
+    ] = True,
     eqc_down_wait: Annotated[
         str, typer.Option(help="How long to wait, probing, for an EQC that stopped answering before giving up.")
     ] = "5m",
@@ -196,7 +199,8 @@ def _run_with_signals(
         display.start()
         if events is not None:
             access = resolve_access(options.eqc, settings)  # what is in force: the option, else the WDH_* setting
-            events.start(input=str(input_path), output=str(output), options={**options.public(), **access.public()})
+            shown = {**options.public(), **access.public(), "route": _route(access)}
+            events.start(input=str(input_path), output=str(output), options=shown)
         result: EnrichResult | None = None
         try:
             result = await enrich_async(
@@ -224,7 +228,18 @@ def _run_with_signals(
         ) from exc
 
 
+def _route(access: EqcAccess) -> str:
+    """The route to EQC as the start event records it (direct, or which proxy from where; no password)."""
+    try:
+        return access.route().describe()
+    except RouteError as exc:
+        return f"none: {exc}"
+
+
 _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "proxy_fallover": lambda f: f"proxy {f['failed']} cannot be connected to: trying {f['next']}",
+    "token_login_needed": lambda f: f["line"],
+    "token_login_done": lambda f: "a new EQC token is in force: resuming",
     "eqc_down": lambda f: (
         f"EQC is not answering ({f['reason']}): sending stopped; probing for up to "
         f"{format_duration(f['wait_s'])} (--eqc-down-wait) before giving up"
