@@ -23,7 +23,14 @@ from eqc_enrich._errors import ConfigError
 from eqc_enrich.config import EqcOptions
 from eqc_enrich.settings import load_settings, unused_settings
 
-__all__ = ["EQC_OPTION_FLAGS", "DbOpt", "SchemaOpt", "start_notices", "with_eqc_options"]
+__all__ = [
+    "EQC_OPTION_FLAGS",
+    "DbOpt",
+    "SchemaOpt",
+    "start_notices",
+    "with_eqc_options",
+    "with_eqc_options_but_timeout",
+]
 
 DbOpt = Annotated[
     str | None, typer.Option(envvar="EQC_ENRICH_DB", help="Index: SQLite path or SQLAlchemy URL [./eqc_enrich.db].")
@@ -143,16 +150,26 @@ if {f.name for f in fields(EqcOptions)} - _NOT_AN_OPTION != set(_OPTIONS):  # pr
 
 def with_eqc_options(command: _Command) -> _Command:
     """Add the EQC options to `command`'s parameters; it receives them as `eqc: EqcOptions`."""
+    return _with_options(command, _OPTIONS)
+
+
+def with_eqc_options_but_timeout(command: _Command) -> _Command:
+    """`with_eqc_options` for `token login`, whose own `--timeout` is how long to wait for the scan (its one
+    check call takes the per-request timeout from WDH_EQC_TIMEOUT)."""
+    return _with_options(command, {field: spec for field, spec in _OPTIONS.items() if field != "timeout_s"})
+
+
+def _with_options(command: _Command, options: dict[str, tuple[str, Any, Callable[[Any], Any]]]) -> _Command:
     signature = inspect.signature(command, eval_str=True)
     own = [parameter for parameter in signature.parameters.values() if parameter.name != "eqc"]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-        for name, annotation, _ in _OPTIONS.values()
+        for name, annotation, _ in options.values()
     ]
 
     @functools.wraps(command)
     def with_eqc(*args: Any, **kwargs: Any) -> Any:
-        values = {field: convert(kwargs.pop(name)) for field, (name, _, convert) in _OPTIONS.items()}
+        values = {field: convert(kwargs.pop(name)) for field, (name, _, convert) in options.items()}
         start_notices()
         return command(*args, eqc=EqcOptions(**values), **kwargs)
 

@@ -24,7 +24,7 @@ import typer.main
 # typer 0.29 carries its own copy of click; these are the exceptions its parser raises (pinned in pyproject)
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
-from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
+from eqc_enrich import _cli_index, _cli_sandbox, _cli_token, _cli_worker, bench
 from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
 from eqc_enrich._durations import format_duration, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
@@ -52,6 +52,7 @@ app = typer.Typer(
 _cli_sandbox.register(app)
 _cli_index.register(app)
 _cli_worker.register(app)
+_cli_token.register(app)
 bench.register(app)
 
 __all__ = ["EXIT_CODES", "app", "exit_code", "main", "worker_exit_code"]

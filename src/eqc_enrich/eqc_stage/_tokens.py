@@ -222,11 +222,12 @@ def _no_refresh_message(error: TokenExpiredError, *, ever_worked: bool) -> str:
 
 
 def run_token_command(command: str) -> str:
-    """Run the user's token command; its output is the token, so it never goes into a message."""
+    """Run the user's token command; its output is the token, so it never goes into a message. What it says on
+    stderr goes to the person (a login command's QR code, say)."""
     try:
         # shell=True: the user's own command line from their own configuration, pipes allowed.
         done = subprocess.run(
-            command, shell=True, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=False
+            command, shell=True, stdout=subprocess.PIPE, text=True, timeout=_COMMAND_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         # not chained: a timed-out command's exception holds what it printed so far, which may be the token
