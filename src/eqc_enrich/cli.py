@@ -242,7 +242,9 @@ _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
     "token_login_needed": lambda f: f["line"],
     "token_login_done": lambda f: "a new EQC token is in force: resuming",
     "eqc_down": lambda f: (
-        f"EQC is not answering ({f['reason']}): sending stopped; probing for up to "
+        ""  # waiting cannot fix it (a certificate, proxy credentials): the run's ending says it, once
+        if f.get("fatal")
+        else f"EQC is not answering ({f['reason']}): sending stopped; probing for up to "
         f"{format_duration(f['wait_s'])} (--eqc-down-wait) before giving up"
     ),
     "eqc_back": lambda f: f"EQC answers again after {format_duration(f['down_s'])}: resuming",
@@ -259,8 +261,9 @@ _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
 def _with_notices(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]:
     def emit(kind: str, fields: dict[str, Any]) -> None:
         notice = _NOTICES.get(kind)
-        if notice is not None:
-            typer.echo(notice(fields), err=True)
+        line = notice(fields) if notice is not None else ""
+        if line:
+            typer.echo(line, err=True)
         if log is not None:
             log(kind, fields)
 

@@ -98,7 +98,15 @@ class EqcOutage:
         self.epoch += 1
         self._probes = 0
         self._next_probe_at = self.down_since + self._policy.probe_interval(0, self._limit)
-        self._events("eqc_down", {"reason": self.reason, "in_a_row": self.in_a_row, "wait_s": self._policy.wait_s})
+        self._events(
+            "eqc_down",
+            {
+                "reason": self.reason,
+                "in_a_row": self.in_a_row,
+                "wait_s": self._policy.wait_s,
+                "fatal": bool(self._fatal),
+            },
+        )
         self._wake()
 
     async def admit(self, stop: asyncio.Future[None] | None) -> bool:
