@@ -83,7 +83,7 @@ def run(month: Path, tmp_path: Path, env_file: Path, *extra: str) -> subprocess.
     return subprocess.run(
         [sys.executable, "-m", "eqc_enrich.cli", "run", str(month), "-o", str(tmp_path / "out.parquet"),
          "--db", str(tmp_path / "index.db"), "--summary", str(tmp_path / "summary.json"), "--timeout", "5s",
-         "--log-json", str(tmp_path / "events.jsonl"), "--eqc-down-wait", "30s", *extra],
+         "--log-json", str(tmp_path / "events.jsonl"), "--eqc-down-wait", "30s", "--rate-limit", "1000/1s", *extra],
         capture_output=True, text=True, timeout=180, check=False, env={**env, "WDH_ENV_FILE": str(env_file)},
     )  # fmt: skip
 

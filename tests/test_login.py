@@ -69,26 +69,26 @@ class Lines:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+                got = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if line is None:
+            if got is None:
                 break
-            self.seen.append(line)
-            if text in line:
-                return line
+            self.seen.append(got)
+            if text in got:
+                return got
         raise AssertionError(f"no line with {text!r}; saw:\n" + "\n".join(self.seen))
 
     def rest(self, timeout_s: float = 30.0) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+                got = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if line is None:
+            if got is None:
                 break
-            self.seen.append(line)
+            self.seen.append(got)
         return "\n".join(self.seen)
 
 

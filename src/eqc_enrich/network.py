@@ -72,7 +72,7 @@ def trust_context(ca_bundle: str | Path | None = None) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=str(path))
         except (OSError, ssl.SSLError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
+            reason = "no certificate in it" if isinstance(exc, ssl.SSLError) else (exc.strerror or str(exc))
             raise ConfigError(f"--ca-bundle / WDH_EQC_CA_BUNDLE {path}: cannot be read ({reason})") from exc
     return context
 
