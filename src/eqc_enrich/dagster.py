@@ -89,7 +89,7 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     budget: int | None = Field(default=None, description="Ask EQC about at most this many names per run.")
     details: bool = Field(default=False, description="Also fetch findDepart and findLabels (3 calls a name).")
     overrides: str | None = Field(default=None, description="YAML file of plan_code / customer_name overrides.")
-    check_token: bool = Field(default=True, description="One token check call (in the quota) before a run starts.")
+    check_token: bool = Field(default=False, description="One token check call (in the quota) before a run starts.")
     eqc_down_wait: str | None = Field(default=None, description="How long to wait for an unreachable EQC [5m].")
     index_wait: str | None = Field(default=None, description="How long answers wait for the index [2m].")
     claim_lease: str | None = Field(default=None, description="How long a claim on a name outlives its process [60s].")

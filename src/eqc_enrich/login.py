@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+from dotenv import dotenv_values
 
 from eqc_enrich._errors import ConfigError, EqcEnrichError
 from eqc_enrich.config import EqcAccess
@@ -66,9 +67,13 @@ class LoginError(EqcEnrichError):
     """The login did not give a token (the page was not as expected, or nobody scanned in time)."""
 
 
-def browser_path() -> str:
-    """The browser to drive: `PLAYWRIGHT_CHROMIUM_EXECUTABLE_PATH`, else the system's Chromium/Chrome/Edge."""
+def browser_path(env_file: Path | None = None) -> str:
+    """The browser to drive: `PLAYWRIGHT_CHROMIUM_EXECUTABLE_PATH` (the environment, else the env file, where
+    WorkDataHub's intranet guide has it), else the system's Chromium/Chrome/Edge."""
     named = os.environ.get(_BROWSER_ENV)
+    if not named and env_file is not None and env_file.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            named = dotenv_values(env_file).get(_BROWSER_ENV)
     if named:
         if not Path(named).is_file():
             raise ConfigError(f"{_BROWSER_ENV}={named}: no such file")
@@ -117,7 +122,7 @@ def qr_login(access: EqcAccess, *, timeout_s: float, on_qr: Callable[[bytes], No
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
         raise ConfigError("token login needs Playwright: pip install 'eqc-enrich[login]'") from exc
-    executable = browser_path()
+    executable = browser_path(access.env_file)
     proxy = browser_proxy(access)
     args = ["--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
