@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
 import re
 import stat
@@ -284,3 +285,49 @@ def test_a_run_whose_token_expires_waits_for_a_login_and_asks_nothing_twice(tmp_
     assert stats["search_keys_repeated"] == 0  # nothing asked twice: answers in flight were kept
     assert stats["token_expired"] >= 1
     assert [line for line in run_lines.seen if "log in with" in line] == [asking]  # asked once
+
+
+def test_run_login_on_a_terminal_shows_the_qr_code_there_and_goes_on(sim: Simulator, tmp_path: Path) -> None:
+    month = write_month(tmp_path / "month.parquet", seed=3, rows=200, companies=20)
+    env_file = tmp_path / ".wdh_env"  # none yet: the run starts without a token
+    master, slave = pty.openpty()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "eqc_enrich.cli", "run", str(month), "-o", str(tmp_path / "out.parquet"),
+         "--db", str(tmp_path / "index.db"), "--rate-limit", "1000/1s", "--summary", str(tmp_path / "s.json"),
+         "--login", "--token-wait", "2m"],
+        stdin=slave, stdout=slave, stderr=slave,
+        env={**os.environ, "WDH_ENV_FILE": str(env_file), "WDH_EQC_BASE_URL": sim.url},
+    )  # fmt: skip
+    os.close(slave)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65_536)
+            except OSError:  # the terminal's other end closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+
+    def qr_on_screen() -> bool:  # the login's own "waiting up to" line follows its QR code
+        after = bytes(shown).split(b"scan this QR code")
+        return len(after) > 1 and b"waiting up to" in after[-1]
+
+    while not qr_on_screen() and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the QR code is on the terminal, as a person scans what they see
+    scanned = scan(sim).status_code == 200
+    assert scanned, shown.decode(errors="replace")[-2000:]
+    assert run.wait(timeout=120) == 0, shown.decode(errors="replace")[-2000:]
+    reader.join(timeout=10)
+    os.close(master)
+    text = shown.decode(errors="replace")
+    assert "scan this QR code with the 快乐平安 app" in text  # in the run's own terminal
+    assert "there is no EQC token: sending paused" in text
+    assert TOKEN_LINE.match(env_file.read_text(encoding="utf-8").strip())
+    assert json.loads((tmp_path / "s.json").read_text())["status"] == "completed"

@@ -125,6 +125,12 @@ def run(
     keep_formulas: Annotated[
         bool, typer.Option("--keep-formulas", help="Write text cells starting with = + - @ as they are (no leading ').")
     ] = False,
+    login: Annotated[
+        bool,
+        typer.Option(
+            "--login", help="When the token is missing or rejected and this is a terminal: show the QR login here."
+        ),
+    ] = False,
     *,
     eqc: EqcOptions,
 ) -> None:
@@ -153,7 +159,10 @@ def run(
     ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False)
     mode = ProgressDisplay.choose_mode(quiet=quiet)
     interval = parse_duration(progress_interval)
-    result = _run_with_signals(input_path, options, out, unresolved_out, mode, interval, log_json)
+    on_terminal = login and sys.stdin.isatty() and sys.stderr.isatty()
+    result = _run_with_signals(
+        input_path, options, out, unresolved_out, mode, interval, log_json, login_here=on_terminal
+    )
     if summary is not None:
         _write_summary(result, summary)
     _report(result, verbose=verbose)
@@ -177,6 +186,8 @@ def _run_with_signals(
     mode: str,
     interval_s: float,
     log_json: Path | None,
+    *,
+    login_here: bool = False,
 ) -> EnrichResult:
     """First Ctrl-C/SIGTERM: stop starting requests, let in-flight ones finish, keep everything. Second: stop now."""
     control = RunControl()
@@ -187,6 +198,7 @@ def _run_with_signals(
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         display = ProgressDisplay(progress, mode=mode, interval_s=interval_s)
+        login = _TerminalLogin(resolve_access(options.eqc, settings), options.eqc, display) if login_here else None
 
         def on_signal() -> None:
             if control.stopped and task is not None:
@@ -212,10 +224,12 @@ def _run_with_signals(
                 settings=settings,
                 progress=progress,
                 control=control,
-                events=_with_notices(events),
+                events=_with_notices(events, login),
             )
             return result
         finally:
+            if login is not None:
+                login.end()
             await display.stop(final_line=result is not None)
             if events is not None:
                 await events.finish(**(result.summary.as_dict() if result else {"status": "failed"}))
@@ -258,8 +272,50 @@ _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
 """Events a person must see at once, as one line each, whatever the display mode."""
 
 
-def _with_notices(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]:
+class _TerminalLogin:
+    """`run --login` on a terminal: when the run asks for a login, `token login` runs here, its QR code drawn
+    in this terminal (the progress display steps aside meanwhile); the run takes the token it saves."""
+
+    def __init__(self, access: EqcAccess, given: EqcOptions, display: ProgressDisplay) -> None:
+        self._access = access
+        self._given = given
+        self._display = display
+        self._child: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, fields: dict[str, Any]) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._log_in(str(fields["env_file"]), float(fields["wait_s"])))
+
+    async def _log_in(self, env_file: str, wait_s: float) -> None:
+        given = self._given
+        words = ["--env-file", env_file, "--eqc-url", self._access.url, "--timeout", f"{wait_s:g}s"]
+        for flag, value in (("--pac-url", given.pac_url), ("--ca-bundle", given.ca_bundle)):
+            if value:
+                words += [flag, value]
+        env = {**os.environ, **({"WDH_EQC_PROXY": given.proxy} if given.proxy else {})}  # its URL may hold a password
+        await self._display.stop(final_line=False)
+        try:
+            self._child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "eqc_enrich.cli", "token", "login", *words,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+            await self._child.wait()
+        finally:
+            self._child = None
+            self._display.start()
+
+    def end(self) -> None:
+        if self._child is not None and self._child.returncode is None:
+            self._child.terminate()
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _with_notices(log: EventLog | None, login: _TerminalLogin | None = None) -> Callable[[str, dict[str, Any]], None]:
     def emit(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "token_login_needed" and login is not None:
+            login.start(fields)
         notice = _NOTICES.get(kind)
         line = notice(fields) if notice is not None else ""
         if line:

@@ -147,7 +147,12 @@ def qr_login(access: EqcAccess, *, timeout_s: float, on_qr: Callable[[bytes], No
                 page = context.new_page()
                 page.on("request", seen)
                 _open_qr_login(page, access.url)
-                on_qr(_qr_screenshot(page))
+                try:
+                    on_qr(_qr_screenshot(page))
+                except PlaywrightError:
+                    if not captured:
+                        raise
+                    # scanned before the code could be shown here (the page has moved on): the token is in
                 deadline = time.monotonic() + timeout_s
                 while not captured and time.monotonic() < deadline:
                     page.wait_for_timeout(250)
@@ -216,7 +221,7 @@ def _qr_screenshot(page: Any) -> bytes:
             timeout=10_000,
         )
     page.wait_for_timeout(300)
-    png: bytes = box.screenshot()
+    png: bytes = box.screenshot(timeout=10_000)
     return png
 
 
