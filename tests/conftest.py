@@ -44,6 +44,9 @@ SimFactory = Callable[..., Simulator]
 _OUTSIDE_SETTINGS = (
     "WDH_EQC_TOKEN", "WDH_EQC_TOKEN_COMMAND", "WDH_EQC_RATE_LIMIT", "WDH_EQC_RATE_LIMIT_WINDOW", "WDH_EQC_TIMEOUT",
     "WDH_EQC_RETRY_MAX", "WDH_ALIAS_SALT", "EQC_ENRICH_DB", "EQC_ENRICH_DB_SCHEMA",
+    "WDH_INTRANET", "WDH_PAC_URL", "PA_UM_ACCOUNT", "PA_UM_PASSWORD", "WDH_PA_UM_ACCOUNT", "WDH_PA_UM_PASSWORD",
+    "WDH_EQC_PROXY", "WDH_EQC_CA_BUNDLE", "WDH_EQC_VERIFY", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+    "ALL_PROXY", "all_proxy", "SSL_CERT_FILE",
 )  # fmt: skip
 
 
@@ -52,11 +55,13 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     """No test may reach the real EQC or read the developer's own settings.
 
     The default base URL points at a closed loopback port, and the `.wdh_env` lookup at a file that does not
-    exist; tests that want a setting set it themselves (subprocesses inherit this environment).
+    exist; no proxy or PAC file is in force, and a run does not wait for a login; tests that want a setting
+    set it themselves (subprocesses inherit this environment).
     """
     for name in _OUTSIDE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WDH_EQC_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WDH_EQC_TOKEN_WAIT", "0")  # a missing token ends a run at once unless a test waits for a login
     monkeypatch.setenv("WDH_ENV_FILE", str(tmp_path_factory.getbasetemp() / "no-such.wdh_env"))
 
 

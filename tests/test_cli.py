@@ -73,7 +73,8 @@ def test_run_writes_output_unresolved_and_summary_with_every_documented_field(
         assert key in summary, key
     assert set(summary["eqc"]) >= {"names_asked", "found", "not_found", "failed"}
     assert set(summary["phases_s"]) == {"read", "normalize", "index_lookup", "eqc", "index_write", "write"}
-    assert summary["api_calls"]["total"] == summary["api_calls"]["search"]
+    assert summary["api_calls"]["searchAll"] == 1  # the token check before the first request, by default
+    assert summary["api_calls"]["total"] == summary["api_calls"]["search"] + 1
     out = pl.read_parquet(tmp_path / "out.parquet")
     source = pl.read_parquet(month)
     assert out.height == source.height
@@ -317,7 +318,7 @@ def test_every_command_that_talks_to_eqc_takes_every_eqc_option() -> None:
     assert eqc_option_gaps(commands, TALKS_TO_EQC) == {}
     from eqc_enrich.config import EqcOptions
 
-    assert len(EqcOptions.__dataclass_fields__) == 8  # a new field needs its option (see _cli_options._OPTIONS)
+    assert len(EqcOptions.__dataclass_fields__) == 12  # a new field needs its option (see _cli_options._OPTIONS)
 
 
 def test_the_check_sees_a_command_that_lacks_an_eqc_option() -> None:

@@ -498,11 +498,11 @@ def test_token_lifetimes_are_wall_clock_at_any_time_scale() -> None:
 def test_simulate_states_its_real_token_lifetime_and_the_run_command() -> None:
     config = SimulatorConfig(time_scale=1000.0)
     banner = _describe("http://127.0.0.1:1234", config)
-    assert "token ttl 30m00s wall clock" in banner
+    assert "token idle 30m00s wall clock" in banner
     assert "rate limit 10/60s per token (at time scale 1000: 20ms-60ms, 10/60ms)" in banner
     assert "sim-token" not in banner
     scaled = _describe("http://127.0.0.1:1234", SimulatorConfig(time_scale=1000.0, scale_token_lifetimes=True))
-    assert "token ttl 1.8s wall clock" in scaled
+    assert "token idle 1.8s wall clock" in scaled
     command = run_command("http://127.0.0.1:1234", config, "sim-token")
     assert command == (
         "WDH_EQC_TOKEN=sim-token eqc-enrich run month.xlsx --eqc-url http://127.0.0.1:1234 "

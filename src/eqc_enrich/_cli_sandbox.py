@@ -47,13 +47,17 @@ def simulate(
     token: Annotated[
         str, typer.Option(envvar="EQC_SIM_TOKEN", help="Token the simulator accepts (its own, not an EQC one).")
     ] = SIM_TOKEN,
-    token_ttl: Annotated[str, typer.Option(help="A token expires after this long unused (wall clock).")] = "30m",
-    token_max_age: Annotated[
-        str | None, typer.Option(help="A token expires this long after issue (wall clock).")
+    token_idle: Annotated[str, typer.Option(help="A token expires after this long unused (wall clock).")] = "30m",
+    token_ttl: Annotated[
+        str | None, typer.Option("--token-ttl", "--token-max-age", help="A token expires this long after issue.")
     ] = None,
     scale_token_ttl: Annotated[
-        bool, typer.Option("--scale-token-ttl", help="Divide token ttl and max age by the time scale too.")
+        bool, typer.Option("--scale-token-ttl", help="Divide the token lifetimes by the time scale too.")
     ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM; with --tls-key).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
     fail_rate: Annotated[float, typer.Option(help="Share of answers that are 500/502/503.")] = 0.0,
     timeout_rate: Annotated[float, typer.Option(help="Share of requests held without an answer.")] = 0.0,
     malformed_rate: Annotated[float, typer.Option(help="Share of answers with a broken JSON body.")] = 0.0,
@@ -64,13 +68,18 @@ def simulate(
     try:
         config = SimulatorConfig(
             seed=seed, latency=parse_range(latency), time_scale=time_scale, rate_limit=parse_rate_limit(rate_limit),
-            tokens=(token,), token_ttl=parse_duration(token_ttl),
-            token_max_age=None if token_max_age is None else parse_duration(token_max_age),
+            tokens=(token,), token_ttl=parse_duration(token_idle),
+            token_max_age=None if token_ttl is None else parse_duration(token_ttl),
             scale_token_lifetimes=scale_token_ttl,
             fail_rate=fail_rate, timeout_rate=timeout_rate, malformed_rate=malformed_rate,
         )  # fmt: skip
-        sim = Simulator(config, host=host, port=port).start()
-    except (EqcEnrichError, OSError) as exc:
+        if (tls_cert is None) != (tls_key is None):
+            raise _fail("--tls-cert and --tls-key go together")
+        sim = Simulator(
+            config, host=host, port=port, tls_cert=str(tls_cert) if tls_cert else None,
+            tls_key=str(tls_key) if tls_key else None,
+        ).start()  # fmt: skip
+    except (EqcEnrichError, OSError, RuntimeError) as exc:
         raise _fail(str(exc)) from exc
     stop = threading.Event()
     # Ctrl-C and SIGTERM stop it cleanly, also when it was started with SIGINT ignored (a shell's
@@ -82,6 +91,9 @@ def simulate(
         typer.echo(f"make a month it knows:  eqc-enrich make-data {TRY_MONTH} --seed {config.seed}")
         typer.echo(f"estimate the run:       {plan_command(config)}")
         typer.echo(f"then run against it:    {run_command(sim.url, config, token)}")
+        typer.echo(
+            f"or log in as on EQC:    eqc-enrich token login --eqc-url {sim.url}  (scan: POST {sim.url}/__sim/scan)"
+        )
         while not stop.wait(0.5):
             pass
     finally:
@@ -123,7 +135,7 @@ def _describe(url: str, config: SimulatorConfig) -> str:
     faults = f"5xx {config.fail_rate:.0%}, timeout {config.timeout_rate:.0%}, malformed {config.malformed_rate:.0%}"
     ttl = format_duration(config.token_seconds(config.token_ttl))
     age = config.token_max_age
-    max_age = "" if age is None else f", max age {format_duration(config.token_seconds(age))}"
+    max_age = "" if age is None else f", at most {format_duration(config.token_seconds(age))} after issue"
     speed = ""
     if scale != 1:
         scaled_latency = f"{format_duration(low / scale)}-{format_duration(high / scale)}"
@@ -131,7 +143,7 @@ def _describe(url: str, config: SimulatorConfig) -> str:
     return (
         f"EQC simulator on {url}  seed {config.seed}, {config.universe_size:,} companies, "
         f"latency {format_duration(low)}-{format_duration(high)}, rate limit {config.rate_limit} per token{speed}, "
-        f"token ttl {ttl}{max_age} wall clock, faults: {faults}  (Ctrl-C stops)"
+        f"token idle {ttl}{max_age} wall clock, faults: {faults}  (Ctrl-C stops)"
     )
 
 

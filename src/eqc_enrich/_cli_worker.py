@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +36,20 @@ worker_app = typer.Typer(
 
 NegativeTtlOpt = Annotated[str, typer.Option(help="Ask a name EQC did not know again once this has passed.")]
 RefreshOpt = Annotated[str, typer.Option(help="Ask a low-confidence answer again once it is this old.")]
+
+
+def _saying_logins(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]:
+    """Events to the log, and the one line asking for a login (a missing or rejected token) to the person."""
+
+    def emit(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "token_login_needed":
+            typer.echo(fields["line"], err=True)
+        elif kind == "token_login_done":
+            typer.echo("a new EQC token is in force: resuming", err=True)
+        if log is not None:
+            log(kind, fields)
+
+    return emit
 
 
 def register(app: typer.Typer) -> None:
@@ -140,7 +155,9 @@ def _run_with_signals(options: WorkerOptions, *, once: bool, log_json: Path | No
             events.start(options=options.public(), once=once)
         report: WorkerReport | None = None
         try:
-            report = await run_worker_async(options, once=once, control=control, events=events, progress=progress)
+            report = await run_worker_async(
+                options, once=once, control=control, events=_saying_logins(events), progress=progress
+            )
             return report
         finally:
             if events is not None:

@@ -24,17 +24,18 @@ import typer.main
 # typer 0.29 carries its own copy of click; these are the exceptions its parser raises (pinned in pyproject)
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption, UsageError
 
-from eqc_enrich import _cli_index, _cli_sandbox, _cli_worker, bench
+from eqc_enrich import _cli_index, _cli_sandbox, _cli_token, _cli_worker, bench
 from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
 from eqc_enrich._durations import format_duration, format_range, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
 from eqc_enrich._input_size import parse_size
 from eqc_enrich._signals import on_stop_signals
-from eqc_enrich.config import EqcOptions, resolve_access
+from eqc_enrich.config import EqcAccess, EqcOptions, resolve_access
 from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
 from eqc_enrich.events import EventLog
 from eqc_enrich.model import EQC_LATENCY_S, Latency, implied_latency
+from eqc_enrich.network import RouteError
 from eqc_enrich.options import RunOptions
 from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
 from eqc_enrich.planning import plan
@@ -52,6 +53,7 @@ app = typer.Typer(
 _cli_sandbox.register(app)
 _cli_index.register(app)
 _cli_worker.register(app)
+_cli_token.register(app)
 bench.register(app)
 
 __all__ = ["EXIT_CODES", "app", "exit_code", "main", "worker_exit_code"]
@@ -139,7 +141,9 @@ def run(
     negative_ttl: Annotated[str, typer.Option(help="Trust 'not found' answers this long.")] = "30d",
     retry_not_found: Annotated[bool, typer.Option(help="Ask EQC again about names it did not find.")] = False,
     refresh: Annotated[str | None, typer.Option(help="Ignore index entries older than this (e.g. 90d).")] = None,
-    check_token: Annotated[bool, typer.Option(help="One token check call before the run starts.")] = False,
+    check_token: Annotated[
+        bool, typer.Option(help="One token check call (in the quota) before the first EQC request.")
+    ] = True,
     eqc_down_wait: Annotated[
         str, typer.Option(help="How long to wait, probing, for an EQC that stopped answering before giving up.")
     ] = "5m",
@@ -152,6 +156,12 @@ def run(
     log_json: Annotated[Path | None, typer.Option(help="Write structured events (JSON lines) here.")] = None,
     keep_formulas: Annotated[
         bool, typer.Option("--keep-formulas", help="Write text cells starting with = + - @ as they are (no leading ').")
+    ] = False,
+    login: Annotated[
+        bool,
+        typer.Option(
+            "--login", help="When the token is missing or rejected and this is a terminal: show the QR login here."
+        ),
     ] = False,
     *,
     eqc: EqcOptions,
@@ -183,7 +193,10 @@ def run(
     ensure_writable([p for p in (summary, log_json) if p is not None], check_format=False, input_path=input_path)
     mode = ProgressDisplay.choose_mode(quiet=quiet)
     interval = parse_duration(progress_interval)
-    result = _run_with_signals(input_path, options, out, unresolved_out, unknown_names, mode, interval, log_json)
+    on_terminal = login and sys.stdin.isatty() and sys.stderr.isatty()
+    result = _run_with_signals(
+        input_path, options, out, unresolved_out, unknown_names, mode, interval, log_json, login_here=on_terminal
+    )
     if summary is not None:
         _write_summary(result, summary)
     _report(result, verbose=verbose)
@@ -208,6 +221,8 @@ def _run_with_signals(
     mode: str,
     interval_s: float,
     log_json: Path | None,
+    *,
+    login_here: bool = False,
 ) -> EnrichResult:
     """First Ctrl-C/SIGTERM: stop starting requests, let in-flight ones finish, keep everything. Second: stop now."""
     control = RunControl()
@@ -218,6 +233,7 @@ def _run_with_signals(
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         display = ProgressDisplay(progress, mode=mode, interval_s=interval_s)
+        login = _TerminalLogin(resolve_access(options.eqc, settings), options.eqc, display) if login_here else None
 
         def on_signal() -> None:
             if control.stopped and task is not None:
@@ -231,7 +247,8 @@ def _run_with_signals(
         display.start()
         if events is not None:
             access = resolve_access(options.eqc, settings)  # what is in force: the option, else the WDH_* setting
-            events.start(input=str(input_path), output=str(output), options={**options.public(), **access.public()})
+            shown = {**options.public(), **access.public(), "route": _route(access)}
+            events.start(input=str(input_path), output=str(output), options=shown)
         result: EnrichResult | None = None
         try:
             result = await enrich_async(
@@ -243,10 +260,12 @@ def _run_with_signals(
                 settings=settings,
                 progress=progress,
                 control=control,
-                events=_with_notices(events),
+                events=_with_notices(events, login),
             )
             return result
         finally:
+            if login is not None:
+                login.end()
             await display.stop(final_line=result is not None)
             if events is not None:
                 await events.finish(**(result.summary.as_dict() if result else {"status": "failed"}))
@@ -260,9 +279,22 @@ def _run_with_signals(
         ) from exc
 
 
+def _route(access: EqcAccess) -> str:
+    """The route to EQC as the start event records it (direct, or which proxy from where; no password)."""
+    try:
+        return access.route().describe()
+    except RouteError as exc:
+        return f"none: {exc}"
+
+
 _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "proxy_fallover": lambda f: f"proxy {f['failed']} cannot be connected to: trying {f['next']}",
+    "token_login_needed": lambda f: f["line"],
+    "token_login_done": lambda f: "a new EQC token is in force: resuming",
     "eqc_down": lambda f: (
-        f"EQC is not answering ({f['reason']}): sending stopped; probing for up to "
+        ""  # waiting cannot fix it (a certificate, proxy credentials): the run's ending says it, once
+        if f.get("fatal")
+        else f"EQC is not answering ({f['reason']}): sending stopped; probing for up to "
         f"{format_duration(f['wait_s'])} (--eqc-down-wait) before giving up"
     ),
     "eqc_back": lambda f: f"EQC answers again after {format_duration(f['down_s'])}: resuming",
@@ -276,11 +308,54 @@ _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
 """Events a person must see at once, as one line each, whatever the display mode."""
 
 
-def _with_notices(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]:
+class _TerminalLogin:
+    """`run --login` on a terminal: when the run asks for a login, `token login` runs here, its QR code drawn
+    in this terminal (the progress display steps aside meanwhile); the run takes the token it saves."""
+
+    def __init__(self, access: EqcAccess, given: EqcOptions, display: ProgressDisplay) -> None:
+        self._access = access
+        self._given = given
+        self._display = display
+        self._child: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, fields: dict[str, Any]) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._log_in(str(fields["env_file"]), float(fields["wait_s"])))
+
+    async def _log_in(self, env_file: str, wait_s: float) -> None:
+        given = self._given
+        words = ["--env-file", env_file, "--eqc-url", self._access.url, "--timeout", f"{wait_s:g}s"]
+        for flag, value in (("--pac-url", given.pac_url), ("--ca-bundle", given.ca_bundle)):
+            if value:
+                words += [flag, value]
+        env = {**os.environ, **({"WDH_EQC_PROXY": given.proxy} if given.proxy else {})}  # its URL may hold a password
+        await self._display.stop(final_line=False)
+        try:
+            self._child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "eqc_enrich.cli", "token", "login", *words,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+            await self._child.wait()
+        finally:
+            self._child = None
+            self._display.start()
+
+    def end(self) -> None:
+        if self._child is not None and self._child.returncode is None:
+            self._child.terminate()
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _with_notices(log: EventLog | None, login: _TerminalLogin | None = None) -> Callable[[str, dict[str, Any]], None]:
     def emit(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "token_login_needed" and login is not None:
+            login.start(fields)
         notice = _NOTICES.get(kind)
-        if notice is not None:
-            typer.echo(notice(fields), err=True)
+        line = notice(fields) if notice is not None else ""
+        if line:
+            typer.echo(line, err=True)
         if log is not None:
             log(kind, fields)
 

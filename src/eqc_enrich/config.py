@@ -9,16 +9,21 @@ concurrency, the outage and index-wait policies), built by `stage_config` for ru
 
 from __future__ import annotations
 
+import shlex
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eqc_enrich._durations import RateLimit, check_rate_window
 from eqc_enrich._policies import ConfidencePolicy, IndexWaitPolicy, OutagePolicy
-from eqc_enrich.eqc import CallObserver, EqcClient
-from eqc_enrich.settings import Settings, checked_token
+from eqc_enrich.eqc import DEFAULT_BASE_URL, CallObserver, EqcClient, FallOver
+from eqc_enrich.network import Route, env_proxy, fetch_pac, pac_routes, trust_context
+from eqc_enrich.settings import Settings, checked_token, env_file_path
 
 __all__ = [
     "DEFAULT_CLAIM_LEASE_S",
+    "PROXY_AUTH_SETTINGS",
     "EqcAccess",
     "EqcOptions",
     "StageConfig",
@@ -27,6 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_CLAIM_LEASE_S = 60.0
+PROXY_AUTH_SETTINGS = "PA_UM_ACCOUNT / PA_UM_PASSWORD (or WDH_PA_UM_ACCOUNT / WDH_PA_UM_PASSWORD)"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,13 @@ class EqcOptions:
       the URL].
     - `timeout_s`, `retries`: per request [`WDH_EQC_TIMEOUT`, `WDH_EQC_RETRY_MAX`].
     - `claim_lease_s`: how long a claim on a name outlives a process that died (default 60 s).
+    - `proxy`: a fixed proxy URL [`WDH_EQC_PROXY`]; `pac_url`: choose the proxy by this PAC file [with
+      `WDH_INTRANET=true`, `WDH_PAC_URL`]; else `HTTPS_PROXY`/`NO_PROXY`, else direct. Proxy credentials
+      come from `PA_UM_ACCOUNT`/`PA_UM_PASSWORD` only (never an option: they would show in `ps`).
+    - `ca_bundle`: a PEM file of CAs to trust besides the system's and the bundled ones
+      [`WDH_EQC_CA_BUNDLE`]. Verification is turned off only by the setting `WDH_EQC_VERIFY=false`.
+    - `token_wait_s`: with no token command, how long to wait for a new token in the env file (a login)
+      when the token is missing or rejected [`WDH_EQC_TOKEN_WAIT`, 10 min].
     """
 
     url: str | None = None
@@ -51,9 +64,13 @@ class EqcOptions:
     timeout_s: float | None = None
     retries: int | None = None
     claim_lease_s: float | None = None
+    proxy: str | None = field(default=None, repr=False)  # its URL may carry a password
+    pac_url: str | None = None
+    ca_bundle: str | None = None
+    token_wait_s: float | None = None
 
     def public(self) -> dict[str, Any]:
-        """As a journal or a log records them: the token and the token command left out."""
+        """As a journal or a log records them: the token, the token command and any password left out."""
         return {
             "eqc_url": self.url,
             "rate_limit": str(self.rate_limit) if self.rate_limit is not None else None,
@@ -61,6 +78,10 @@ class EqcOptions:
             "timeout_s": self.timeout_s,
             "retries": self.retries,
             "claim_lease_s": self.claim_lease_s,
+            "proxy": _without_password(self.proxy),
+            "pac_url": self.pac_url,
+            "ca_bundle": self.ca_bundle,
+            "token_wait_s": self.token_wait_s,
         }
 
 
@@ -76,9 +97,51 @@ class EqcAccess:
     timeout_s: float
     retries: int
     claim_lease_s: float
+    proxy: str | None = None  # a fixed proxy
+    pac_url: str | None = None  # the PAC file that chooses the proxy (None: no PAC)
+    proxy_user: str | None = None
+    proxy_password: str | None = None
+    ca_bundle: str | None = None
+    verify: bool = True
+    token_wait_s: float = 0.0
+    env_file: Path = field(default_factory=env_file_path)  # where a login saves the token
+    _routes: dict[str, Route] = field(default_factory=dict, compare=False)  # the route, once worked out
 
-    def __repr__(self) -> str:  # the token and the token command never reach a log through a repr
+    def __repr__(self) -> str:  # the token, the token command and the password never reach a log
         return f"EqcAccess(url={self.url!r}, rate_limit={self.rate_limit}, quota_key={self.quota_key!r})"
+
+    def route(self) -> Route:
+        """The proxies to EQC in order, worked out once (a PAC file is fetched and run here): `RouteError`
+        when that cannot be done."""
+        if "eqc" not in self._routes:
+            self._routes["eqc"] = self._find_route()
+        return self._routes["eqc"]
+
+    def _find_route(self) -> Route:
+        if self.proxy:
+            return Route((self.proxy,), "--proxy / WDH_EQC_PROXY")
+        if self.pac_url:
+            text = fetch_pac(self.pac_url, verify=self.tls())
+            return Route(pac_routes(text, self.url, pac_url=self.pac_url), f"PAC {self.pac_url}")
+        from_env = env_proxy(self.url)
+        if from_env:
+            return Route((from_env,), "HTTPS_PROXY")
+        return Route((None,), "direct")
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """What a TLS connection to EQC trusts (False only when `WDH_EQC_VERIFY=false` turned it off)."""
+        return trust_context(self.ca_bundle) if self.verify else False
+
+    def login_command(self) -> str:
+        """The command a person runs to log in and save a token where this access looks for one."""
+        words = ["eqc-enrich", "token", "login", "--env-file", str(self.env_file)]
+        if self.url.rstrip("/") != DEFAULT_BASE_URL:
+            words += ["--eqc-url", self.url]
+        return shlex.join(words)
+
+    @property
+    def proxy_auth(self) -> tuple[str, str] | None:
+        return (self.proxy_user, self.proxy_password or "") if self.proxy_user else None
 
     @property
     def can_ask(self) -> bool:
@@ -90,12 +153,26 @@ class EqcAccess:
         """One quota slot: the even spacing of sends at the limit."""
         return self.rate_limit.window_s / self.rate_limit.requests
 
-    def client(self, *, observer: CallObserver | None = None) -> EqcClient:
-        """An EQC client on this access; `observer(CallRecord)` hears every finished attempt."""
-        return EqcClient(self.token, base_url=self.url, timeout=self.timeout_s, observer=observer)
+    def client(self, *, observer: CallObserver | None = None, on_fallover: FallOver | None = None) -> EqcClient:
+        """An EQC client on this access and its route; `observer(CallRecord)` hears every finished attempt,
+        `on_fallover(failed, next)` each proxy that could not be connected to. Raises `RouteError` when
+        the route cannot be worked out (a PAC file out of reach)."""
+        return EqcClient(
+            self.token, base_url=self.url, timeout=self.timeout_s, observer=observer, verify=self.tls(),
+            proxies=self.route().proxies, proxy_auth=self.proxy_auth, on_fallover=on_fallover,
+            proxy_auth_hint=f"the proxy's user and password come from {PROXY_AUTH_SETTINGS}",
+        )  # fmt: skip
 
     def public(self) -> dict[str, Any]:
-        return {"eqc_url": self.url, "rate_limit": str(self.rate_limit), "quota_key": self.quota_key}
+        """What the log's start event shows; the route itself is `route().describe()`, which may fetch."""
+        return {
+            "eqc_url": self.url,
+            "rate_limit": str(self.rate_limit),
+            "quota_key": self.quota_key,
+            "tls": "verified" if self.verify else "NOT verified (WDH_EQC_VERIFY=false)",
+            **({"ca_bundle": self.ca_bundle} if self.ca_bundle else {}),
+            **({"proxy_user": self.proxy_user} if self.proxy_user else {}),
+        }
 
 
 def resolve_access(options: EqcOptions | None, settings: Settings) -> EqcAccess:
@@ -104,6 +181,9 @@ def resolve_access(options: EqcOptions | None, settings: Settings) -> EqcAccess:
     url = given.url or settings.eqc_base_url
     rate_limit = given.rate_limit or settings.rate_limit
     check_rate_window(rate_limit.window_s)  # a window too short to pace by, however it was given
+    ca_bundle = given.ca_bundle or settings.eqc_ca_bundle
+    if ca_bundle and settings.eqc_verify:
+        trust_context(ca_bundle)  # a bundle that cannot be read is a bad setting, said before anything runs
     return EqcAccess(
         url=url,
         token=checked_token(given.token, source="token") if given.token is not None else settings.token_value(),
@@ -113,7 +193,21 @@ def resolve_access(options: EqcOptions | None, settings: Settings) -> EqcAccess:
         timeout_s=given.timeout_s if given.timeout_s is not None else settings.eqc_timeout,
         retries=given.retries if given.retries is not None else settings.eqc_retry_max,
         claim_lease_s=given.claim_lease_s if given.claim_lease_s is not None else DEFAULT_CLAIM_LEASE_S,
+        proxy=given.proxy or settings.eqc_proxy,
+        pac_url=given.pac_url or (settings.pac_url if settings.intranet else None),
+        proxy_user=settings.pa_um_account or None,
+        proxy_password=settings.proxy_password(),
+        ca_bundle=ca_bundle,
+        verify=settings.eqc_verify,
+        token_wait_s=given.token_wait_s if given.token_wait_s is not None else settings.eqc_token_wait,
     )
+
+
+def _without_password(url: str | None) -> str | None:
+    if not url or "@" not in url:
+        return url
+    scheme, _, rest = url.rpartition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[1]}" if scheme else rest.rsplit("@", 1)[1]
 
 
 @dataclass(frozen=True, slots=True)

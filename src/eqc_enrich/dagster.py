@@ -95,10 +95,16 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
         description="YAML file of plan_code / customer_name overrides, or WorkDataHub's mapping folder "
         "[WDH_MAPPINGS_DIR].",
     )
-    check_token: bool = Field(default=False, description="One token check call before a run starts.")
+    check_token: bool = Field(default=False, description="One token check call (in the quota) before a run starts.")
     eqc_down_wait: str | None = Field(default=None, description="How long to wait for an unreachable EQC [5m].")
     index_wait: str | None = Field(default=None, description="How long answers wait for the index [2m].")
     claim_lease: str | None = Field(default=None, description="How long a claim on a name outlives its process [60s].")
+    proxy: str | None = Field(default=None, description="A fixed proxy to EQC [WDH_EQC_PROXY].")
+    pac_url: str | None = Field(default=None, description="Choose the proxy by this PAC file [WDH_PAC_URL].")
+    ca_bundle: str | None = Field(default=None, description="PEM file of more CAs to trust [WDH_EQC_CA_BUNDLE].")
+    token_wait: str | None = Field(
+        default=None, description="Without a token command: how long to wait for a login [WDH_EQC_TOKEN_WAIT, 10m]."
+    )
 
     def _token(self) -> str | None:
         """The token from the environment, read now; None leaves it to the `WDH_*` settings (`.wdh_env`, the
@@ -121,6 +127,10 @@ class EqcEnrichResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
             timeout_s=_seconds(self.timeout),
             retries=self.retries,
             claim_lease_s=_seconds(self.claim_lease),
+            proxy=self.proxy,
+            pac_url=self.pac_url,
+            ca_bundle=self.ca_bundle,
+            token_wait_s=_seconds(self.token_wait),
         )
 
     def run_options(self, **changes: Any) -> RunOptions:

@@ -1,25 +1,46 @@
-"""Settings users already have: `WDH_*` names from the environment or a `.wdh_env` file."""
+"""Settings users already have: `WDH_*` names from the environment or a `.wdh_env` file.
+
+The file is read the way WorkDataHub reads it (python-dotenv, through pydantic-settings): `KEY=value`
+lines, an unquoted value cut at whitespace + `#`, so `WDH_EQC_TOKEN=<token> # Updated: <time>` gives the
+token alone. `write_env_token` writes that line back in the same format.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eqc_enrich._durations import RateLimit, check_rate_window, parse_rate_limit
+from eqc_enrich._durations import RateLimit, check_rate_window, parse_duration, parse_rate_limit
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.eqc import DEFAULT_BASE_URL, DEFAULT_TIMEOUT_S, EqcClient
 
 __all__ = [
+    "DEFAULT_PAC_URL",
+    "EnvToken",
     "Settings",
     "env_file_path",
     "eqc_client",
     "load_settings",
+    "read_env_token",
+    "unused_settings",
+    "write_env_token",
 ]
+
+DEFAULT_PAC_URL = "http://proxy.paic.com.cn/proxyformwg.pac"  # WorkDataHub's default for WDH_PAC_URL
+DEFAULT_TOKEN_WAIT_S = 600.0
+_TOKEN_LINE = re.compile(r"^\s*(export\s+)?WDH_EQC_TOKEN\s*=", re.IGNORECASE)
+_UPDATED = re.compile(r"#\s*Updated:\s*(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
+_OTHER_NAMES = {"WDH_ENV_FILE"}  # read by eqc-enrich, but not a field: where the file is
 
 
 class Settings(BaseSettings):
@@ -61,6 +82,27 @@ class Settings(BaseSettings):
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         return value
+    eqc_token_wait: float = DEFAULT_TOKEN_WAIT_S  # how long a run waits for a login when the token is gone
+    # the route to EQC, as the intranet deployment has it
+    intranet: bool = False  # the PAC file at pac_url chooses the proxy
+    pac_url: str = DEFAULT_PAC_URL
+    pa_um_account: str | None = Field(
+        default=None, validation_alias=AliasChoices("PA_UM_ACCOUNT", "WDH_PA_UM_ACCOUNT")
+    )  # the proxy's user (the un-prefixed name first, as WorkDataHub reads it)
+    pa_um_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PA_UM_PASSWORD", "WDH_PA_UM_PASSWORD")
+    )
+    eqc_proxy: str | None = None  # a fixed proxy for EQC, over the PAC file and HTTPS_PROXY
+    eqc_ca_bundle: str | None = None  # more trusted CAs (PEM), besides the system's and the bundled ones
+    eqc_verify: bool = True  # False turns TLS verification off: only by this name, with a warning each start
+
+    @field_validator("eqc_token_wait", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        try:
+            return parse_duration(value if isinstance(value, int | float) else str(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("eqc_rate_limit", mode="before")
     @classmethod
@@ -101,6 +143,9 @@ class Settings(BaseSettings):
 
     def token_value(self) -> str | None:
         return self.eqc_token.get_secret_value() if self.eqc_token else None
+
+    def proxy_password(self) -> str | None:
+        return self.pa_um_password.get_secret_value() if self.pa_um_password else None
 
 
 _TOKEN_FORM = re.compile(r"[\x21-\x7e]*")  # printable ASCII, no space: what a `token` header can carry as it is
@@ -150,6 +195,93 @@ def load_settings(env_file: Path | None = None) -> Settings:
         if not first["loc"]:  # a check across settings: its message names them
             raise ConfigError(message) from None
         raise ConfigError(f"WDH_{str(first['loc'][0]).upper()}: {message}") from None
+
+
+def _known_names() -> set[str]:
+    """The WDH_* names eqc-enrich reads, upper-case."""
+    names = set(_OTHER_NAMES)
+    for name, info in Settings.model_fields.items():
+        names.add(f"WDH_{name}".upper())
+        if isinstance(info.validation_alias, AliasChoices):
+            names.update(str(choice).upper() for choice in info.validation_alias.choices)
+    return names
+
+
+def unused_settings(env_file: Path | None = None) -> list[str]:
+    """`WDH_*` names set in the environment or the env file that eqc-enrich does not read, sorted: a user's
+    setting that does nothing here is named rather than silently ignored."""
+    path = env_file or env_file_path()
+    seen = {name.upper() for name in os.environ}
+    if path.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            seen |= {name.upper() for name in dotenv_values(path)}
+    return sorted(name for name in seen if name.startswith("WDH_") and name not in _known_names())
+
+
+class EnvToken:
+    """The token line of an env file: the token and when it was saved (from its `# Updated:` comment)."""
+
+    def __init__(self, token: str | None, updated: datetime | None) -> None:
+        self.token = token
+        self.updated = updated
+
+    def __repr__(self) -> str:  # never the token
+        return f"EnvToken(updated={self.updated!r})"
+
+
+def read_env_token(path: Path) -> EnvToken:
+    """`WDH_EQC_TOKEN` as the settings loader reads it from `path` (empty when absent or unreadable)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return EnvToken(None, None)
+    values = {name.upper(): value for name, value in dotenv_values(stream=io.StringIO(text)).items()}
+    token = values.get("WDH_EQC_TOKEN") or None
+    updated = None
+    for line in text.splitlines():
+        found = _UPDATED.search(line) if _TOKEN_LINE.match(line) else None
+        if found:
+            with contextlib.suppress(ValueError):
+                updated = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")
+    return EnvToken(token, updated)
+
+
+def write_env_token(path: Path, token: str, now: datetime | None = None) -> None:
+    """Save the token in WorkDataHub's line format: `WDH_EQC_TOKEN=<token> # Updated: <local time>`.
+
+    An existing token line is replaced (every one of them, so exactly one remains), other lines are kept as
+    they are; the file is written to a temporary file beside it and renamed (never half-written) with mode
+    0600 (it holds a credential).
+    """
+    if not token or any(c.isspace() or c in "#'\"" for c in token):
+        raise ConfigError("refusing to save a token that is empty or contains spaces, quotes or #")
+    stamp = (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
+    line = f"WDH_EQC_TOKEN={token} # Updated: {stamp}"
+    try:
+        old = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    kept = [existing for existing in old if not _TOKEN_LINE.match(existing)]
+    first = next((i for i, existing in enumerate(old) if _TOKEN_LINE.match(existing)), None)
+    if first is None:
+        lines = [*kept, line]
+    else:  # where the old line was, so the file reads as before
+        before = sum(1 for existing in old[:first] if not _TOKEN_LINE.match(existing))
+        lines = [*kept[:before], line, *kept[before:]]
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write("\n".join(lines) + "\n")
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def eqc_client(settings: Settings | None = None, **options: Any) -> EqcClient:

@@ -90,6 +90,9 @@ def bench(
         db=db,
         retries=access.retries,
         timeout_s=eqc.timeout_s,
+        proxy=eqc.proxy,
+        pac_url=eqc.pac_url,
+        ca_bundle=eqc.ca_bundle,
     )
 
 

@@ -43,6 +43,9 @@ class BenchConfig:
     jobs_time_scale: float | None = None  # their time scale; None: the main one, at most JOBS_MAX_TIME_SCALE
     db: str | None = field(default=None, repr=False)  # PostgreSQL URL for their index (default: SQLite)
     timeout_override_s: float | None = None  # --timeout: instead of twice the slowest configured call
+    proxy: str | None = field(default=None, repr=False)  # the way to a real endpoint: as for a run
+    pac_url: str | None = None
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         if self.names < 1:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from eqc_enrich._durations import RateLimit
+from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.eqc import (
     BusinessInfo,
     CallRecord,
@@ -33,6 +34,7 @@ from eqc_enrich.eqc import (
 )
 from eqc_enrich.eqc_stage import LookupOutcome, batch_for
 from eqc_enrich.keys import LookupType, normalize_name
+from eqc_enrich.settings import load_settings
 from eqc_enrich.store import IndexStore, WriteBatch
 
 _T = TypeVar("_T")
@@ -201,10 +203,16 @@ async def run_old_flow(
     timeout_s: float,
     settings: OldFlowSettings,
     on_name: ProgressHook | None = None,
+    route: EqcOptions | None = None,
 ) -> OldFlowResult:
-    """The old flow against `url`, every attempt recorded through the client's observer."""
+    """The old flow against `url`, every attempt recorded through the client's observer; it goes to EQC the
+    way a run would (`route`: proxy, PAC file, CA bundle; else the `WDH_*` settings)."""
     records: list[CallRecord] = []
-    async with EqcClient(token, base_url=url, timeout=timeout_s, observer=records.append) as client:
+    given = route or EqcOptions()
+    options = EqcOptions(
+        url=url, token=token, timeout_s=timeout_s, proxy=given.proxy, pac_url=given.pac_url, ca_bundle=given.ca_bundle
+    )
+    async with resolve_access(options, load_settings()).client(observer=records.append) as client:
         result = await OldFlow(client, store, settings, on_name=on_name).run(raw_names)
     result.calls = records
     return result

@@ -36,7 +36,14 @@ def our_options(config: BenchConfig, *, db: Path, url: str, token: str) -> RunOp
     return RunOptions(
         db=db,
         eqc=EqcOptions(
-            url=url, token=token, rate_limit=config.scaled_rate, timeout_s=config.timeout_s, retries=config.retries
+            url=url,
+            token=token,
+            rate_limit=config.scaled_rate,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+            proxy=config.proxy,
+            pac_url=config.pac_url,
+            ca_bundle=config.ca_bundle,
         ),
         salt=BENCH_SALT,
         latency_hint=config.scaled_latency,

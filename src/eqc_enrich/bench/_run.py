@@ -29,6 +29,7 @@ from eqc_enrich.bench._ours import run_ours
 from eqc_enrich.bench._projection import month_shape
 from eqc_enrich.bench._report import Endpoint, build_report, write_report
 from eqc_enrich.bench._simproc import SimulatorProcess, SimulatorSpec
+from eqc_enrich.config import EqcOptions
 from eqc_enrich.store import IndexStore
 
 Echo = Callable[[str], None]
@@ -67,12 +68,16 @@ def run_bench(
     db: str | None = None,
     retries: int = 3,
     timeout_s: float | None = None,
+    proxy: str | None = None,
+    pac_url: str | None = None,
+    ca_bundle: str | None = None,
 ) -> dict[str, Any]:
     """Baseline (old flow), ours cold and warm; writes report.json, report.md and charts to `out`.
 
     Without `eqc_url` a simulated EQC is started (time scale 1000 unless given); with it, the real endpoint
-    is measured at time scale 1. With `workers` >= 2, also one `eqc-enrich run` process over the whole input
-    and `workers` of them at once over slices of its rows, sharing one quota through one index (`db`, a
+    is measured at time scale 1, by the way a run takes (`proxy`, `pac_url`, `ca_bundle` and the `WDH_*`
+    settings: PAC file, proxy credentials, trust). With `workers` >= 2, also one `eqc-enrich run` process over
+    the whole input and `workers` of them at once over slices of its rows, sharing one quota through one index (`db`, a
     PostgreSQL URL, or a SQLite file), at `jobs_time_scale` (default: the time scale, at most 100).
     Returns the report dict (what report.json holds).
     """
@@ -91,6 +96,9 @@ def run_bench(
         db=db,
         retries=retries,
         timeout_override_s=timeout_s,
+        proxy=proxy,
+        pac_url=pac_url,
+        ca_bundle=ca_bundle,
     )
     return execute(config, echo or _stderr)
 
@@ -148,6 +156,7 @@ async def old_run(config: BenchConfig, data: BenchInput, endpoint: Endpoint, wor
             timeout_s=config.timeout_s,
             settings=settings,
             on_name=_old_progress(config.time_scale, echo),
+            route=EqcOptions(proxy=config.proxy, pac_url=config.pac_url, ca_bundle=config.ca_bundle),
         )
     finally:
         store.close()

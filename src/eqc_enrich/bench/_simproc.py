@@ -42,7 +42,7 @@ class SimulatorSpec:
             sys.executable, "-m", "eqc_enrich.cli", "simulate", "--port", "0", "--seed", str(self.seed),
             "--latency", f"{low:.6f}-{high:.6f}s", "--time-scale", f"{self.time_scale:.6f}",
             "--rate-limit", f"{self.rate_limit.requests}/{self.rate_limit.window_s:.6f}s",
-            "--token-ttl", HUGE_TOKEN_TTL,
+            "--token-idle", HUGE_TOKEN_TTL,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:

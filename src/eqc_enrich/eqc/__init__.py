@@ -1,6 +1,7 @@
 """The EQC company-information API: an async client and its typed answers and errors."""
 
 from eqc_enrich.eqc._client import (
+    CERTIFICATE_FIXES,
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT_S,
     FIND_DEPART,
@@ -18,6 +19,7 @@ from eqc_enrich.eqc._errors import (
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    ProxyAuthError,
     RateLimitedError,
     TokenExpiredError,
     TransientError,
@@ -35,8 +37,10 @@ from eqc_enrich.eqc._models import (
     match_confidence,
 )
 from eqc_enrich.eqc._retry_after import parse_retry_after
+from eqc_enrich.eqc._routes import FallOver, proxy_label
 
 __all__ = [
+    "CERTIFICATE_FIXES",
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT_S",
     "EXACT_MATCH",
@@ -53,11 +57,13 @@ __all__ = [
     "CertificateError",
     "EqcClient",
     "EqcError",
+    "FallOver",
     "ForbiddenError",
     "InvalidRequestError",
     "Label",
     "LabelSet",
     "NotFoundError",
+    "ProxyAuthError",
     "RateLimitedError",
     "SearchHit",
     "SearchResult",
@@ -66,4 +72,5 @@ __all__ = [
     "UnreachableError",
     "match_confidence",
     "parse_retry_after",
+    "proxy_label",
 ]

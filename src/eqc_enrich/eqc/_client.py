@@ -6,7 +6,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -20,6 +20,7 @@ from eqc_enrich.eqc._errors import (
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    ProxyAuthError,
     RateLimitedError,
     TokenExpiredError,
     TransientError,
@@ -34,6 +35,7 @@ from eqc_enrich.eqc._models import (
     parse_search,
 )
 from eqc_enrich.eqc._retry_after import parse_retry_after
+from eqc_enrich.eqc._routes import FallOver, FallOverTransport, ProxyAuthRefused
 
 DEFAULT_BASE_URL: Final = "https://eqc.pingan.com"
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -48,6 +50,10 @@ _PATHS: Final = {
     FIND_LABELS: "/kg-api-hfd/api/search/findLabels",
     SEARCH_ALL: "/kg-api-hfd/api/search/searchAll",
 }
+CERTIFICATE_FIXES: Final = (
+    "trust its issuing CA: install it in the operating system's certificate store, or name its PEM file with "
+    "--ca-bundle FILE (WDH_EQC_CA_BUNDLE)"
+)
 _USER_AGENT: Final = "eqc-enrich/0.1 (+company-id enrichment)"
 
 _T = TypeVar("_T")
@@ -74,6 +80,12 @@ class EqcClient:
     the tool's settings (so it can be used on its own): `eqc_enrich.settings.eqc_client()` builds one from
     the `WDH_EQC_*` settings. `set_token` swaps the token for requests not yet sent, so a refresh needs no
     new client (and no new connection pool).
+
+    The route: `proxies` lists proxy URLs to try in order (`None` = direct; e.g. what a PAC file answered),
+    with `proxy_auth` as Basic proxy credentials for those whose URL carries none (`proxy_auth_hint` says
+    where they come from when a proxy refuses them); without `proxies` the
+    client goes direct or through `HTTPS_PROXY`/`NO_PROXY` from the environment. `verify` is the TLS trust
+    (an `ssl.SSLContext`, or False to turn verification off); `transport` replaces all of it (tests).
     """
 
     def __init__(
@@ -83,16 +95,26 @@ class EqcClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_connections: int = 64,
-        verify: bool = True,
+        verify: ssl.SSLContext | bool = True,
         observer: CallObserver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxies: Sequence[str | None] | None = None,
+        proxy_auth: tuple[str, str] | None = None,
+        on_fallover: FallOver | None = None,
+        proxy_auth_hint: str = "",
     ) -> None:
         self._token = token
         self._observer = observer
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        if transport is None and proxies is not None:
+            transport = FallOverTransport(
+                proxies, verify=verify, proxy_auth=proxy_auth, limits=limits, on_fallover=on_fallover,
+                auth_hint=proxy_auth_hint,
+            )  # fmt: skip
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=limits,
             headers={
                 "Referer": "https://eqc.pingan.com/",
                 "Accept": "application/json",
@@ -110,6 +132,11 @@ class EqcClient:
     @property
     def has_token(self) -> bool:
         return bool(self._token)
+
+    @property
+    def token(self) -> str | None:
+        """The token requests are sent with now (the caller's own secret: never log it)."""
+        return self._token
 
     def set_token(self, token: str) -> None:
         self._token = token
@@ -188,6 +215,8 @@ class EqcClient:
 
 def transport_error(endpoint: str, exc: Exception) -> EqcError:
     """The typed error for a request that got no HTTP answer; says what failed without quoting the request."""
+    if isinstance(exc, ProxyAuthRefused):
+        return ProxyAuthError(f"EQC {endpoint}: {exc}", endpoint=endpoint, proxy=exc.proxy)
     if isinstance(exc, httpx.TimeoutException):
         return UnreachableError(f"EQC {endpoint} timed out ({type(exc).__name__})", endpoint=endpoint)
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol | httpx.LocalProtocolError):
@@ -195,7 +224,7 @@ def transport_error(endpoint: str, exc: Exception) -> EqcError:
     if _is_certificate_failure(exc):
         reason = getattr(_root_cause(exc), "verify_message", None) or "certificate verify failed"
         return CertificateError(
-            f"EQC {endpoint}: TLS certificate not trusted ({reason}); check the URL, or the CA bundle (SSL_CERT_FILE)",
+            f"EQC {endpoint}: TLS certificate not trusted ({reason}); {CERTIFICATE_FIXES}",
             endpoint=endpoint,
         )
     if isinstance(exc, httpx.ConnectError | httpx.NetworkError):

@@ -54,6 +54,15 @@ class CertificateError(UnreachableError):
     """EQC's TLS certificate is not trusted: waiting will not fix it, a CA bundle or the URL will."""
 
 
+class ProxyAuthError(UnreachableError):
+    """The proxy on the way to EQC refused the proxy credentials (407): waiting will not fix it, the
+    credentials will. `proxy` is its `host:port`."""
+
+    def __init__(self, message: str, *, endpoint: str = "", proxy: str = "") -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.proxy = proxy
+
+
 class InvalidRequestError(EqcError):
     """The request cannot be sent as asked (e.g. a URL the HTTP library refuses): retrying cannot help."""
 

@@ -15,14 +15,15 @@ from typing import Any
 
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._policies import OutagePolicy
-from eqc_enrich.eqc import CertificateError, EqcError
+from eqc_enrich.eqc import CertificateError, EqcError, ProxyAuthError
 from eqc_enrich.eqc_stage._pacing import Clock, Stopped
 
 __all__ = ["EqcDown", "EqcOutage"]
 
 
 class EqcDown(Exception):
-    """EQC stayed unreachable past the policy's bound (or its certificate is not trusted)."""
+    """EQC stayed unreachable past the policy's bound (or its certificate is not trusted, or the proxy
+    refused the credentials)."""
 
 
 class EqcOutage:
@@ -75,7 +76,7 @@ class EqcOutage:
     def unanswered(self, error: EqcError, sent_in: int | None = None) -> None:
         """A request that got no HTTP answer at all; `sent_in` is the `epoch` it was sent in."""
         self.reason = str(error)
-        if isinstance(error, CertificateError):
+        if isinstance(error, CertificateError | ProxyAuthError):  # waiting fixes neither: end at once
             self._fatal = str(error)
         elif sent_in is not None and sent_in != self.epoch:
             self._wake()
@@ -97,7 +98,15 @@ class EqcOutage:
         self.epoch += 1
         self._probes = 0
         self._next_probe_at = self.down_since + self._policy.probe_interval(0, self._limit)
-        self._events("eqc_down", {"reason": self.reason, "in_a_row": self.in_a_row, "wait_s": self._policy.wait_s})
+        self._events(
+            "eqc_down",
+            {
+                "reason": self.reason,
+                "in_a_row": self.in_a_row,
+                "wait_s": self._policy.wait_s,
+                "fatal": bool(self._fatal),
+            },
+        )
         self._wake()
 
     async def admit(self, stop: asyncio.Future[None] | None) -> bool:

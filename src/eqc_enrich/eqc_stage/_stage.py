@@ -23,8 +23,9 @@ from eqc_enrich.eqc_stage._pacing import SendLedger, SlidingWindowLimiter
 from eqc_enrich.eqc_stage._pending import PendingFile
 from eqc_enrich.eqc_stage._shared import DatabaseClaims, DatabaseLedger
 from eqc_enrich.eqc_stage._stats import EqcStats
-from eqc_enrich.eqc_stage._tokens import TokenKeeper
+from eqc_enrich.eqc_stage._tokens import LoginWatch, TokenKeeper
 from eqc_enrich.eqc_stage._writeback import IndexWriter
+from eqc_enrich.network import RouteError
 from eqc_enrich.store import IndexStore
 
 __all__ = ["EqcReport", "EqcTimings", "StopHandle", "lookup_settings", "run_eqc_stage"]
@@ -150,10 +151,25 @@ async def run_eqc_stage(
     handle = handle or StopHandle()
     access = config.access
     started = time.monotonic()
-    client = access.client(observer=stats.record_call)
     try:
-        keeper = TokenKeeper(client, access.token_command, events=events)
+        client = access.client(observer=stats.record_call, on_fallover=_fallover_events(events))
+    except RouteError as exc:  # no way to EQC can be worked out (the PAC file): EQC is out of reach
+        return _report(names, _not_asked(names, str(exc), stats, stopped="eqc_down"), stats, started=started)
+    try:
+        settings = lookup_settings(config)
+        limiter = SlidingWindowLimiter(
+            settings.rate_limit,
+            margin_s=settings.margin_s,
+            ledger=ledger or DatabaseLedger(store, access.quota_key, owner, spacing_s=access.slot_s),
+            lookahead=4 if ledger is None else 1,
+        )
+        keeper = TokenKeeper(
+            client, access.token_command, events=events, admit=limiter.acquire, stopped=lambda: handle.stopped,
+            watch=LoginWatch(access.env_file, access.token_wait_s, access.login_command()),
+        )  # fmt: skip
         if not await keeper.prepare(check=check_token):
+            if handle.stopped:
+                return _report(names, _not_asked(names, "", stats, stopped="interrupted"), stats, started=started)
             result = _not_asked(names, keeper.unavailable_reason or "", stats)
             return _report(names, result, stats, started=started)
         if names:
@@ -182,13 +198,6 @@ async def run_eqc_stage(
             confidence=config.confidence, events=events, on_give_up=index_gave_up,
             owner=owner if claims is not None else None,  # details take no claims, so release none
         )  # fmt: skip
-        settings = lookup_settings(config)
-        limiter = SlidingWindowLimiter(
-            settings.rate_limit,
-            margin_s=settings.margin_s,
-            ledger=ledger or DatabaseLedger(store, access.quota_key, owner, spacing_s=access.slot_s),
-            lookahead=4 if ledger is None else 1,
-        )
         lookup = EqcLookup(
             client, settings, stats=stats, tokens=keeper, on_outcome=settled, events=events,
             before_send=(writer,), limiter=limiter, claims=claims, on_store_error=writer.report_trouble,
@@ -297,9 +306,20 @@ async def _renew_claims(claims: DatabaseClaims, lookup: EqcLookup) -> None:
             pause = claims.lease_s / 3
 
 
-def _not_asked(names: list[str], message: str, stats: EqcStats) -> StageResult:
-    result = StageResult(stopped="token", message=message)
+def _fallover_events(events: Events | None) -> Callable[[str, str], None]:
+    def fell_over(failed: str, following: str) -> None:
+        if events is not None:
+            events("proxy_fallover", {"failed": failed, "next": following})
+
+    return fell_over
+
+
+def _not_asked(names: list[str], message: str, stats: EqcStats, stopped: StopReason = "token") -> StageResult:
+    result = StageResult(stopped=stopped, message=message)
+    why = {"token": "not asked: no usable EQC token", "interrupted": "not asked: the run was interrupted"}.get(
+        stopped, "not asked: EQC unavailable"
+    )
     for name in names:
-        result.outcomes[name] = LookupOutcome(name, "skipped", error="not asked: no usable EQC token")
+        result.outcomes[name] = LookupOutcome(name, "skipped", error=why)
     stats.skipped += len(names)
     return result

@@ -6,20 +6,29 @@ queue), so when it comes back unauthorized the keeper knows whether that token i
 send again) or is the current one (refresh it, once, whoever asks first). A generation that is rejected
 before any request succeeded with it is not a token that expired: it is invalid, and asking again will not
 help.
+
+Without a token command, a keeper given a `LoginWatch` does not give up when the token is missing or
+rejected: it stops the sending (requests in flight finish and are kept), says once what to run to log in,
+and watches the env file that `eqc-enrich token login` writes; the first new token there that passes a
+check is taken, and sending resumes. After `wait_s` without one, the token is unavailable as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from eqc_enrich._durations import format_duration
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.eqc import EqcClient, EqcError, TokenExpiredError
-from eqc_enrich.settings import checked_token
+from eqc_enrich.settings import checked_token, read_env_token
 
-__all__ = ["NO_TOKEN_MESSAGE", "TokenKeeper", "run_token_command"]
+__all__ = ["NO_TOKEN_MESSAGE", "LoginWatch", "TokenKeeper", "run_token_command"]
 
 _COMMAND_TIMEOUT_S = 300.0
 _AFTER = "names not asked got temporary ids, which a later run replaces"
@@ -29,8 +38,22 @@ NO_TOKEN_MESSAGE = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LoginWatch:
+    """Where a login saves the token (`path`), how long to wait for one, and the command a person runs."""
+
+    path: Path
+    wait_s: float
+    login_command: str
+    poll_s: float = 0.5
+
+
 class TokenKeeper:
-    """Exactly one refresh per expired token, however many requests saw it expire."""
+    """Exactly one refresh per expired token, however many requests saw it expire.
+
+    `admit` is awaited before the keeper's own token-check call (a quota slot: the check counts like any
+    request); `watch`, used only without a command, waits for a login instead of giving up.
+    """
 
     def __init__(
         self,
@@ -38,10 +61,16 @@ class TokenKeeper:
         command: str | None,
         *,
         events: Callable[[str, dict[str, Any]], None] | None = None,
+        admit: Callable[[], Awaitable[None]] | None = None,
+        watch: LoginWatch | None = None,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> None:
         self._client = client
         self._command = command
         self._events = events or (lambda kind, fields: None)
+        self._admit = admit
+        self._watch = watch if watch is not None and watch.wait_s > 0 and not command else None
+        self._stopped = stopped
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()  # clear while a refresh runs: nobody sends with a token known dead
         self._settled.set()
@@ -52,7 +81,7 @@ class TokenKeeper:
 
     @property
     def can_refresh(self) -> bool:
-        return bool(self._command)
+        return bool(self._command) or self._watch is not None
 
     async def prepare(self, *, check: bool) -> bool:
         """A token to start with: given, or from the command; with `check`, one token-check call first.
@@ -60,6 +89,8 @@ class TokenKeeper:
         False (with `unavailable_reason` set) when the run has no usable token at all.
         """
         if not self._client.has_token:
+            if self._watch is not None:
+                return await self._await_login("there is no EQC token")
             if not self._command:
                 self.unavailable_reason = NO_TOKEN_MESSAGE
                 return False
@@ -67,14 +98,21 @@ class TokenKeeper:
                 return False
         if not check:
             return True
-        try:
-            works = await self._client.check_token()
-        except EqcError:
-            return True  # inconclusive (EQC busy or away): the stage's own outage handling takes it from here
-        if works:
-            self._confirmed.add(self.generation)
-            return True
+        works = await self._check()
+        if works is None or works:
+            if works:
+                self._confirmed.add(self.generation)
+            return True  # None: inconclusive (EQC busy or away): the stage's outage handling takes it from here
         return await self.refresh(self.generation, TokenExpiredError("token check rejected the token"))
+
+    async def _check(self) -> bool | None:
+        """One token-check call in the quota: True works, False rejected, None could not tell."""
+        if self._admit is not None:
+            await self._admit()
+        try:
+            return await self._client.check_token()
+        except EqcError:
+            return None
 
     @property
     def settled(self) -> bool:
@@ -97,6 +135,9 @@ class TokenKeeper:
             if self.unavailable_reason is not None:
                 return False
             rejected_fresh = sent_generation not in self._confirmed
+            if self._watch is not None:
+                state = "expired" if error.expired or not rejected_fresh else "was rejected"
+                return await self._await_login(f"the EQC token {state}")
             if rejected_fresh and sent_generation > 0:
                 self.unavailable_reason = (
                     "the token printed by the token command was rejected by EQC (invalid); " + _AFTER
@@ -106,6 +147,52 @@ class TokenKeeper:
                 self.unavailable_reason = _no_refresh_message(error, ever_worked=not rejected_fresh)
                 return False
             return await self._replace("invalid" if rejected_fresh else "expired")
+
+    async def _await_login(self, why: str) -> bool:
+        """No sending until a new token that passes a check appears in the watched env file, or the wait ends."""
+        watch = self._watch
+        assert watch is not None
+        self._settled.clear()
+        try:
+            wait = format_duration(watch.wait_s)
+            line = (
+                f"{why}: sending paused (answers in flight are kept); log in with `{watch.login_command}` "
+                f"- waiting up to {wait} (--token-wait) for a new token in {watch.path}"
+            )
+            self._events("token_login_needed", {"line": line, "wait_s": watch.wait_s, "env_file": str(watch.path)})
+            token = await self._new_token(watch)
+            if token is None:
+                self.unavailable_reason = (
+                    f"{why} and no new valid token appeared in {watch.path} within {wait} (--token-wait); "
+                    f"log in with `{watch.login_command}` and rerun; {_AFTER}"
+                )
+                self._events("token_unavailable", {"reason": "no login within the wait"})
+                return False
+        finally:
+            self._settled.set()
+        self.generation += 1
+        self._confirmed.add(self.generation)
+        self.refreshes += 1
+        self._events("token_login_done", {"generation": self.generation})
+        return True
+
+    async def _new_token(self, watch: LoginWatch) -> str | None:
+        """Poll the env file; a token not seen before is checked once (in the quota) and kept if it works."""
+        deadline = time.monotonic() + watch.wait_s
+        current = self._client.token
+        seen = {current} if current else set()
+        while time.monotonic() < deadline and not self._stopped():
+            found = read_env_token(watch.path).token
+            if found and found not in seen:
+                seen.add(found)
+                self._client.set_token(found)
+                works = await self._check()
+                if works is None or works:
+                    return found  # inconclusive counts as working: EQC's outage handling takes it from there
+            await asyncio.sleep(min(watch.poll_s, max(0.0, deadline - time.monotonic())))
+        if current:
+            self._client.set_token(current)
+        return None
 
     async def _replace(self, why: str) -> bool:
         self._settled.clear()
@@ -135,11 +222,12 @@ def _no_refresh_message(error: TokenExpiredError, *, ever_worked: bool) -> str:
 
 
 def run_token_command(command: str) -> str:
-    """Run the user's token command; its output is the token, so it never goes into a message."""
+    """Run the user's token command; its output is the token, so it never goes into a message. What it says on
+    stderr goes to the person (a login command's QR code, say)."""
     try:
         # shell=True: the user's own command line from their own configuration, pipes allowed.
         done = subprocess.run(
-            command, shell=True, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S, check=False
+            command, shell=True, stdout=subprocess.PIPE, text=True, timeout=_COMMAND_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         # not chained: a timed-out command's exception holds what it printed so far, which may be the token

@@ -1,8 +1,9 @@
 """The simulated EQC service as a starlette app: same paths, auth, limits and answer shapes as the real one.
 
 Every request to a data endpoint goes through the same steps, in the real service's order: token, rate
-limit, latency, injected fault, answer. Admin endpoints (`/__token`, `/__expire`, `/__stats`, `/__reset`)
-let tests and benchmarks steer and observe it; they need no token and are not rate limited.
+limit, latency, injected fault, answer. Admin endpoints (`/__token`, `/__expire`, `/__stats`, `/__reset`,
+`/__sim/scan`) let tests and benchmarks steer and observe it; they need no token and are not rate
+limited. `/` is a login page with QR login (`_login.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._errors import ConfigError
+from eqc_enrich.simulator._login import LoginDesk, login_routes
 from eqc_enrich.simulator._ratelimit import TokenLimits
 from eqc_enrich.simulator._universe import EXACT, INDUSTRIES, Company, Universe, build_universe
 
@@ -39,7 +41,9 @@ DEFAULT_RATE_LIMIT = RateLimit(10, 60.0)  # what users configure for the real se
 class SimulatorConfig:
     """How the simulated service behaves.
 
-    Latency and the rate-limit window are real-service seconds, divided by time_scale. Token lifetimes are
+    Latency and the rate-limit window are real-service seconds, divided by time_scale. A token expires after
+    `token_ttl` seconds without use (`simulate --token-idle`) and `token_max_age` after it was issued
+    (`simulate --token-ttl`), whichever comes first. Token lifetimes are
     wall-clock seconds: a client paced for the scaled quota still idles like a person between runs, and a
     30 min token that dies after 1.8 s would end every try-out with "token expired". Set
     `scale_token_lifetimes` to divide them too (for tests that want expiry to come quickly).
@@ -297,6 +301,7 @@ class SimulatorState:
         self.tokens = TokenStore(config.tokens, config.token_seconds(config.token_ttl), self._max_age())
         self.limits = TokenLimits(config.rate_limit.scaled(config.time_scale))
         self.stats = Stats()
+        self.login = LoginDesk(self.tokens.issue)
         self.closing = asyncio.Event()
         self._rng = random.Random(config.seed)
 
@@ -441,6 +446,7 @@ def create_app(config: SimulatorConfig, universe: Universe | None = None) -> Sta
         Route(f"{_BASE}/findLabels", data(FIND_LABELS, state.find_labels)),
         Route(f"{_BASE}/searchAll", data(SEARCH_ALL, state.search_all)),
         *_admin_routes(state),
+        *login_routes(state.login),
     ]
     app = Starlette(routes=routes)
     app.state.simulator = state

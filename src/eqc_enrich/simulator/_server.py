@@ -23,7 +23,7 @@ class Simulator:
     """A real HTTP server speaking the EQC API; `with Simulator(config) as sim:` then talk to `sim.url`.
 
     `universe` replaces the seed's companies (a test that needs companies the generator never makes, such as
-    two that once had the same name).
+    two that once had the same name); `tls_cert`/`tls_key` (PEM files) make it serve HTTPS.
     """
 
     def __init__(
@@ -33,10 +33,13 @@ class Simulator:
         port: int = 0,
         *,
         universe: Universe | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         self.config = config or SimulatorConfig()
         self.host = host
         self._port = port
+        self._tls = (tls_cert, tls_key) if tls_cert else None  # serve HTTPS with this certificate (PEM files)
         self._app = create_app(self.config, universe)
         self.state: SimulatorState = self._app.state.simulator
         self._server: uvicorn.Server | None = None
@@ -51,7 +54,7 @@ class Simulator:
     def url(self) -> str:
         """Base URL with the real port (also when constructed with port=0)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self._port}"
 
     def start(self) -> Self:
         """Bind, serve on a daemon thread, and return once the server accepts connections."""
@@ -89,6 +92,8 @@ class Simulator:
             limit_concurrency=10_000,  # hundreds of concurrent (slow) requests are the point
             backlog=4096,
             timeout_graceful_shutdown=2,
+            ssl_certfile=self._tls[0] if self._tls else None,
+            ssl_keyfile=self._tls[1] if self._tls else None,
         )
 
     def _run(self, server: uvicorn.Server, sock: socket.socket) -> None:
@@ -152,3 +157,7 @@ class Simulator:
     def reset_stats(self) -> None:
         """Zero the counters, as `POST /__reset` does."""
         self._on_loop(self.state.reset_stats)
+
+    def scan(self) -> tuple[str, str] | None:
+        """Approve the QR code the login page shows, as `POST /__sim/scan` does: (its id, its content)."""
+        return self._on_loop(self.state.login.scan)
