@@ -33,8 +33,12 @@ __all__ = ["AccountPause", "ClaimRound", "DatabaseClaims", "DatabaseLedger"]
 class DatabaseLedger:
     """The shared quota: slots reserved in the index database, seen by every process on the account.
 
-    Slots are taken `batch` at a time (one transaction) and handed out one per send, so the round trip to the
-    database is paid once per few sends; unused ones (a stop) are at most `batch - 1`.
+    The database is never between a slot and its send. Slots are reserved ahead: the pacing rule is asked
+    for slots no earlier than a round trip from now (the slowest of the recent round trips), so the
+    reservation is back before its first slot is due, and they come `batch` at a time (one transaction),
+    enough to cover that round trip at the quota's pace. A reserved slot whose time passed unused (a stop, a
+    gate that let fewer requests through) is dropped, never used late: the slots after it, this process's
+    and others', were planned from its time. Unused ones are at most `batch - 1` per reservation.
     """
 
     def __init__(
@@ -45,13 +49,19 @@ class DatabaseLedger:
         self._owner = owner
         self._spacing_s = spacing_s
         self._max_batch = max(1, max_batch)
-        self._rtt = 0.0  # a moving average of the reservation's round trip
+        self._rtts: deque[float] = deque(maxlen=20)  # the last reservations' round trips
         self._slots: deque[float] = deque()  # reserved slots, on the database's clock
         # database clock minus this host's wall clock, from the quickest round trip seen so far (as NTP does):
         # its error is at most half that round trip, well inside the quota margin at any time scale
         self._offset = 0.0
         self._best_rtt = float("inf")
         self._account_pause = AccountPause(store, quota_key)
+        self.dropped = 0  # reserved slots whose time passed before a send could use them
+
+    @property
+    def lead_s(self) -> float:
+        """How far ahead of now a reservation asks for its first slot: the slowest of the recent round trips."""
+        return max(self._rtts, default=0.0)
 
     @property
     def batch(self) -> int:
@@ -60,22 +70,41 @@ class DatabaseLedger:
         time-scaled benchmark), so that the round trips keep up with the quota."""
         if self._spacing_s <= 0:
             return self._max_batch
-        return max(1, min(self._max_batch, 1 + math.ceil(self._rtt / self._spacing_s)))
+        return max(1, min(self._max_batch, 1 + math.ceil(self.lead_s / self._spacing_s)))
 
     async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
+        now = time.time() + self._offset
+        while self._slots and self._slots[0] < now - self._stale_s:
+            self._slots.popleft()
+            self.dropped += 1
         if not self._slots:
-            asked = time.time()
-            slots, now = await asyncio.to_thread(
-                self._store.quota.reserve_many, self._key, self._owner, rule,
-                count=self.batch, recent=recent, keep_s=keep_s,
-            )  # fmt: skip
-            answered = time.time()
-            self._rtt = 0.8 * self._rtt + 0.2 * (answered - asked) if self._rtt else answered - asked
-            if answered - asked < self._best_rtt:
-                self._best_rtt = answered - asked
-                self._offset = now - (asked + answered) / 2
-            self._slots.extend(slots)
-        return self._slots.popleft() - (time.time() + self._offset)
+            # a fresh slot is used even if a round trip longer than the lead made it late: no slot comes sooner
+            await self._refill(rule, recent=recent, keep_s=keep_s)
+            now = time.time() + self._offset
+        return self._slots.popleft() - now
+
+    @property
+    def _stale_s(self) -> float:
+        """A slot this far past is a hole, not a send: a tenth of the spacing (at least a millisecond)."""
+        return max(0.001, 0.1 * self._spacing_s)
+
+    async def _refill(self, rule: Rule, *, recent: int, keep_s: float) -> None:
+        lead = self.lead_s
+
+        def ahead(sends: list[float], paused_until: float, now: float) -> float:
+            return rule(sends, paused_until, now + lead)
+
+        asked = time.time()
+        slots, now = await asyncio.to_thread(
+            self._store.quota.reserve_many, self._key, self._owner, ahead,
+            count=self.batch, recent=recent, keep_s=keep_s,
+        )  # fmt: skip
+        answered = time.time()
+        self._rtts.append(answered - asked)
+        if answered - asked < self._best_rtt:
+            self._best_rtt = answered - asked
+            self._offset = now - (asked + answered) / 2
+        self._slots.extend(slots)
 
     def pause_for(self, seconds: float) -> None:
         """Tell every process on the account (fire and forget: this process pauses itself locally too)."""

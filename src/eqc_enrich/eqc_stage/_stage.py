@@ -173,10 +173,11 @@ async def run_eqc_stage(
             confidence=config.confidence, events=events, on_give_up=index_gave_up, owner=owner,
         )  # fmt: skip
         settings = lookup_settings(config)
+        shared = DatabaseLedger(store, access.quota_key, owner, spacing_s=access.slot_s) if ledger is None else None
         limiter = SlidingWindowLimiter(
             settings.rate_limit,
             margin_s=settings.margin_s,
-            ledger=ledger or DatabaseLedger(store, access.quota_key, owner, spacing_s=access.slot_s),
+            ledger=ledger or shared,
             lookahead=4 if ledger is None else 1,
         )
         lookup = EqcLookup(
@@ -204,8 +205,11 @@ async def run_eqc_stage(
             "cap": settings.concurrency,
             "peak_in_flight": lookup.gate.peak_in_flight,
             "final_target": lookup.gate.target,
-            "limiter_margin_s": lookup.limiter.margin_s,
+            "limiter_margin_s": round(lookup.limiter.margin_s, 6),
+            "limiter_margin_floor_s": round(lookup.limiter.floor_s, 6),
+            "send_lateness_spread_s": round(lookup.limiter.timing.spread(), 6),
             "limiter_margin_widened": lookup.limiter.widened,
+            "slots_dropped": shared.dropped if shared is not None else 0,
         }
         return _report(
             names, result, stats, started=started, writer=writer, pacing=pacing, eqc_outages=lookup.outage.outages
