@@ -28,7 +28,7 @@ from eqc_enrich.output import ensure_writable, estimate_write_s, write_tables
 from eqc_enrich.progress import RunProgress, tracking_phase
 from eqc_enrich.read import Table, file_digest
 from eqc_enrich.resolve import Overrides
-from eqc_enrich.resolve_stage import RowsReport, run_resolve_stage
+from eqc_enrich.resolve_stage import IndexRecord, ResolvedRows, record_in_index, resolve_rows_stage
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexStore, redact_url
 from eqc_enrich.summary import OutputReport, RunFacts, RunSummary, build_summary
@@ -116,11 +116,17 @@ async def enrich_async(
             progress.local_left_s += await asyncio.to_thread(estimate_write_s, table.frame, Path(output), like=table)
         eqc = await _eqc(store, index, config, opts, run_id, progress, control, events)
         progress.local_from, progress.phase = time.monotonic(), "resolving rows"
-        rows = await asyncio.to_thread(
-            run_resolve_stage, store, table, columns, index, eqc, opts, salt=config.salt, run_id=run_id
-        )
+        resolved = await asyncio.to_thread(resolve_rows_stage, table, columns, index, eqc, opts, salt=config.salt)
         progress.rows_resolved, progress.phase = table.frame.height, "writing output"
-        written = _write_outputs(rows, table, output, unresolved_output, keep_formulas=opts.keep_formulas)
+        # the index writes (backflow, hit counts, names left open) run beside the output, not before it
+        recording = asyncio.get_running_loop().run_in_executor(
+            None, lambda: record_in_index(store, table, columns, resolved, eqc, opts, run_id=run_id)
+        )
+        try:
+            written = _write_outputs(resolved, table, output, unresolved_output, keep_formulas=opts.keep_formulas)
+        finally:
+            record: IndexRecord = await recording
+        rows = resolved.report(record)
         facts = RunFacts(
             run_id=run_id, rate_limit=config.access.rate_limit, elapsed_s=time.perf_counter() - started,
             read_s=read_s, input=str(table.path) if table.path else None, index=redact_url(store.url),
@@ -179,7 +185,7 @@ async def _eqc(
 
 
 def _write_outputs(
-    rows: RowsReport,
+    rows: ResolvedRows,
     table: Table,
     output: str | Path | None,
     unresolved: str | Path | None,

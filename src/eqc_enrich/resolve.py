@@ -160,8 +160,12 @@ def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, 
 
 
 def distinct_keys(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
-    """One row per distinct (name, plan, existing id) as the input has them, with row count and lookup keys."""
-    combos = frame.group_by(columns.raw()).agg(pl.len().alias(ROWS))
+    """One row per distinct (name, plan, existing id) as the input has them, with row count and lookup keys.
+
+    Only the key columns are grouped, by the streaming engine: an eager group-by over the whole frame held
+    as much memory again as the input (a million rows: 450 MiB on top of 550)."""
+    raw = columns.raw()
+    combos = frame.lazy().select(raw).group_by(raw).agg(pl.len().alias(ROWS)).collect(engine="streaming")
     return add_key_columns(combos, columns)
 
 
@@ -419,9 +423,26 @@ def rows_by_source(resolved: pl.DataFrame, *, source_column: str) -> dict[str, i
     return {str(k): int(v) for k, v in sorted(zip(counts[source_column], counts[ROWS], strict=True))}
 
 
+_ROW_HASH = "__row_hash"
+
+
 def onto_rows(frame: pl.DataFrame, resolved: pl.DataFrame, columns: Columns, *, new: list[str]) -> pl.DataFrame:
-    """The input's columns untouched and in order, `new` columns last (or in place where the input has them)."""
+    """The input's columns untouched and in order, `new` columns last (or in place where the input has them).
+
+    Each row finds its key combination by one 64-bit hash of the combination, not by its key columns: the
+    join then gathers only the new columns (a join on the key columns copied those too, a million rows of
+    three text columns), and hashes a million rows once instead of joining on three text columns. Exact:
+    every row's combination is one of `resolved`'s (they came from these rows), so when no two combinations
+    share a hash the hash names the combination. When two do (about one input in 10^10), the key columns
+    are joined instead.
+    """
     keys = columns.raw()
-    answers = resolved.select(*keys, *new)
-    joined = frame.select(keys).join(answers, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    combos = resolved.select(pl.struct(keys).hash().alias(_ROW_HASH), *new)
+    if combos[_ROW_HASH].n_unique() == combos.height:
+        rows = frame.select(pl.struct(keys).hash().alias(_ROW_HASH))
+        joined = rows.join(combos, on=_ROW_HASH, how="left", maintain_order="left")
+    else:
+        answers = resolved.lazy().select(*keys, *new)
+        on_keys = frame.lazy().select(keys).join(answers, on=keys, how="left", nulls_equal=True, maintain_order="left")
+        joined = on_keys.select(new).collect()
     return frame.with_columns(joined[name] for name in new)
