@@ -101,13 +101,16 @@ async def enrich_async(
     run_id = str(uuid.uuid4())
     targets = [Path(p) for p in (output, unresolved_output) if p is not None]
     ensure_writable(targets)  # before anything is asked: a path problem must not cost quota
+    # the input's digest (for the journal) is taken beside the read: both read the file, each on its own core
+    digesting = asyncio.get_running_loop().run_in_executor(None, _input_digest, source)
+    digesting.add_done_callback(_retrieved)
     table, columns, notes = read_input(source, opts)
     read_s = time.perf_counter() - started
     overrides = Overrides.load(opts.overrides)
     store = await asyncio.to_thread(IndexStore, opts.db, schema=opts.db_schema)
     try:
         loaded = await asyncio.to_thread(load_side_files, store, opts.db_schema)
-        digest = file_digest(table.path) if table.path else ""
+        digest = await digesting
         await asyncio.to_thread(store.journal_start, run_id, str(table.path or "<frame>"), digest, opts.public())
         progress.rows, progress.phase = table.frame.height, "index lookup"
         index = await asyncio.to_thread(run_index_stage, store, table, columns, overrides, opts)
@@ -204,6 +207,22 @@ def _write_outputs(
     except OutputError as exc:
         return OutputReport(error=str(exc), write_s=time.perf_counter() - started)
     return OutputReport(output=str(output) if output is not None else None, write_s=time.perf_counter() - started)
+
+
+def _input_digest(source: object) -> str:
+    """SHA-256 of an input file, "" for a frame (or a file that cannot be read: `read_input` says why)."""
+    if not isinstance(source, str | Path):
+        return ""
+    try:
+        return file_digest(Path(source))
+    except OSError:
+        return ""
+
+
+def _retrieved(future: asyncio.Future[str]) -> None:
+    """Take the outcome of a digest nobody may wait for (the read failed first)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _journal_failed(store: IndexStore, run_id: str) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
-import yaml
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich._legacy_keys import legacy_name_keys
@@ -23,6 +22,7 @@ from eqc_enrich.keys import (
     clean_company_id,
     clean_plan_code,
     normalize_name,
+    normalize_names,
     temp_company_id,
 )
 from eqc_enrich.store import IndexEntry
@@ -128,6 +128,8 @@ class Overrides:
         """YAML with `plan_code:` and `customer_name:` maps (key -> company id); names are normalized."""
         if path is None:
             return cls()
+        import yaml  # only a run with overrides reads YAML
+
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -170,8 +172,8 @@ def distinct_keys(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
 
 
 def add_key_columns(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
-    """Lookup keys per row, computed once per distinct raw value."""
-    name_key = _map_distinct(frame[columns.name].cast(pl.String), normalize_name, empty="")
+    """Lookup keys per row, computed once per distinct raw value (names as a column: `normalize_names`)."""
+    name_key = normalize_names(frame[columns.name])
     plan_key = (
         _map_distinct(frame[columns.plan].cast(pl.String), clean_plan_code, empty="")
         if columns.plan

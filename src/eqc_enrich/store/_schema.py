@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
@@ -185,6 +184,8 @@ def missing_tables(conn: Connection, tables: Tables) -> list[str]:
 def init_sql(schema: str | None, *, role: str = "etl_role") -> str:
     """The PostgreSQL DDL `index init` would run, for a DBA to run instead, with the grants a run needs."""
     tables = define(schema)
+    from sqlalchemy.dialects import postgresql  # for printing only: a run on SQLite never loads it
+
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     statements: list[ExecutableDDLElement] = []
     if schema is not None:
