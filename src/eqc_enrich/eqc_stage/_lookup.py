@@ -378,7 +378,7 @@ class EqcLookup:
                 raise
             self.outage.answered(sent_in=epoch)
             self._tokens.confirm(generation)
-            latency = self._answer_s(time.monotonic() - sent)
+            latency = time.monotonic() - sent
             self.limiter.settle()
             return result
         except TokenExpiredError as exc:
@@ -402,11 +402,6 @@ class EqcLookup:
         """How long this task's last request waited inside the HTTP client before it was written."""
         record = self._client.last_call()
         return record.queued_s if record is not None else 0.0
-
-    def _answer_s(self, elapsed_s: float) -> float:
-        """EQC's own latency for the gate: without the time the request queued in this process, which more
-        requests in flight would only lengthen."""
-        return max(0.0, elapsed_s - self._queued_s())
 
     def _sync_limiter_wait(self) -> None:
         self._stats.limiter_wait_s = self.limiter.wait_s
