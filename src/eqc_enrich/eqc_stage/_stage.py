@@ -192,6 +192,8 @@ async def run_eqc_stage(
             result = await lookup.run(names)
         finally:
             renewing.cancel()
+            if shared is not None:
+                await shared.settle()
             await writer.close()
             handle.lookup = None
             with contextlib.suppress(IndexStoreError):  # unreleased claims expire with their lease anyway
