@@ -37,7 +37,8 @@ class DatabaseLedger:
     go out, a reservation in the background keeps enough slots in hand to cover the slowest recent round
     trip at the quota's pace (a round trip of 50 ms at a 6 ms spacing: nine slots), so the next reservation
     is back before the slots in hand run out; a reservation asks the pacing rule for slots no earlier than a
-    round trip from now, so even the first slot after a quiet spell is due only once it is known. A
+    typical round trip from now (at most one spacing), so even the first slot after a quiet spell is
+    usually due only once it is known. A
     reserved slot whose time passed unused (a stop, a gate that let fewer requests through) is dropped,
     never sent late: the slots after it, this process's and others', were planned from its time.
     """
@@ -63,17 +64,23 @@ class DatabaseLedger:
 
     @property
     def lead_s(self) -> float:
-        """How far ahead of now a reservation asks for its first slot: the slowest of the recent round trips."""
-        return max(self._rtts, default=0.0)
+        """How far ahead of now a reservation asks for its first slot: a typical round trip (the median of the
+        recent ones), never more than one spacing, so that a slow round trip cannot open a gap in the pace
+        (the slots in hand cover the slow ones)."""
+        if not self._rtts:
+            return 0.0
+        typical = sorted(self._rtts)[len(self._rtts) // 2]
+        return min(typical, self._spacing_s) if self._spacing_s > 0 else typical
 
     @property
     def batch(self) -> int:
-        """Slots to hold in hand: enough to cover a round trip at the quota's pace, one when a round trip is
-        short next to the spacing of sends (a slot reserved and then not used leaves a hole in every
-        process's pace)."""
+        """Slots to hold in hand: enough to cover the slowest recent round trip at the quota's pace, one when
+        a round trip is short next to the spacing of sends (a slot reserved and then not used leaves a hole
+        in every process's pace)."""
         if self._spacing_s <= 0:
             return self._max_batch
-        return max(1, min(self._max_batch, 1 + math.ceil(self.lead_s / self._spacing_s)))
+        slowest = max(self._rtts, default=0.0)
+        return max(1, min(self._max_batch, 1 + math.ceil(slowest / self._spacing_s)))
 
     async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
         self._drop_passed()
