@@ -28,6 +28,7 @@ from eqc_enrich._errors import ConfigError
 from eqc_enrich.bench import BenchConfig, register, run_bench
 from eqc_enrich.bench._measure import RunMeasure, time_split, workload
 from eqc_enrich.bench._old_flow import TimestampLimiter
+from eqc_enrich.model import even_pacing_bound, strict_lower_bound
 from eqc_enrich.simulator import Simulator, SimulatorConfig
 
 NAMES = 40
@@ -102,6 +103,11 @@ def test_report_figures_agree_with_each_other(bench: Bench) -> None:
         assert run["wall_unscaled_s"] == pytest.approx(run["wall_s"] * 20_000, abs=0.1)  # both rounded
     assert cmp["speed_up"] == pytest.approx(runs["old_flow"]["wall_s"] / runs["ours_cold"]["wall_s"], abs=0.006)
     assert runs["old_flow"]["latency_s"].keys() == {"search", "findDepart", "findLabels"}
+    cold = runs["ours_cold"]
+    assert cold["accepted_requests"] == cold["calls"]["total"] - cold["rate_limited"]  # no failures injected
+    assert cold["strict_bound_s"] <= cold["even_pacing_bound_s"]
+    assert cold["efficiency_strict"] == pytest.approx(cold["strict_bound_s"] / cold["wall_s"], abs=1e-3)
+    assert cmp["even_pacing_ceiling"] == pytest.approx(cold["strict_bound_s"] / cold["even_pacing_bound_s"], abs=1e-3)
     print(f"\nspeed-up {cmp['speed_up']}x, efficiency ours {cmp['efficiency_ours']}, old {cmp['efficiency_old']}")
 
 
@@ -150,6 +156,18 @@ def test_time_split_shares_out_an_overlapping_stage_and_adds_up() -> None:
     assert split["network_s"] == pytest.approx(6.0)
     assert split["local_s"] == pytest.approx(1.0)
     assert sum(split.values()) == pytest.approx(10.0)
+
+
+def test_even_pacing_cannot_reach_the_strict_bound_of_a_short_run_and_nearly_does_for_a_long_one() -> None:
+    """T_strict lets a quota's R requests go at once each window; a client that keeps its sends a slot apart
+    needs (M - 1) W / R: for 50 accepted requests at 10 per window 4.9 windows against 4, for 700 about 1%
+    more. The bench shows both, so a reader sees which part of a short run's gap no even pacing can close."""
+    limit = RateLimit(10, 1.0)
+    assert strict_lower_bound(50, limit, 0.2) == pytest.approx(4.2)
+    assert even_pacing_bound(50, limit, 0.2) == pytest.approx(5.1)
+    assert strict_lower_bound(700, limit, 0.2) / even_pacing_bound(700, limit, 0.2) > 0.985
+    assert even_pacing_bound(0, limit, 0.2, local_s=1.5) == 1.5
+    assert even_pacing_bound(1, limit, 0.2, local_s=1.5) == pytest.approx(1.7)
 
 
 def test_workload_counts_every_attempt_the_server_saw() -> None:
@@ -322,3 +340,23 @@ def test_workers_options_are_checked(tmp_path: Path) -> None:
         "error: --db must be a PostgreSQL URL (postgresql+psycopg://user@host/db): without it the jobs use SQLite"
     ]
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_bench_local_times_both_sides_as_whole_processes_and_reports_their_ratios(tmp_path: Path) -> None:
+    """A small warm month, one round: both sides ran (ours found every name in the index), the ratios are the
+    medians' quotients, and the report is written. No time is asserted: the machine decides those."""
+    from eqc_enrich.bench._local import run_local
+
+    lines: list[str] = []
+    report = run_local(2_000, out=tmp_path / "out", rounds=1, echo=lines.append)
+    ours, polars = report["ours"], report["polars"]
+    assert report["rows"] == 2_000
+    assert report["rounds"] == 1
+    assert report["ratio"]["wall"] == pytest.approx(ours["wall_s"] / polars["wall_s"], abs=0.01)
+    if ours["peak_mib"] is not None:
+        assert report["ratio"]["memory"] == pytest.approx(ours["peak_mib"] / polars["peak_mib"], abs=0.01)
+        assert 0 < polars["peak_mib"] < 2_000  # the child's own peak, not this test process's size
+    assert report["ours_phases_s"]["eqc"] == 0.0
+    assert (tmp_path / "out" / "local.md").read_text(encoding="utf-8").startswith("# Local work")
+    assert json.loads((tmp_path / "out" / "local.json").read_text()) == report
+    assert any("round 1/1" in line for line in lines)

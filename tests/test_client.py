@@ -864,3 +864,49 @@ def test_token_never_in_transport_error_messages(sim_factory: SimFactory) -> Non
         errors.append(info.value)
     for error in errors:
         assert_token_hidden(error, SECRET)
+
+
+# --- when a request leaves ------------------------------------------------------------------------------------
+
+
+def test_each_call_says_how_long_it_queued_before_it_was_written_and_each_task_sees_its_own(
+    sim_factory: SimFactory,
+) -> None:
+    """The pacing measures how late a request leaves its slot at the moment it is written to its connection
+    (httpcore's trace hook): the record's `queued_s` is that part of the call, and `last_call()` is the record
+    of the current task's own last call, whatever other tasks did meanwhile."""
+    sim = sim_factory()
+    recorder = Recorder()
+
+    async def main() -> list[CallRecord | None]:
+        async with EqcClient(TOKEN, base_url=sim.url, timeout=5.0, observer=recorder) as eqc:
+
+            async def one(name: str) -> CallRecord | None:
+                await eqc.search(name)
+                return eqc.last_call()
+
+            assert eqc.last_call() is None  # this task has made no call yet
+            return list(await asyncio.gather(*(one(f"示例{i}科技有限公司") for i in range(6))))
+
+    mine = asyncio.run(main())
+    assert len(recorder.records) == 6
+    assert sorted(map(id, mine)) == sorted(map(id, recorder.records))  # each task got its own record
+    for record in recorder.records:
+        assert 0.0 < record.queued_s <= record.network_s  # written at some point inside the call
+        assert record.answer_s == pytest.approx(record.network_s - record.queued_s)
+
+
+def test_a_transport_that_does_not_say_when_it_wrote_leaves_queued_at_zero() -> None:
+    recorder = Recorder()
+
+    async def main() -> None:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"list": []}))
+        async with EqcClient(
+            TOKEN, base_url="http://eqc.test", timeout=5.0, observer=recorder, transport=transport
+        ) as eqc:
+            await eqc.search("示例科技有限公司")
+
+    asyncio.run(main())
+    (record,) = recorder.records
+    assert record.queued_s == 0.0
+    assert record.answer_s == record.network_s

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import unicodedata
 from decimal import Decimal
 
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -452,3 +454,28 @@ def test_a_temporary_id_is_recognised_and_a_real_one_is_not() -> None:
     assert not is_temp_company_id("600000001")
     assert not is_temp_company_id(temp + "X")
     assert not is_temp_company_id("IN" + "1" * 16)  # base32 has no 1
+
+
+# --- the same rules over a column ------------------------------------------------------------------------
+
+
+_SPACES_AND_MARKS = st.text(alphabet=keys.PYTHON_WHITESPACE + "ａＡa（）()-_。.公司", max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), _NAMES, _SPACES_AND_MARKS)))
+def test_normalize_names_gives_every_value_the_key_normalize_name_gives(texts: list[str | None]) -> None:
+    """The column form takes a shortcut for most names (no Python call): it must never give another key."""
+    assert keys.normalize_names(pl.Series(texts, dtype=pl.String)).to_list() == [normalize_name(t) for t in texts]
+
+
+def test_normalize_names_agrees_on_the_documented_cases_and_long_names() -> None:
+    texts = [raw for raw, _ in (*DOC_TABLE, *MORE_CASES)] + ["某" * 300, "某" * 254 + "。", "N/A", "\ufeff公司"]
+    assert keys.normalize_names(pl.Series(texts)).to_list() == [normalize_name(t) for t in texts]
+
+
+def test_python_whitespace_is_every_character_re_calls_whitespace() -> None:
+    """The column form removes whitespace with polars' regex engine, whose `\\s` differs from Python's: it
+    is handed Python's set explicitly, and this is that set."""
+    spaces = "".join(chr(code) for code in range(sys.maxunicode + 1) if re.match(r"\s", chr(code)))
+    assert spaces == keys.PYTHON_WHITESPACE

@@ -153,36 +153,79 @@ def test_the_limiter_admits_exactly_n_in_any_span() -> None:
         assert later - first >= 1.02 - TOLERANCE  # an N+1-th send inside a span would be closer
 
 
-def test_the_default_margin_is_two_percent_of_the_window_within_bounds() -> None:
-    assert default_margin(RateLimit(10, 60.0)) == pytest.approx(1.0)  # 2% of 60 s is 1.2 s: capped at 1 s
-    assert default_margin(RateLimit(10, 10.0)) == pytest.approx(0.2)
-    assert default_margin(RateLimit(10, 0.01)) == pytest.approx(0.001)  # at least 1 ms
+def test_the_default_margin_floor_is_half_a_percent_of_the_window_within_bounds() -> None:
+    assert default_margin(RateLimit(10, 60.0)) == pytest.approx(0.3)
+    assert default_margin(RateLimit(10, 600.0)) == pytest.approx(1.0)  # 3 s: capped at 1 s
+    assert default_margin(RateLimit(10, 0.06)) == pytest.approx(0.0005)  # 0.3 ms: at least 0.5 ms
     limiter = SlidingWindowLimiter(RateLimit(10, 10.0))
-    assert limiter.margin_s == pytest.approx(0.2)
-    assert limiter.span_s == pytest.approx(10.2)
-    assert limiter.effective_rate == pytest.approx(10 / 10.2)
+    assert limiter.margin_s == pytest.approx(0.05)
+    assert limiter.span_s == pytest.approx(10.05)
+    assert limiter.effective_rate == pytest.approx(10 / 10.05)
 
 
-def test_widen_adds_one_base_margin_up_to_a_tenth_of_the_window_and_settle_narrows_slowly() -> None:
-    limiter = SlidingWindowLimiter(RateLimit(10, 10.0), margin_s=0.2)
+def test_widen_adds_a_step_up_to_a_quarter_of_the_window_and_settle_takes_two_hundred_answers_per_step() -> None:
+    limiter = SlidingWindowLimiter(RateLimit(10, 10.0), margin_s=0.05)
+    assert limiter.widen_step_s == pytest.approx(0.1)  # 1% of the window: more than the floor
     limiter.widen()
-    assert limiter.margin_s == pytest.approx(0.4)
+    assert limiter.margin_s == pytest.approx(0.15)
     assert limiter.widened == 1
-    for _ in range(20):
+    for _ in range(40):
         limiter.widen()
-    assert limiter.margin_s == pytest.approx(1.0)  # 10% of the window
-    assert limiter.widened == 21
-    limiter.settle()
-    assert limiter.margin_s == pytest.approx(1.0 - 0.002)
-    for _ in range(1_000):
+    assert limiter.margin_s == pytest.approx(2.5)  # a quarter of the window, however many 429s
+    assert limiter.widened == 41
+    for _ in range(1_000):  # five steps' worth
         limiter.settle()
-    assert limiter.margin_s == pytest.approx(0.2)  # never below the base
+    assert limiter.margin_s == pytest.approx(0.05 + 2.5 - 5 * 0.1)  # the floor plus what is left of the 429s
+    for _ in range(10_000):
+        limiter.settle()
+    assert limiter.margin_s == pytest.approx(0.05)  # back to the floor, never below
 
 
-def test_a_margin_wider_than_a_tenth_of_the_window_is_not_narrowed_by_widen() -> None:
-    limiter = SlidingWindowLimiter(RateLimit(10, 1.0), margin_s=0.5)
+def test_a_floor_wider_than_the_step_is_the_step() -> None:
+    limiter = SlidingWindowLimiter(RateLimit(10, 1.0), margin_s=0.05)
+    assert limiter.widen_step_s == pytest.approx(0.05)
     limiter.widen()
-    assert limiter.margin_s == pytest.approx(0.5)
+    assert limiter.margin_s == pytest.approx(0.1)
+
+
+def test_the_margin_follows_the_spread_of_how_late_sends_leave() -> None:
+    """Sends that all leave 3 ms late need no margin for it (their arrivals move alike); sends of which a few
+    leave 20 ms later than the rest need those 20 ms, or a late one's arrival comes within a window of the
+    one a quota after it."""
+    limiter = SlidingWindowLimiter(RateLimit(10, 1.0), margin_s=0.005)
+    for _ in range(19):
+        limiter.sent(0.003)
+    assert limiter.margin_s == pytest.approx(0.005)  # fewer than 20 sends say nothing yet
+    for _ in range(181):
+        limiter.sent(0.003)
+    assert limiter.timing.spread() == pytest.approx(0.0)
+    assert limiter.margin_s == pytest.approx(0.005)  # late alike: no wider
+    for _ in range(6):  # 3 in 100 leave 20 ms later than the rest
+        limiter.sent(0.023)
+    assert limiter.timing.spread() == pytest.approx(0.020)
+    assert limiter.margin_s == pytest.approx(0.025)
+    for _ in range(200):  # those sends leave the record: the margin narrows again
+        limiter.sent(0.003)
+    assert limiter.margin_s == pytest.approx(0.005)
+
+
+def test_a_machine_too_busy_for_any_pace_gets_a_quarter_window_margin_not_more() -> None:
+    limiter = SlidingWindowLimiter(RateLimit(10, 1.0), margin_s=0.005)
+    for late in range(200):
+        limiter.sent(late / 100)  # 0 to 2 s late
+    assert limiter.margin_s == pytest.approx(0.25)
+
+
+def test_a_send_late_against_its_slot_is_measured_on_the_limiters_clock() -> None:
+    async def main(loop: VirtualTimeLoop) -> list[float]:
+        limiter = SlidingWindowLimiter(RateLimit(1, 1.0), margin_s=0.0, clock=loop.time)
+        slots = [await limiter.acquire(), await limiter.acquire()]
+        await asyncio.sleep(0.25)  # the caller dawdles a quarter second before sending
+        return [*slots, limiter.since(slots[1])]
+
+    first, second, late = run_virtual(main)
+    assert (first, second) == pytest.approx((0.0, 1.0), abs=TOLERANCE)
+    assert late == pytest.approx(0.25, abs=TOLERANCE)
 
 
 def test_a_widened_margin_spaces_the_sends_wider() -> None:
@@ -422,11 +465,26 @@ def test_after_a_quiet_spell_one_send_goes_at_once_and_the_rest_are_paced() -> N
     so after a quiet spell the first goes at once and the next ones a spacing after each other."""
     trace = drive(RateLimit(3, 1.0), [Caller(0.0), Caller(0.0), Caller(0.0), *[Caller(5.0) for _ in range(3)]],
                   latency=0.0, seed=1)  # fmt: skip
-    spacing = 1.02 / 3
+    spacing = 1.005 / 3  # the default margin: 0.5% of the window
     assert trace.sends == pytest.approx([0.0, 0.0, 0.0, 5.0, 5.0 + spacing, 5.0 + 2 * spacing], abs=TOLERANCE)
 
 
 # --- Retry-After in the retry policy -------------------------------------------------------------------------
+
+
+def test_a_whole_second_retry_after_under_a_sub_second_window_holds_one_slot() -> None:
+    """RFC 9110 has whole seconds only: `1` from a server with a 50 ms window is its wait rounded up, so it
+    holds the account one slot's spacing, not twenty windows. Anything else is held as the server says."""
+    policy = RetryPolicy()
+    assert policy.hold_s(1.0, RateLimit(10, 0.05)) == pytest.approx(0.005)
+    assert policy.hold_s(2.0, RateLimit(10, 0.05)) == pytest.approx(2.0)  # not a rounding: a real wait
+    assert policy.hold_s(1.0, RateLimit(10, 1.0)) == pytest.approx(1.0)  # a window of a second: held
+    assert policy.hold_s(1.0, RateLimit(10, 60.0)) == pytest.approx(1.0)
+    assert policy.hold_s(0.004, RateLimit(10, 0.05)) == pytest.approx(0.004)  # a scaled simulator's fraction
+    assert policy.hold_s(None, RateLimit(10, 0.05)) is None
+    assert policy.hold_s(0.0, RateLimit(10, 0.05)) is None
+    assert RetryPolicy(respect_retry_after=False).hold_s(3.0, RateLimit(10, 60.0)) is None
+    assert policy.delay(1, RateLimit(10, 0.05), random.Random(1), 1.0) <= 0.005  # the back-off floor too
 
 
 def test_retry_after_is_a_floor_of_the_back_off() -> None:

@@ -200,8 +200,12 @@ def test_a_token_printed_by_the_token_command_stays_out_of_the_database(sim: Sim
 def test_every_answer_is_committed_within_half_a_second_at_the_story_rate() -> None:
     story = resolve_config(run_options(rate_limit=RateLimit(10, 60.0)), Settings())
     assert story.stage.commit_interval_s == 0.5
+    benchmark = resolve_config(run_options(rate_limit=RateLimit(10, 0.6)), Settings())
+    assert benchmark.stage.commit_interval_s == pytest.approx(0.06)  # at least once per quota slot
     fast = resolve_config(run_options(rate_limit=RateLimit(10, 0.06)), Settings())
-    assert fast.stage.commit_interval_s == pytest.approx(0.006)  # at least once per quota slot
+    assert fast.stage.commit_interval_s == pytest.approx(0.025)  # but a 6 ms slot is too short to pay a commit
+    asked = resolve_config(run_options(rate_limit=RateLimit(10, 0.06), commit_interval_s=0.002), Settings())
+    assert asked.stage.commit_interval_s == pytest.approx(0.002)  # unless asked for
     assert resolve_config(RunOptions(commit_interval_s=0.2), Settings()).stage.commit_interval_s == 0.2
 
 

@@ -562,3 +562,17 @@ def test_eqc_gone_during_the_details_keeps_the_search_answer(quick_sim: Simulato
     settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=0, details=True, outage=no_patience)
     result = one_name_with_details(quick_sim, name, settings, transport=front(quick_sim, refuse))
     assert_search_answer_kept(result, name, lost_at=unreachable)
+
+
+def test_every_request_that_left_feeds_the_margin_how_late_it_left(quick_sim: Simulator) -> None:
+    """The limiter hears of every request sent, 429s and failed attempts included: its send timing (what the
+    margin follows) counts exactly the requests the server saw."""
+    name = known_name()
+    transport = front(quick_sim, lambda path: httpx.Response(500) if path.endswith("findLabels") else None)
+    settings = LookupSettings(rate_limit=RateLimit(1000, 1.0), retries=1, details=True)
+    lookups: list[EqcLookup] = []
+    arrivals_before = len(quick_sim.state.stats.arrivals)
+    result = one_name_with_details(quick_sim, name, settings, transport=transport, before_run=lookups.append)
+    assert result.outcomes[name].status == "found"
+    sent = len(quick_sim.state.stats.arrivals) - arrivals_before + 2  # the two findLabels the front refused
+    assert lookups[0].limiter.timing.sends == sent == 4  # search, findDepart, findLabels twice

@@ -24,13 +24,29 @@ class RetryPolicy:
     respect_retry_after: bool = True
 
     def delay(self, failures: int, limit: RateLimit, rng: random.Random, retry_after_s: float | None = None) -> float:
-        """Full jitter on an exponential ceiling of quota slots, capped at one window; Retry-After is a floor."""
+        """Full jitter on an exponential ceiling of quota slots, capped at one window; the hold a Retry-After
+        asks for (`hold_s`) is a floor."""
         slot = limit.window_s / limit.requests
         ceiling = min(limit.window_s, slot * 2 ** (failures - 1))
         delay = rng.uniform(0, ceiling)
-        if self.respect_retry_after and retry_after_s:
-            delay = max(delay, retry_after_s)
-        return delay
+        hold = self.hold_s(retry_after_s, limit)
+        return max(delay, hold) if hold is not None else delay
+
+    def hold_s(self, retry_after_s: float | None, limit: RateLimit) -> float | None:
+        """How long a 429's Retry-After holds every send of the account; None when it asks nothing.
+
+        The header has whole seconds only (RFC 9110), so a server whose window is shorter than a second can
+        only round its wait up to `1`, which then means "once a request leaves the window". The pacing rule
+        already keeps every send a window (and a margin) after the one a quota before it, so that `1` holds
+        for one slot's spacing, not a second (twenty windows of 50 ms). Any other value (2 s and more, a
+        window of a second or longer, a time-scaled simulator's fraction) is the server's own wait: held in
+        full.
+        """
+        if not self.respect_retry_after or not retry_after_s or retry_after_s <= 0:
+            return None
+        if retry_after_s == 1 and limit.window_s < 1:
+            return limit.window_s / limit.requests
+        return retry_after_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from eqc_enrich.output import FileItem, ensure_writable, estimate_write_s, unkno
 from eqc_enrich.progress import RunProgress, tracking_phase
 from eqc_enrich.read import Table, file_digest
 from eqc_enrich.resolve import Overrides
-from eqc_enrich.resolve_stage import RowsReport, run_resolve_stage
+from eqc_enrich.resolve_stage import IndexRecord, ResolvedRows, record_in_index, resolve_rows_stage
 from eqc_enrich.settings import Settings, load_settings
 from eqc_enrich.store import IndexStore, redact_url
 from eqc_enrich.summary import OutputReport, RunFacts, RunSummary, build_summary
@@ -109,6 +109,9 @@ async def enrich_async(
     targets = [Path(p) for p in (output, unresolved_output, unknown_names_output) if p is not None]
     source_path = Path(source) if isinstance(source, str | Path) else None
     ensure_writable(targets, input_path=source_path)  # before anything is asked: a path must not cost quota
+    # the input's digest (for the journal) is taken beside the read: both read the file, each on its own core
+    digesting = asyncio.get_running_loop().run_in_executor(None, _input_digest, source)
+    digesting.add_done_callback(_retrieved)
     table, columns, notes = read_input(source, opts)
     read_s = time.perf_counter() - started
     overrides = Overrides.load(config.overrides)
@@ -116,7 +119,7 @@ async def enrich_async(
     try:
         await asyncio.to_thread(store.check_grants)  # a missing grant is said now, not at the first answer's commit
         loaded = await asyncio.to_thread(load_side_files, store, opts.db_schema)
-        digest = file_digest(table.path) if table.path else ""
+        digest = await digesting
         await asyncio.to_thread(store.journal_start, run_id, str(table.path or "<frame>"), digest, opts.public())
         progress.rows, progress.phase = table.frame.height, "index lookup"
         index = await asyncio.to_thread(run_index_stage, store, table, columns, overrides, opts)
@@ -125,19 +128,21 @@ async def enrich_async(
             progress.local_left_s += await asyncio.to_thread(estimate_write_s, table.frame, Path(output), like=table)
         eqc = await _eqc(store, index, config, opts, run_id, progress, control, events)
         progress.local_from, progress.phase = time.monotonic(), "resolving rows"
-        rows = await asyncio.to_thread(
-            run_resolve_stage, store, table, columns, index, eqc, opts, salt=config.salt, run_id=run_id
-        )
+        resolved = await asyncio.to_thread(resolve_rows_stage, table, columns, index, eqc, opts, salt=config.salt)
         progress.rows_resolved, progress.phase = table.frame.height, "writing output"
-        written = await asyncio.to_thread(  # in a thread: the display keeps counting down while a big file is written
-            _write_outputs,
-            rows,
-            table,
-            output,
-            unresolved_output,
-            unknown_names_output,
-            keep_formulas=opts.keep_formulas,
+        # the index writes (backflow, hit counts, names left open) run beside the output, not before it; the
+        # output in a thread too, so the display keeps counting down while a big file is written
+        recording = asyncio.get_running_loop().run_in_executor(
+            None, lambda: record_in_index(store, table, columns, resolved, eqc, opts, run_id=run_id)
         )
+        try:
+            written = await asyncio.to_thread(
+                _write_outputs, resolved, table, output, unresolved_output, unknown_names_output,
+                keep_formulas=opts.keep_formulas,
+            )  # fmt: skip
+        finally:
+            record: IndexRecord = await recording
+        rows = resolved.report(record)
         facts = RunFacts(
             run_id=run_id, rate_limit=config.access.rate_limit, elapsed_s=time.perf_counter() - started,
             read_s=read_s, input=str(table.path) if table.path else None, index=redact_url(store.url),
@@ -196,7 +201,7 @@ async def _eqc(
 
 
 def _write_outputs(
-    rows: RowsReport,
+    rows: ResolvedRows,
     table: Table,
     output: str | Path | None,
     unresolved: str | Path | None,
@@ -220,6 +225,22 @@ def _write_outputs(
     except OutputError as exc:
         return OutputReport(error=str(exc), write_s=time.perf_counter() - started)
     return OutputReport(output=str(output) if output is not None else None, write_s=time.perf_counter() - started)
+
+
+def _input_digest(source: object) -> str:
+    """SHA-256 of an input file, "" for a frame (or a file that cannot be read: `read_input` says why)."""
+    if not isinstance(source, str | Path):
+        return ""
+    try:
+        return file_digest(Path(source))
+    except OSError:
+        return ""
+
+
+def _retrieved(future: asyncio.Future[str]) -> None:
+    """Take the outcome of a digest nobody may wait for (the read failed first)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _journal_failed(store: IndexStore, run_id: str) -> None:

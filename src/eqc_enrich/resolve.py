@@ -24,6 +24,7 @@ from eqc_enrich.keys import (
     clean_company_id,
     clean_plan_code,
     normalize_name,
+    normalize_names,
     temp_company_id,
 )
 from eqc_enrich.store import IndexEntry
@@ -187,8 +188,12 @@ def _id_map(path: Path, raw: Any, clean_key: Callable[[str], str]) -> dict[str, 
 
 
 def distinct_keys(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
-    """One row per distinct (name, plan, existing id) as the input has them, with row count and lookup keys."""
-    combos = frame.group_by(columns.raw()).agg(pl.len().alias(ROWS))
+    """One row per distinct (name, plan, existing id) as the input has them, with row count and lookup keys.
+
+    Only the key columns are grouped, by the streaming engine: an eager group-by over the whole frame held
+    as much memory again as the input (a million rows: 450 MiB on top of 550)."""
+    raw = columns.raw()
+    combos = frame.lazy().select(raw).group_by(raw).agg(pl.len().alias(ROWS)).collect(engine="streaming")
     return add_key_columns(combos, columns)
 
 
@@ -217,14 +222,14 @@ def name_from_plan(name: pl.Expr, plan_type: pl.Expr, plan_name: pl.Expr) -> tup
 
 
 def add_key_columns(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
-    """Lookup keys per row, computed once per distinct raw value."""
+    """Lookup keys per row, computed once per distinct raw value (names as a column: `normalize_names`)."""
     name = pl.col(columns.name).cast(pl.String)
     from_plan: pl.Expr = pl.lit(False)
     if columns.plan_type is not None and columns.plan_name is not None:
         plan_type, plan_name = (pl.col(c).cast(pl.String) for c in (columns.plan_type, columns.plan_name))
         name, from_plan = name_from_plan(name, plan_type, plan_name)
     frame = frame.with_columns(name.alias(KEYED_NAME), from_plan.alias(FROM_PLAN))
-    name_key = _map_distinct(frame[KEYED_NAME], normalize_name, empty="")
+    name_key = normalize_names(frame[KEYED_NAME])
     plan_key = (
         _map_distinct(frame[columns.plan].cast(pl.String), clean_plan_code, empty="")
         if columns.plan
@@ -540,9 +545,26 @@ def replaced_columns_note(frame: pl.DataFrame, columns: Columns, *, new: list[st
     ]
 
 
+_ROW_HASH = "__row_hash"
+
+
 def onto_rows(frame: pl.DataFrame, resolved: pl.DataFrame, columns: Columns, *, new: list[str]) -> pl.DataFrame:
-    """The input's columns untouched and in order, `new` columns last (or in place where the input has them)."""
+    """The input's columns untouched and in order, `new` columns last (or in place where the input has them).
+
+    Each row finds its key combination by one 64-bit hash of the combination, not by its key columns: the
+    join then gathers only the new columns (a join on the key columns copied those too, a million rows of
+    three text columns), and hashes a million rows once instead of joining on three text columns. Exact:
+    every row's combination is one of `resolved`'s (they came from these rows), so when no two combinations
+    share a hash the hash names the combination. When two do (about one input in 10^10), the key columns
+    are joined instead.
+    """
     keys = columns.raw()
-    answers = resolved.select(*keys, *new)
-    joined = frame.select(keys).join(answers, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    combos = resolved.select(pl.struct(keys).hash().alias(_ROW_HASH), *new)
+    if combos[_ROW_HASH].n_unique() == combos.height:
+        rows = frame.select(pl.struct(keys).hash().alias(_ROW_HASH))
+        joined = rows.join(combos, on=_ROW_HASH, how="left", maintain_order="left")
+    else:
+        answers = resolved.lazy().select(*keys, *new)
+        on_keys = frame.lazy().select(keys).join(answers, on=keys, how="left", nulls_equal=True, maintain_order="left")
+        joined = on_keys.select(new).collect()
     return frame.with_columns(joined[name] for name in new)

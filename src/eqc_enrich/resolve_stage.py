@@ -1,10 +1,12 @@
 """The stage after EQC: every answer onto its rows, what the input taught learned back, what stays open kept.
 
-`run_resolve_stage` takes the index stage's report and the EQC stage's report and returns a `RowsReport`:
-the input's rows with `company_id` and its source, the names left with temporary ids (the unresolved
-export), and its own counts. Ids found in the input's id column are learned back (`backflow`), each index
-row used gets its hit, and the names left open are recorded for the review page and the worker; the
-rows are right whether or not those writes succeed, so their failures are warnings, not endings.
+`resolve_rows_stage` takes the index stage's report and the EQC stage's report and returns the rows
+(`ResolvedRows`): the input's rows with `company_id` and its source, and the names left with temporary ids
+(the unresolved export). `record_in_index` then writes back what the run taught: ids found in the input's
+id column (`backflow`), a hit for each index row used, and the names left open, for the review page and
+the worker. The rows are right whether or not those writes succeed, so their failures are warnings, not
+endings, and the run writes its output while they run. `ResolvedRows.report` joins the two into the
+stage's `RowsReport`; `run_resolve_stage` does all three in a row.
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ __all__ = [
     "BACKFLOW_SOURCE",
     "LEFT_EMPTY",
     "NO_NAME_NO_ID",
+    "IndexRecord",
+    "ResolvedRows",
     "RowsCounts",
     "RowsReport",
+    "record_in_index",
+    "resolve_rows_stage",
     "run_resolve_stage",
 ]
 
@@ -84,6 +90,41 @@ class RowsReport:
     """Per row with a temporary id, in row order, its name as keyed: WorkDataHub's unknown-names export."""
 
 
+@dataclass(frozen=True, slots=True)
+class IndexRecord:
+    """What the stage wrote back to the index: names left open recorded, and why any write did not happen."""
+
+    unsettled_recorded: int = 0
+    warnings: tuple[str, ...] = ()
+    write_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResolvedRows:
+    """The rows resolved, before the stage's index writes (`record_in_index`), which need not hold up the
+    output: the rows are right whether or not those writes succeed."""
+
+    frame: pl.DataFrame
+    unresolved: pl.DataFrame
+    resolved: pl.DataFrame  # one row per key combination, with its id and source
+    answers: Answers
+    resolved_by: Mapping[str, int]
+    unknown_names: pl.Series  # per row with a temporary id, its name as keyed (WorkDataHub's export)
+
+    def report(self, record: IndexRecord) -> RowsReport:
+        by = self.resolved_by
+        without = {NO_NAME_NO_ID: by.get("none", 0), LEFT_EMPTY: by.get(SOURCE_OVERRIDE_EMPTY, 0)}
+        counts = RowsCounts(
+            resolved_by=by,
+            rows_without_id={reason: rows for reason, rows in without.items() if rows},
+            unresolved_names=self.unresolved.height,
+            unsettled_recorded=record.unsettled_recorded,
+            index_write_s=record.write_s,
+            warnings=record.warnings,
+        )
+        return RowsReport(frame=self.frame, unresolved=self.unresolved, counts=counts, unknown_names=self.unknown_names)
+
+
 def run_resolve_stage(
     store: IndexStore,
     table: Table,
@@ -95,6 +136,15 @@ def run_resolve_stage(
     salt: str,
     run_id: str,
 ) -> RowsReport:
+    """`resolve_rows_stage`, then `record_in_index`, one after the other."""
+    rows = resolve_rows_stage(table, columns, index, eqc, options, salt=salt)
+    return rows.report(record_in_index(store, table, columns, rows, eqc, options, run_id=run_id))
+
+
+def resolve_rows_stage(
+    table: Table, columns: Columns, index: IndexReport, eqc: EqcReport, options: RunOptions, *, salt: str
+) -> ResolvedRows:
+    """Every answer onto its rows (no database work)."""
     outcomes = eqc.outcomes
     answers = _with_eqc(index, outcomes, salt)
     resolved = resolve_rows(index.keyed, answers, id_column=options.id_column, source_column=options.source_column)
@@ -102,35 +152,41 @@ def run_resolve_stage(
         resolved, replace(columns, name=KEYED_NAME), id_column=options.id_column, source_column=options.source_column,
         reasons=_unresolved_reasons(index, outcomes),
     )  # fmt: skip
-    warnings: list[str] = []
-    recorded = 0
-    started = time.perf_counter()
-    if eqc.index_error is None:
-        warnings += _learn_backflow_and_hits(store, index.keyed, answers, resolved, options.source_column)
-        names = unsettled_names(
-            unresolved, outcomes, resolved, table.frame, columns, source_column=options.source_column
-        )
-        try:
-            recorded = store.unsettled.record(names, run_id)
-        except IndexStoreError as exc:
-            warnings.append(f"the names left unsettled were not recorded for review: {exc}")
-    else:
-        warnings.append("backflow and hit counts not recorded: the index could not be written")
     shown = mark_names_from_plans(resolved, source_column=options.source_column)
     by_source = rows_by_source(shown, source_column=options.source_column)
-    without = {NO_NAME_NO_ID: by_source.get("none", 0), LEFT_EMPTY: by_source.get(SOURCE_OVERRIDE_EMPTY, 0)}
-    counts = RowsCounts(
-        resolved_by=by_source,
-        rows_without_id={reason: rows for reason, rows in without.items() if rows},
-        unresolved_names=unresolved.height,
-        unsettled_recorded=recorded,
-        index_write_s=time.perf_counter() - started,
-        warnings=tuple(warnings),
-    )
     frame = onto_rows(table.frame, shown, columns, new=[options.id_column, options.source_column, NAME_KEY])
     temporary = frame[options.id_column].str.starts_with(TEMP_ID_PREFIX).fill_null(False) & (frame[NAME_KEY] != "")
     unknown = frame.filter(temporary)[NAME_KEY].alias("unknown_company_name")
-    return RowsReport(frame=frame.drop(NAME_KEY), unresolved=unresolved, counts=counts, unknown_names=unknown)
+    return ResolvedRows(
+        frame=frame.drop(NAME_KEY), unresolved=unresolved, resolved=resolved, answers=answers,
+        resolved_by=by_source, unknown_names=unknown,
+    )  # fmt: skip
+
+
+def record_in_index(
+    store: IndexStore,
+    table: Table,
+    columns: Columns,
+    rows: ResolvedRows,
+    eqc: EqcReport,
+    options: RunOptions,
+    *,
+    run_id: str,
+) -> IndexRecord:
+    """Backflow, hit counts and the names left open, into the index; failures become warnings."""
+    started = time.perf_counter()
+    if eqc.index_error is not None:
+        return IndexRecord(warnings=("backflow and hit counts not recorded: the index could not be written",))
+    warnings = _learn_backflow_and_hits(store, rows.resolved, rows.answers, options.source_column)
+    names = unsettled_names(
+        rows.unresolved, eqc.outcomes, rows.resolved, table.frame, columns, source_column=options.source_column
+    )
+    recorded = 0
+    try:
+        recorded = store.unsettled.record(names, run_id)
+    except IndexStoreError as exc:
+        warnings.append(f"the names left unsettled were not recorded for review: {exc}")
+    return IndexRecord(unsettled_recorded=recorded, warnings=tuple(warnings), write_s=time.perf_counter() - started)
 
 
 def _with_eqc(index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str) -> Answers:
@@ -145,12 +201,12 @@ def _with_eqc(index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: s
 
 
 def _learn_backflow_and_hits(
-    store: IndexStore, keyed: pl.DataFrame, answers: Answers, resolved: pl.DataFrame, source_column: str
+    store: IndexStore, resolved: pl.DataFrame, answers: Answers, source_column: str
 ) -> list[str]:
     """Existing ids become index rows (names normalized, plan codes raw) unless the index already says so."""
     learned = (
         (LookupType.CUSTOMER_NAME, answers.learned),
-        (LookupType.PLAN_CODE, learn_existing_plan_ids(keyed)),
+        (LookupType.PLAN_CODE, learn_existing_plan_ids(resolved)),
     )
     batch = WriteBatch(
         entries=[

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         return value
+
     eqc_token_wait: float = DEFAULT_TOKEN_WAIT_S  # how long a run waits for a login when the token is gone
     # the route to EQC, as the intranet deployment has it
     intranet: bool = False  # the PAC file at pac_url chooses the proxy

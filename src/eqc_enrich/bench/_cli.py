@@ -52,6 +52,17 @@ def bench(
     months: Annotated[
         bool, typer.Option("--months", help="Instead: the three-month scenario with and without the standing worker.")
     ] = False,
+    local: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="ROWS",
+            help="Instead: a warm month of ROWS rows (all names in the index, --no-enrichment) against a bare "
+            "polars read + join + write of the same file; whole processes, alternated, medians.",
+            show_default=False,
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of each side for --local.")] = 3,
     *,
     eqc: EqcOptions,
 ) -> None:
@@ -62,6 +73,15 @@ def bench(
     """
     from eqc_enrich.bench._run import run_bench  # polars, httpx and the simulator load only when needed
 
+    if local is not None:
+        from eqc_enrich.bench._local import run_local
+
+        try:
+            run_local(local, out=out, rounds=rounds, seed=seed, echo=lambda line: typer.echo(line, err=True))
+        except RuntimeError as exc:  # a measured run failed: its own error, on one line
+            typer.echo(f"error: bench --local: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        return
     if months:
         from eqc_enrich.bench._months import run_months
 

@@ -64,6 +64,12 @@ def _headline(report: dict[str, Any]) -> list[str]:
             ">= 0.90",
             _ok(cmp["efficiency_met"]),
         ),
+        (
+            "efficiency of ours against the strict bound (T_strict / T); the most even pacing can reach",
+            f"{_num(cmp.get('efficiency_strict_ours'))}; {_num(cmp.get('even_pacing_ceiling'))}",
+            "",
+            "",
+        ),
         ("EQC calls in the warm run", str(cmp["warm_calls"]), "0", _ok(cmp["warm_calls"] == 0)),
         ("efficiency of the old flow", _num(cmp["efficiency_old"]), "", ""),
         *_jobs_headline(report),
@@ -137,6 +143,13 @@ def _runs(report: dict[str, Any]) -> list[str]:
         row("failed attempts (of which 429)", lambda r: f"{r['failed_attempts']:,} ({r['rate_limited']:,})"),
         row("lower bound T_min", lambda r: _dur(r["lower_bound_s"])),
         row("efficiency T_min / T", lambda r: _num(r["efficiency"])),
+        row("requests accepted M", lambda r: f"{r.get('accepted_requests', 0):,}"),
+        row("T_strict = floor((M-1)/R) W + L_min + local", lambda r: _dur(r.get("strict_bound_s"))),
+        row("T_even = (M-1) W/R + L_min + local", lambda r: _dur(r.get("even_pacing_bound_s"))),
+        row(
+            "efficiency T_strict / T (even pacing reaches at most T_strict / T_even)",
+            lambda r: f"{_num(r.get('efficiency_strict'))} (at most {_num(r.get('even_pacing_ceiling'))})",
+        ),
     ]
     note = (
         "T_min = max(M W / R, M L_mean / C) + k L_max + local, with k = 3 for the old flow and 1 for ours, M = every "

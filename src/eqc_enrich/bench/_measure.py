@@ -10,9 +10,10 @@ from eqc_enrich._durations import RateLimit
 from eqc_enrich.bench._old_flow import OldFlowResult
 from eqc_enrich.bench._ours import OursResult
 from eqc_enrich.eqc_stage import summarize
-from eqc_enrich.model import Latency, Workload, lower_bound
+from eqc_enrich.model import Latency, Workload, even_pacing_bound, lower_bound, strict_lower_bound
 
 ANSWERED = ("ok", "NotFoundError")  # outcomes that are an answer; every other attempt cost quota for nothing
+NOT_ACCEPTED = ("RateLimitedError", "UnreachableError", "TokenExpiredError")  # never took a slot of the window
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class RunMeasure:
     @property
     def local_s(self) -> float:
         return max(0.0, self.wall_s - self.eqc_stage_s)
+
+    @property
+    def accepted(self) -> int:
+        """Attempts the server took into its window: every attempt but 429s, refused tokens and no answers."""
+        return self.attempts - sum(self.outcomes.get(outcome, 0) for outcome in NOT_ACCEPTED)
 
 
 def from_old_flow(result: OldFlowResult) -> RunMeasure:
@@ -134,6 +140,19 @@ def bound_s(run: RunMeasure, limit: RateLimit, latency: Latency) -> float | None
     return lower_bound(workload(run), limit, latency, local_s=run.local_s)
 
 
+def strict_bounds(run: RunMeasure, limit: RateLimit, fastest_s: float) -> tuple[float, float] | None:
+    """(T_strict, T_even) for the requests the server accepted, each plus the run's local time: no run can beat
+    the first; the second is the best a client that paces evenly (as ours does) can do. For a short run they
+    differ by most of a window, so a reader sees which part of the gap is the pacing rule and which is ours."""
+    if run.names_asked == 0 or run.accepted == 0:
+        return None
+    local = run.local_s
+    return (
+        strict_lower_bound(run.accepted, limit, fastest_s, local_s=local),
+        even_pacing_bound(run.accepted, limit, fastest_s, local_s=local),
+    )
+
+
 def efficiency(run: RunMeasure, limit: RateLimit, latency: Latency) -> float | None:
     bound = bound_s(run, limit, latency)
     return bound / run.wall_s if bound is not None and run.wall_s > 0 else None
@@ -161,9 +180,12 @@ def latency_table(run: RunMeasure) -> dict[str, dict[str, float]]:
     return {endpoint: summarize(values) for endpoint, values in sorted(run.latencies.items()) if values}
 
 
-def run_report(run: RunMeasure, limit: RateLimit, latency: Latency, time_scale: float) -> dict[str, Any]:
+def run_report(
+    run: RunMeasure, limit: RateLimit, latency: Latency, time_scale: float, fastest_s: float = 0.0
+) -> dict[str, Any]:
     """The run as report.json holds it: scaled seconds, with the unscaled wall beside them."""
     bound = bound_s(run, limit, latency)
+    strict = strict_bounds(run, limit, fastest_s)
     return {
         "title": run.title,
         "calls_per_name": run.calls_per_name,
@@ -191,5 +213,10 @@ def run_report(run: RunMeasure, limit: RateLimit, latency: Latency, time_scale: 
         },
         "lower_bound_s": None if bound is None else round(bound, 4),
         "efficiency": None if bound is None else round(bound / run.wall_s, 4),
+        "accepted_requests": run.accepted,
+        "strict_bound_s": None if strict is None else round(strict[0], 4),
+        "even_pacing_bound_s": None if strict is None else round(strict[1], 4),
+        "efficiency_strict": None if strict is None or run.wall_s <= 0 else round(strict[0] / run.wall_s, 4),
+        "even_pacing_ceiling": None if strict is None else round(strict[0] / strict[1], 4),
         "curve": [[round(t, 4), n] for t, n in run.curve],
     }

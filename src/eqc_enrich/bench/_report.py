@@ -16,7 +16,7 @@ from eqc_enrich.bench._input import BenchInput
 from eqc_enrich.bench._jobs import JobsSection
 from eqc_enrich.bench._jobs_report import jobs_report
 from eqc_enrich.bench._markdown import render
-from eqc_enrich.bench._measure import RunMeasure, efficiency, run_report
+from eqc_enrich.bench._measure import RunMeasure, efficiency, run_report, strict_bounds
 from eqc_enrich.bench._projection import Measured, MonthShape, projection
 from eqc_enrich.output import write_text
 
@@ -40,6 +40,7 @@ def build_report(
     jobs: JobsSection | None = None,
 ) -> dict[str, Any]:
     limit, latency, scale = config.scaled_rate, config.scaled_latency, config.time_scale
+    fastest = config.latency[0] / scale  # L_min: the fastest configured latency on the benchmark's clock
     old, cold, warm = runs["old_flow"], runs["ours_cold"], runs["ours_warm"]
     comparison = _comparison(config, old, cold, warm)
     measured = Measured(
@@ -52,7 +53,7 @@ def build_report(
         "tool": "eqc-enrich bench",
         "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "setup": _setup(config, endpoint, data),
-        "runs": {key: run_report(run, limit, latency, scale) for key, run in runs.items()},
+        "runs": {key: run_report(run, limit, latency, scale, fastest_s=fastest) for key, run in runs.items()},
         "comparison": comparison,
         "projection": projection(shape, measured),
     }
@@ -65,9 +66,12 @@ def _comparison(config: BenchConfig, old: RunMeasure, cold: RunMeasure, warm: Ru
     limit, latency = config.scaled_rate, config.scaled_latency
     ours = efficiency(cold, limit, latency)
     speed_up = old.wall_s / cold.wall_s if cold.wall_s > 0 else None
+    strict = strict_bounds(cold, limit, config.latency[0] / config.time_scale)
     return {
         "speed_up": None if speed_up is None else round(speed_up, 2),
         "efficiency_ours": None if ours is None else round(ours, 4),
+        "efficiency_strict_ours": None if strict is None else round(strict[0] / cold.wall_s, 4),
+        "even_pacing_ceiling": None if strict is None else round(strict[0] / strict[1], 4),
         "efficiency_old": _rounded(efficiency(old, limit, latency)),
         "warm_calls": warm.attempts,
         "speed_up_target": SPEED_UP_TARGET,

@@ -208,7 +208,9 @@ def _conclude(report: dict[str, Any], files: list[Path], echo: Echo) -> None:
     cmp = report["comparison"]
     efficiency = cmp["efficiency_ours"]
     echo(f"bench: speed-up {cmp['speed_up']}x over the old flow, efficiency "
-         f"{'n/a' if efficiency is None else f'{efficiency:.2f}'}, warm run calls {cmp['warm_calls']}")  # fmt: skip
+         f"{'n/a' if efficiency is None else f'{efficiency:.2f}'} (against the strict bound "
+         f"{_two(cmp['efficiency_strict_ours'])}, of at most {_two(cmp['even_pacing_ceiling'])} for even pacing; "
+         f"429s {report['runs']['ours_cold']['rate_limited']}), warm run calls {cmp['warm_calls']}")  # fmt: skip
     if "jobs" in report:
         jobs = report["jobs"]
         single, many = jobs["runs"]["single"], jobs["runs"]["jobs"]

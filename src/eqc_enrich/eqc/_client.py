@@ -7,6 +7,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -55,19 +56,30 @@ CERTIFICATE_FIXES: Final = (
     "--ca-bundle FILE (WDH_EQC_CA_BUNDLE)"
 )
 _USER_AGENT: Final = "eqc-enrich/0.1 (+company-id enrichment)"
+_WRITTEN_EVENTS: Final = frozenset({"http11.send_request_headers.complete", "http2.send_request_headers.complete"})
 
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One finished attempt, for whoever keeps statistics: where the time went and how it ended."""
+    """One finished attempt, for whoever keeps statistics: where the time went and how it ended.
+
+    `network_s` runs from the call to the answer; `queued_s` is the part of it before the request was written
+    to its connection (the client's own work and its wait for a connection), 0.0 when the transport does not
+    say when it wrote (a test's stand-in transport)."""
 
     endpoint: str
     status: int | None
     network_s: float
     parse_s: float
     outcome: str  # "ok" or the name of the error class
+    queued_s: float = 0.0
+
+    @property
+    def answer_s(self) -> float:
+        """From the request leaving this process to its answer: EQC's latency, without this process's queue."""
+        return max(0.0, self.network_s - self.queued_s)
 
 
 CallObserver = Callable[[CallRecord], None]
@@ -95,6 +107,7 @@ class EqcClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_connections: int = 64,
+        max_idle_connections: int = 16,
         verify: ssl.SSLContext | bool = True,
         observer: CallObserver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -105,7 +118,13 @@ class EqcClient:
     ) -> None:
         self._token = token
         self._observer = observer
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # per task: the monotonic time this task's current request was written, and its last finished call
+        self._written: ContextVar[float | None] = ContextVar("eqc_written", default=None)
+        self._last: ContextVar[CallRecord | None] = ContextVar("eqc_last_call", default=None)
+        # httpcore walks every pooled connection (and asks each idle one's socket whether it was closed)
+        # for every request, so idle connections kept from a burst slow each request after it; the quota
+        # needs about rate x latency in flight, a dozen at the story's conditions at any time scale
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_idle_connections)
         if transport is None and proxies is not None:
             transport = FallOverTransport(
                 proxies, verify=verify, proxy_auth=proxy_auth, limits=limits, on_fallover=on_fallover,
@@ -163,6 +182,10 @@ class EqcClient:
             return False
         return True
 
+    def last_call(self) -> CallRecord | None:
+        """The record of the last call the current task finished (each worker task makes one call at a time)."""
+        return self._last.get()
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -186,8 +209,11 @@ class EqcClient:
         if not self._token:
             raise TokenExpiredError("no EQC token: set WDH_EQC_TOKEN", endpoint=endpoint)
         started = time.perf_counter()
+        self._written.set(None)
         try:
-            response = await self._http.get(_PATHS[endpoint], params=params, headers={"token": self._token})
+            response = await self._http.get(
+                _PATHS[endpoint], params=params, headers={"token": self._token}, extensions={"trace": self._trace}
+            )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = transport_error(endpoint, exc)
             self._record(endpoint, None, started, time.perf_counter(), type(error).__name__)
@@ -207,10 +233,19 @@ class EqcClient:
         finally:
             self._record(endpoint, response.status_code, started, received, outcome)
 
+    async def _trace(self, event: str, _info: object) -> None:
+        """httpcore's trace hook: notes when the request was written, the moment it left for EQC."""
+        if event in _WRITTEN_EVENTS:
+            self._written.set(time.perf_counter())
+
     def _record(self, endpoint: str, status: int | None, started: float, received: float, outcome: str) -> None:
+        written = self._written.get()
+        queued = written - started if written is not None and started <= written <= received else 0.0
+        parse_s = time.perf_counter() - received if status is not None else 0.0
+        record = CallRecord(endpoint, status, received - started, parse_s, outcome, queued_s=queued)
+        self._last.set(record)
         if self._observer is not None:
-            parse_s = time.perf_counter() - received if status is not None else 0.0
-            self._observer(CallRecord(endpoint, status, received - started, parse_s, outcome))
+            self._observer(record)
 
 
 def transport_error(endpoint: str, exc: Exception) -> EqcError:

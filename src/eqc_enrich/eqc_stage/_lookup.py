@@ -378,17 +378,19 @@ class EqcLookup:
         latency: float | None = None
         throttled = False
         sent: float | None = None
+        late = 0.0
         try:
             if not self._clear_to_send(probe):
                 return _NOT_SENT  # it changed while this request queued for the gate: no quota slot taken
             try:
-                await self.limiter.acquire(self._stop)
+                slot = await self.limiter.acquire(self._stop)
             except IndexStoreError as exc:  # the shared quota lives in the index: it is away, so hold off
                 self._store_trouble(str(exc))
                 return _NOT_SENT
             if not self._clear_to_send(probe):
                 return _NOT_SENT  # the slot goes unused: cheaper than a request that cannot succeed
             generation = self._tokens.generation  # the token this request carries, read as it goes out
+            late = self.limiter.since(slot)
             sent = time.monotonic()
             epoch = self.outage.epoch
             self._stats.in_flight += 1
@@ -411,14 +413,21 @@ class EqcLookup:
             throttled = True
             self._stats.rate_limited += 1
             self.limiter.widen()
-            if exc.retry_after_s:
-                self.limiter.pause_for(exc.retry_after_s)
+            hold = self._retry.hold_s(exc.retry_after_s, self._settings.rate_limit)
+            if hold is not None:
+                self.limiter.pause_for(hold)
             raise
         finally:
             if sent is not None:
                 self._stats.in_flight -= 1
+                self.limiter.sent(late + self._queued_s())
             self.gate.release(latency, throttled=throttled)
             self._sync_limiter_wait()
+
+    def _queued_s(self) -> float:
+        """How long this task's last request waited inside the HTTP client before it was written."""
+        record = self._client.last_call()
+        return record.queued_s if record is not None else 0.0
 
     def _sync_limiter_wait(self) -> None:
         self._stats.limiter_wait_s = self.limiter.wait_s

@@ -17,6 +17,7 @@ __all__ = [
     "MemoryLedger",
     "Rule",
     "SendLedger",
+    "SendTiming",
     "SlidingWindowLimiter",
     "Stopped",
     "default_margin",
@@ -79,14 +80,49 @@ class MemoryLedger:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
 
+class SendTiming:
+    """How late the last sends left against their slots: a wake-up after the slot, the event loop's other
+    work, the HTTP client's queue. Only the spread matters (a lateness every send shares moves every arrival
+    alike); kept for the last `keep` sends."""
+
+    MIN_SENDS = 20  # fewer say nothing yet: the margin stays at its floor
+
+    def __init__(self, keep: int = 200) -> None:
+        self._late: deque[float] = deque(maxlen=keep)
+        self._spread: float | None = 0.0
+
+    def add(self, late_s: float) -> None:
+        self._late.append(max(0.0, late_s))
+        self._spread = None
+
+    @property
+    def sends(self) -> int:
+        return len(self._late)
+
+    def spread(self) -> float:
+        """How much later a late send leaves than a prompt one: the 98th percentile of lateness less the 10th.
+
+        A send R slots earlier that left that much later than its successor brings their arrivals that much
+        closer than their slots are: the margin must cover it, for all but a few sends in a hundred."""
+        if self._spread is None:
+            if len(self._late) < self.MIN_SENDS:
+                self._spread = 0.0
+            else:
+                ordered = sorted(self._late)
+                last = len(ordered) - 1
+                self._spread = ordered[round(0.98 * last)] - ordered[round(0.10 * last)]
+        return self._spread
+
+
 class SlidingWindowLimiter:
     """Never more than `requests` sends in any `window + margin` span; every attempt counts, retries too.
 
-    The server counts arrivals, not sends, so a send that travels faster than the one a window before it
-    could land inside the server's window. The margin absorbs that jitter. Waiters are served in arrival
-    order (the lock is FIFO), so a retry cannot be starved by fresh requests. The slots themselves live in
-    a `SendLedger`: this process's memory by default, or the index database when several processes share
-    one EQC account.
+    The server counts arrivals, not sends, so a send that leaves later than its slot brings its arrival
+    closer to the ones after it. The margin covers that: a floor, plus the spread of how late this process's
+    own sends leave (`SendTiming`, fed by `sent`), plus what 429s despite both add (`widen`, undone slowly by
+    `settle`). Waiters are served in arrival order (the lock is FIFO), so a retry cannot be starved by fresh
+    requests. The slots themselves live in a `SendLedger`: this process's memory by default, or the index
+    database when several processes share one EQC account.
     """
 
     def __init__(
@@ -98,12 +134,14 @@ class SlidingWindowLimiter:
         ledger: SendLedger | None = None,
         lookahead: int = 1,
     ) -> None:
-        """`lookahead`: how many slots this process may hold reserved before using them. One keeps a stop from
-        wasting more than one slot; a ledger in a database wants a few, so that the round trip of the next
-        reservation overlaps the wait for the current slot instead of adding to it."""
+        """`margin_s` is the margin's floor (default `default_margin`). `lookahead`: how many slots this process
+        may hold reserved before using them. One keeps a stop from wasting more than one slot; a ledger in a
+        database wants a few, so that the round trip of the next reservation overlaps the wait for the
+        current slot instead of adding to it."""
         self.limit = limit
-        self.margin_s = default_margin(limit) if margin_s is None else margin_s
-        self._base_margin_s = self.margin_s
+        self.floor_s = default_margin(limit) if margin_s is None else margin_s
+        self.timing = SendTiming()
+        self._penalty_s = 0.0  # what 429s added
         self.widened = 0
         self._clock = clock
         self._ledger: SendLedger = ledger or MemoryLedger(clock)
@@ -111,6 +149,13 @@ class SlidingWindowLimiter:
         self._lock = asyncio.Lock()
         self._ahead = asyncio.Semaphore(max(1, lookahead))
         self.wait_s = 0.0  # total time callers spent waiting here, for the timing breakdown
+
+    @property
+    def margin_s(self) -> float:
+        """The floor, the spread of this process's send timing, and what 429s added; never over a quarter of
+        the window (a machine that late cannot keep any pace)."""
+        wanted = self.floor_s + self.timing.spread() + self._penalty_s
+        return min(wanted, max(self.floor_s, 0.25 * self.limit.window_s))
 
     @property
     def span_s(self) -> float:
@@ -121,18 +166,32 @@ class SlidingWindowLimiter:
         """Requests per second this limiter admits when saturated."""
         return self.limit.requests / self.span_s
 
-    def widen(self) -> None:
-        """A 429 despite pacing: arrivals jitter more than the margin allows, so widen it (up to 10%).
+    @property
+    def widen_step_s(self) -> float:
+        """What one 429 adds to the margin: the floor, at least 1% of the window."""
+        return max(self.floor_s, 0.01 * self.limit.window_s)
 
-        `settle` narrows it again a hundredth of a step per accepted request, so the margin finds the
-        width where about one request in a hundred meets a 429: each costs a slot, a wider margin costs
+    def widen(self) -> None:
+        """A 429 despite pacing: arrivals jitter more than this process's own timing shows (the network, the
+        server), so widen the margin by a step.
+
+        `settle` narrows it again by a two-hundredth of a step per accepted request, so the margin finds the
+        width where about one request in two hundred meets a 429: each costs a slot, a wider margin costs
         every slot.
         """
-        self.margin_s = min(max(self._base_margin_s, 0.1 * self.limit.window_s), self.margin_s + self._base_margin_s)
+        self._penalty_s = min(0.25 * self.limit.window_s, self._penalty_s + self.widen_step_s)
         self.widened += 1
 
     def settle(self) -> None:
-        self.margin_s = max(self._base_margin_s, self.margin_s - self._base_margin_s / 100)
+        self._penalty_s = max(0.0, self._penalty_s - self.widen_step_s / 200)
+
+    def since(self, slot: float) -> float:
+        """Seconds from `slot` (what `acquire` returned) to now: how late a send made now leaves its slot."""
+        return self._clock() - slot
+
+    def sent(self, late_s: float) -> None:
+        """A request left `late_s` after its slot (`since` at the call, plus the HTTP client's own queue)."""
+        self.timing.add(late_s)
 
     def pause_for(self, seconds: float) -> None:
         """Hold every send for `seconds` (a server's Retry-After applies to the whole account)."""
@@ -142,8 +201,9 @@ class SlidingWindowLimiter:
     def _rule(self, sends: list[float], paused_until: float, now: float) -> float:
         return next_send(sends, paused_until, now, requests=self.limit.requests, span_s=self.span_s)
 
-    async def acquire(self, stop: asyncio.Future[None] | None = None) -> None:
-        """Reserve a send slot and wait for it; the caller must send right away.
+    async def acquire(self, stop: asyncio.Future[None] | None = None) -> float:
+        """Reserve a send slot and wait for it; the caller must send right away. Returns the slot's time on
+        this limiter's clock, for `sent`.
 
         Raises `Stopped` when `stop` completes first (the reserved slot then goes unused). Runs in the
         caller's own task, so no scheduling hop separates the slot from the send.
@@ -160,10 +220,11 @@ class SlidingWindowLimiter:
                         delay = await self._ledger.reserve(
                             self._rule, recent=self.limit.requests, keep_s=10 * self.span_s
                         )
+                        slot = self._clock() + delay
                     if delay > 0:
                         await sleep_unless(stop, delay)
                     if self._clock() >= self._paused_until:
-                        break  # else a 429's Retry-After came while this slot was waited for: take a later one
+                        return slot  # else a 429's Retry-After came while this slot was waited for: take a later one
         finally:
             self.wait_s += self._clock() - started
 
@@ -184,8 +245,9 @@ async def sleep_unless(stop: asyncio.Future[None] | None, seconds: float) -> Non
 
 
 def default_margin(limit: RateLimit) -> float:
-    """2% of the window, at least 1 ms and at most 1 s: room for arrival jitter at any time scale."""
-    return min(1.0, max(0.001, 0.02 * limit.window_s))
+    """The margin's floor: 0.5% of the window, at least 0.5 ms and at most 1 s. What a process's send timing
+    and the server's jitter need on top is measured (`SlidingWindowLimiter.margin_s`), not guessed here."""
+    return min(1.0, max(0.0005, 0.005 * limit.window_s))
 
 
 class ConcurrencyGate:

@@ -33,49 +33,118 @@ __all__ = ["AccountPause", "ClaimRound", "DatabaseClaims", "DatabaseLedger"]
 class DatabaseLedger:
     """The shared quota: slots reserved in the index database, seen by every process on the account.
 
-    Slots are taken `batch` at a time (one transaction) and handed out one per send, so the round trip to the
-    database is paid once per few sends; unused ones (a stop) are at most `batch - 1`.
+    The database is never between a slot and its send: slots are reserved ahead, in batches. While sends
+    go out, a reservation in the background keeps enough slots in hand to cover the slowest recent round
+    trip at the quota's pace (a round trip of 50 ms at a 6 ms spacing: nine slots), so the next reservation
+    is back before the slots in hand run out; a reservation asks the pacing rule for slots no earlier than a
+    typical round trip from now (at most one spacing), so even the first slot after a quiet spell is
+    usually due only once it is known. A
+    reserved slot whose time passed unused (a stop, a gate that let fewer requests through) is dropped,
+    never sent late: the slots after it, this process's and others', were planned from its time.
     """
 
     def __init__(
-        self, store: IndexStore, quota_key: str, owner: str, *, spacing_s: float = 0.0, max_batch: int = 4
+        self, store: IndexStore, quota_key: str, owner: str, *, spacing_s: float = 0.0, max_batch: int = 16
     ) -> None:
         self._store = store
         self._key = quota_key
         self._owner = owner
         self._spacing_s = spacing_s
         self._max_batch = max(1, max_batch)
-        self._rtt = 0.0  # a moving average of the reservation's round trip
+        self._rtts: deque[float] = deque(maxlen=20)  # the last reservations' round trips
         self._slots: deque[float] = deque()  # reserved slots, on the database's clock
+        self._refill: asyncio.Task[None] | None = None  # the reservation under way, if any
+        self._error: IndexStoreError | None = None  # what the last reservation met, for the next caller
         # database clock minus this host's wall clock, from the quickest round trip seen so far (as NTP does):
         # its error is at most half that round trip, well inside the quota margin at any time scale
         self._offset = 0.0
         self._best_rtt = float("inf")
         self._account_pause = AccountPause(store, quota_key)
+        self.dropped = 0  # reserved slots whose time passed before a send could use them
+
+    @property
+    def lead_s(self) -> float:
+        """How far ahead of now a reservation asks for its first slot: a typical round trip (the median of the
+        recent ones), never more than one spacing, so that a slow round trip cannot open a gap in the pace
+        (the slots in hand cover the slow ones)."""
+        if not self._rtts:
+            return 0.0
+        typical = sorted(self._rtts)[len(self._rtts) // 2]
+        return min(typical, self._spacing_s) if self._spacing_s > 0 else typical
 
     @property
     def batch(self) -> int:
-        """Slots a reservation takes: one while a round trip is short next to the spacing of sends (a slot
-        reserved and then not used leaves a hole in every process's pace); more when it is not (a
-        time-scaled benchmark), so that the round trips keep up with the quota."""
+        """Slots to hold in hand: enough to cover the slowest recent round trip at the quota's pace, one when
+        a round trip is short next to the spacing of sends (a slot reserved and then not used leaves a hole
+        in every process's pace)."""
         if self._spacing_s <= 0:
             return self._max_batch
-        return max(1, min(self._max_batch, 1 + math.ceil(self._rtt / self._spacing_s)))
+        slowest = max(self._rtts, default=0.0)
+        return max(1, min(self._max_batch, 1 + math.ceil(slowest / self._spacing_s)))
 
     async def reserve(self, rule: Rule, *, recent: int, keep_s: float) -> float:
+        self._drop_passed()
         if not self._slots:
-            asked = time.time()
-            slots, now = await asyncio.to_thread(
-                self._store.quota.reserve_many, self._key, self._owner, rule,
-                count=self.batch, recent=recent, keep_s=keep_s,
-            )  # fmt: skip
-            answered = time.time()
-            self._rtt = 0.8 * self._rtt + 0.2 * (answered - asked) if self._rtt else answered - asked
-            if answered - asked < self._best_rtt:
-                self._best_rtt = answered - asked
-                self._offset = now - (asked + answered) / 2
-            self._slots.extend(slots)
-        return self._slots.popleft() - (time.time() + self._offset)
+            # a fresh slot is used even if a round trip longer than the lead made it late: none comes sooner
+            await self._reserved(rule, recent=recent, keep_s=keep_s)
+        slot = self._slots.popleft() - self._now()
+        if len(self._slots) < self.batch and self._refill is None:
+            self._refill = asyncio.get_running_loop().create_task(self._take(rule, recent=recent, keep_s=keep_s))
+        return slot
+
+    async def settle(self) -> None:
+        """Wait for a reservation still under way (the stage is ending); its slots go unused."""
+        if self._refill is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill
+
+    def _now(self) -> float:
+        return time.time() + self._offset
+
+    def _drop_passed(self) -> None:
+        """A slot a tenth of the spacing past (at least a millisecond) is a hole, not a send."""
+        passed = self._now() - max(0.001, 0.1 * self._spacing_s)
+        while self._slots and self._slots[0] < passed:
+            self._slots.popleft()
+            self.dropped += 1
+
+    async def _reserved(self, rule: Rule, *, recent: int, keep_s: float) -> None:
+        """Slots in hand: the reservation under way, else a new one; raises what the database raised (the
+        stage then holds off while the index is away)."""
+        while not self._slots:
+            if self._error is None and self._refill is None:
+                self._refill = asyncio.get_running_loop().create_task(self._take(rule, recent=recent, keep_s=keep_s))
+            if self._refill is not None:
+                await self._refill
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+
+    async def _take(self, rule: Rule, *, recent: int, keep_s: float) -> None:
+        try:
+            await self._reserve_many(rule, recent=recent, keep_s=keep_s)
+        except IndexStoreError as exc:
+            self._error = exc
+        finally:
+            self._refill = None
+
+    async def _reserve_many(self, rule: Rule, *, recent: int, keep_s: float) -> None:
+        lead = self.lead_s
+
+        def ahead(sends: list[float], paused_until: float, now: float) -> float:
+            return rule(sends, paused_until, now + lead)
+
+        asked = time.time()
+        slots, now = await asyncio.to_thread(
+            self._store.quota.reserve_many, self._key, self._owner, ahead,
+            count=max(1, self.batch - len(self._slots)), recent=recent, keep_s=keep_s,
+        )  # fmt: skip
+        answered = time.time()
+        self._rtts.append(answered - asked)
+        if answered - asked < self._best_rtt:
+            self._best_rtt = answered - asked
+            self._offset = now - (asked + answered) / 2
+        self._slots.extend(slots)
 
     def pause_for(self, seconds: float) -> None:
         """Tell every process on the account (fire and forget: this process pauses itself locally too)."""

@@ -157,10 +157,11 @@ async def run_eqc_stage(
         return _report(names, _not_asked(names, str(exc), stats, stopped="eqc_down"), stats, started=started)
     try:
         settings = lookup_settings(config)
+        shared = DatabaseLedger(store, access.quota_key, owner, spacing_s=access.slot_s) if ledger is None else None
         limiter = SlidingWindowLimiter(
             settings.rate_limit,
             margin_s=settings.margin_s,
-            ledger=ledger or DatabaseLedger(store, access.quota_key, owner, spacing_s=access.slot_s),
+            ledger=ledger or shared,
             lookahead=4 if ledger is None else 1,
         )
         keeper = TokenKeeper(
@@ -168,6 +169,8 @@ async def run_eqc_stage(
             watch=LoginWatch(access.env_file, access.token_wait_s, access.login_command()),
         )  # fmt: skip
         if not await keeper.prepare(check=check_token):
+            if shared is not None:
+                await shared.settle()  # a token check's reservation may still be under way
             if handle.stopped:
                 return _report(names, _not_asked(names, "", stats, stopped="interrupted"), stats, started=started)
             result = _not_asked(names, keeper.unavailable_reason or "", stats)
@@ -211,6 +214,8 @@ async def run_eqc_stage(
         finally:
             if renewing is not None:
                 renewing.cancel()
+            if shared is not None:
+                await shared.settle()
             await writer.close()
             handle.lookup = None
             with contextlib.suppress(IndexStoreError):  # unreleased claims expire with their lease anyway
@@ -225,8 +230,11 @@ async def run_eqc_stage(
             "cap": settings.concurrency,
             "peak_in_flight": lookup.gate.peak_in_flight,
             "final_target": lookup.gate.target,
-            "limiter_margin_s": lookup.limiter.margin_s,
+            "limiter_margin_s": round(lookup.limiter.margin_s, 6),
+            "limiter_margin_floor_s": round(lookup.limiter.floor_s, 6),
+            "send_lateness_spread_s": round(lookup.limiter.timing.spread(), 6),
             "limiter_margin_widened": lookup.limiter.widened,
+            "slots_dropped": shared.dropped if shared is not None else 0,
         }
         return _report(
             names, result, stats, started=started, writer=writer, pacing=pacing, eqc_outages=lookup.outage.outages

@@ -61,7 +61,7 @@ class TokenKeeper:
         command: str | None,
         *,
         events: Callable[[str, dict[str, Any]], None] | None = None,
-        admit: Callable[[], Awaitable[None]] | None = None,
+        admit: Callable[[], Awaitable[object]] | None = None,
         watch: LoginWatch | None = None,
         stopped: Callable[[], bool] = lambda: False,
     ) -> None:

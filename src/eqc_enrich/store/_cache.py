@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -81,19 +83,22 @@ class Payloads:
         merged: dict[str, Payload] = {}
         for payload in payloads:
             merged[payload.company_id] = _merge_payload(merged.get(payload.company_id), payload)
-        insert = self._db.dialect.insert(self.table)
-        new, old = insert.excluded, self.table.c
-        keep = {name: sa.func.coalesce(new[name], old[name]) for name in PAYLOAD_FIELDS}
-        statement = insert.on_conflict_do_update(
-            index_elements=[old.company_id], set_={**keep, "fetched_at": new.fetched_at}
-        )
         stamp = now or utcnow()
         rows = [
             {"company_id": p.company_id, **{name: getattr(p, name) for name in PAYLOAD_FIELDS}, "fetched_at": stamp}
             for p in merged.values()
         ]
         with self._db.begin(conn) as c:
-            c.execute(statement, rows)
+            c.execute(self._upsert, rows)
+
+    @functools.cached_property
+    def _upsert(self) -> Any:
+        """Built once (see `Entries._upsert`)."""
+        insert = self._db.dialect.insert(self.table)
+        new, old = insert.excluded, self.table.c
+        keep = {name: sa.func.coalesce(new[name], old[name]) for name in PAYLOAD_FIELDS}
+        set_ = {**keep, "fetched_at": new.fetched_at}
+        return insert.on_conflict_do_update(index_elements=[old.company_id], set_=set_)
 
     def count(self, *, conn: Connection | None = None) -> int:
         with self._db.read(conn) as c:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
@@ -101,10 +101,14 @@ class PostgresDialect(Dialect):
         return engine
 
     def insert(self, table: sa.Table) -> Any:
+        from sqlalchemy.dialects import postgresql  # loaded by a PostgreSQL index only: a SQLite run starts faster
+
         return postgresql.insert(table)
 
     def one_of(self, column: sa.ColumnElement[str], values: Iterable[str]) -> sa.ColumnElement[bool]:
         keys = sorted(set(values))
+        from sqlalchemy.dialects import postgresql
+
         return column == sa.any_(sa.bindparam(None, keys, type_=postgresql.ARRAY(sa.String)))
 
     def clock(self, conn: Connection) -> float:

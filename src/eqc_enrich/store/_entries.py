@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -95,11 +96,18 @@ class Entries:
             # in key order: two processes writing overlapping rows then lock them in the same order (no deadlock)
             for e in sorted(strongest_per_key(entries), key=lambda e: (e.lookup_key[:MAX_KEY], e.lookup_type))
         ]
+        with self._db.begin(conn) as c:
+            c.execute(self._upsert, rows)
+
+    @functools.cached_property
+    def _upsert(self) -> Any:
+        """The upsert statement, built once: building it (the `excluded` alias, the CASEs) took longer than
+        running it for the few rows a commit of the EQC stage carries."""
         insert = self._db.dialect.insert(self.table)
         new, old = insert.excluded, self.table.c
         stronger = new.confidence > old.confidence
         replaced = ("company_id", "source", "source_domain", "source_table", "confidence")
-        statement = insert.on_conflict_do_update(
+        return insert.on_conflict_do_update(
             index_elements=[old.lookup_key, old.lookup_type],
             set_={
                 **{name: sa.case((stronger, new[name]), else_=old[name]) for name in replaced},
@@ -108,8 +116,6 @@ class Entries:
                 "updated_at": new.updated_at,
             },
         )
-        with self._db.begin(conn) as c:
-            c.execute(statement, rows)
 
     def row(
         self, key: str, lookup_type: str, *, lock: bool = False, conn: Connection | None = None

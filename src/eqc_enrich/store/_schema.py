@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateColumn
@@ -226,6 +225,8 @@ def missing_tables(conn: Connection, tables: Tables) -> list[str]:
 def init_sql(schema: str | None, *, role: str = "etl_role") -> str:
     """The PostgreSQL DDL `index init` would run, for a DBA to run instead, with the grants a run needs."""
     tables = define(schema)
+    from sqlalchemy.dialects import postgresql  # for printing only: a run on SQLite never loads it
+
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     statements: list[ExecutableDDLElement] = []
     if schema is not None:
