@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,12 +30,13 @@ from eqc_enrich._cli_options import DbOpt, SchemaOpt, with_eqc_options
 from eqc_enrich._durations import format_duration, parse_duration, parse_range
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
+from eqc_enrich._policies import MatchPolicy
 from eqc_enrich._signals import on_stop_signals
 from eqc_enrich.config import EqcOptions, resolve_access
 from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
 from eqc_enrich.events import EventLog
 from eqc_enrich.model import Latency
-from eqc_enrich.options import RunOptions
+from eqc_enrich.options import LOCAL_MATCH_MODES, RunOptions
 from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
 from eqc_enrich.planning import plan
 from eqc_enrich.progress import ProgressDisplay, RunProgress
@@ -121,6 +123,22 @@ def run(
     keep_formulas: Annotated[
         bool, typer.Option("--keep-formulas", help="Write text cells starting with = + - @ as they are (no leading ').")
     ] = False,
+    local_match: Annotated[
+        str,
+        typer.Option(
+            help="Names the index knows spelt otherwise: off; shadow (equivalent ones answered locally, similar "
+            "ones still asked and recorded); on (similar ones at or above --match-threshold answered too)."
+        ),
+    ] = "shadow",
+    match_threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Score a similar name needs to be answered (with on).")
+    ] = None,
+    match_review_band: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Scores this far below the threshold go to review.")
+    ] = None,
+    match_min_gap: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Least lead over another company's best candidate.")
+    ] = None,
     *,
     eqc: EqcOptions,
 ) -> None:
@@ -143,6 +161,8 @@ def run(
         eqc_down_wait_s=parse_duration(eqc_down_wait),
         index_wait_s=parse_duration(index_wait),
         keep_formulas=keep_formulas,
+        local_match=_local_match_mode(local_match),
+        match=_match_policy(match_threshold, match_review_band, match_min_gap),
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)
@@ -154,6 +174,17 @@ def run(
         _write_summary(result, summary)
     _report(result, verbose=verbose)
     raise typer.Exit(exit_code(result.summary.status))
+
+
+def _local_match_mode(mode: str) -> str:
+    if mode not in LOCAL_MATCH_MODES:
+        raise _fail(f"--local-match must be one of {', '.join(LOCAL_MATCH_MODES)}, not {mode!r}")
+    return mode
+
+
+def _match_policy(threshold: float | None, review_band: float | None, min_gap: float | None) -> MatchPolicy:
+    given = {"threshold": threshold, "review_band": review_band, "min_gap": min_gap}
+    return replace(MatchPolicy(), **{name: value for name, value in given.items() if value is not None})
 
 
 def _write_summary(result: EnrichResult, path: Path) -> None:
@@ -251,6 +282,14 @@ def _with_notices(log: EventLog | None) -> Callable[[str, dict[str, Any]], None]
     return emit
 
 
+def _local_match_line(match: dict[str, Any]) -> str:
+    sent = match["with_candidate"] - match["answered"]
+    return (
+        f"local match ({match['mode']}): {match['answered']:,} names answered (equivalent {match['equivalent']:,}, "
+        f"similar {match['similar']:,}), {sent:,} sent to EQC with a candidate, in {format_duration(match['stage_s'])}"
+    )
+
+
 def _report(result: EnrichResult, *, verbose: bool) -> None:
     """The summary's figures for a person, each as the summary has it (a test holds them to it)."""
     s = result.summary
@@ -270,6 +309,7 @@ def _report(result: EnrichResult, *, verbose: bool) -> None:
         f"rows {s.rows:,}  distinct names {s.distinct_names:,}  answered before EQC {s.answered_before_eqc:,}  "
         f"index hit rate {s.index_hit_rate:.1%}",
         "resolved by: " + ", ".join(f"{k} {v:,}" for k, v in s.resolved_by.items()),
+        *([_local_match_line(s.local_match)] if s.local_match.get("mode", "off") != "off" else []),
         asked,
         *([f"names never planned for EQC: {', '.join(left)}"] if left else []),
         f"EQC calls {s.api_calls.get('total', 0):,} ({s.accepted_requests:,} taken into the quota"

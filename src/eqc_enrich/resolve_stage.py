@@ -20,6 +20,7 @@ from eqc_enrich.eqc_stage import EqcReport, LookupOutcome
 from eqc_enrich.followup import unsettled_names
 from eqc_enrich.index_stage import IndexReport
 from eqc_enrich.keys import LookupType
+from eqc_enrich.match_stage import MatchReport, record_eqc_answers
 from eqc_enrich.options import RunOptions
 from eqc_enrich.read import Table
 from eqc_enrich.resolve import (
@@ -55,6 +56,7 @@ class RowsCounts:
     rows_without_id: Mapping[str, int] = field(default_factory=dict)  # reason -> rows left without one
     unresolved_names: int = 0  # names left with temporary ids (the unresolved export)
     unsettled_recorded: int = 0  # names left open for the review page and the worker (`eqc_unsettled`)
+    shadow_checked: int = 0  # names of the local matcher's record now with EQC's answer beside the candidate
     index_write_s: float = 0.0
     warnings: tuple[str, ...] = ()
 
@@ -76,19 +78,25 @@ def run_resolve_stage(
     *,
     salt: str,
     run_id: str,
+    match: MatchReport | None = None,
 ) -> RowsReport:
     outcomes = eqc.outcomes
-    answers = _with_eqc(index, outcomes, salt)
+    match = match or MatchReport()
+    answers = _with_eqc(index, outcomes, salt, match.answers)
     resolved = resolve_rows(index.keyed, answers, id_column=options.id_column, source_column=options.source_column)
     unresolved = unresolved_table(
         resolved, columns, id_column=options.id_column, source_column=options.source_column,
         reasons=_unresolved_reasons(index, outcomes),
     )  # fmt: skip
     warnings: list[str] = []
-    recorded = 0
+    recorded = checked = 0
     started = time.perf_counter()
     if eqc.index_error is None:
         warnings += _learn_backflow_and_hits(store, index.keyed, answers, resolved, options.source_column)
+        try:
+            checked = record_eqc_answers(store, match, outcomes)
+        except IndexStoreError as exc:
+            warnings.append(f"EQC's answers were not recorded beside the local candidates: {exc}")
         names = unsettled_names(
             unresolved, outcomes, resolved, table.frame, columns, source_column=options.source_column
         )
@@ -105,6 +113,7 @@ def run_resolve_stage(
         rows_without_id={NO_NAME_NO_ID: empty} if empty else {},
         unresolved_names=unresolved.height,
         unsettled_recorded=recorded,
+        shadow_checked=checked,
         index_write_s=time.perf_counter() - started,
         warnings=tuple(warnings),
     )
@@ -112,15 +121,18 @@ def run_resolve_stage(
     return RowsReport(frame=frame, unresolved=unresolved, counts=counts)
 
 
-def _with_eqc(index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str) -> Answers:
-    """The index stage's answers, plus EQC's, plus the names another process answered meanwhile (the index
-    answers them now), plus temporary ids for every name still open."""
+def _with_eqc(
+    index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str, local: Mapping[str, str]
+) -> Answers:
+    """The index stage's answers, plus the local matches, plus EQC's, plus the names another process answered
+    meanwhile (the index answers them now), plus temporary ids for every name still open."""
     eqc_ids = {name: o.hit.company_id for name, o in outcomes.items() if o.status == "found" and o.hit}
     late = {name: o.settled_id for name, o in outcomes.items() if o.status == "elsewhere" and o.settled_id}
     by_type = {**index.answers.index}
     by_type[LookupType.CUSTOMER_NAME] = {**by_type.get(LookupType.CUSTOMER_NAME, {}), **late}
-    still_open = [name for name, _ in index.pending if name not in eqc_ids and name not in late]
-    return replace(index.answers, index=by_type, eqc=eqc_ids, temp=temp_ids(still_open, salt))
+    answered = eqc_ids.keys() | late.keys() | local.keys()
+    still_open = [name for name, _ in index.pending if name not in answered]
+    return replace(index.answers, index=by_type, local=dict(local), eqc=eqc_ids, temp=temp_ids(still_open, salt))
 
 
 def _learn_backflow_and_hits(

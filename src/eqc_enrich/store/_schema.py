@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.ddl import ExecutableDDLElement
 
 from eqc_enrich.store._decisions import define_table as define_decisions
+from eqc_enrich.store._shadow import define_table as define_shadow
 from eqc_enrich.store._unsettled import define_table as define_unsettled
 from eqc_enrich.store._worker import define_log_table as define_worker_log
 
@@ -39,6 +40,7 @@ class Tables:
     unsettled: sa.Table
     worker_log: sa.Table
     decisions: sa.Table
+    shadow: sa.Table
 
     @property
     def tool(self) -> tuple[sa.Table, ...]:
@@ -47,6 +49,7 @@ class Tables:
             self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
             self.worker_log,
             self.decisions,
+            self.shadow,
         )  # fmt: skip
 
     @property
@@ -118,6 +121,7 @@ def define(schema: str | None) -> Tables:
         unsettled=define_unsettled(metadata),
         worker_log=define_worker_log(metadata),
         decisions=define_decisions(metadata),
+        shadow=define_shadow(metadata),
     )
 
 
