@@ -157,15 +157,6 @@ def _shadowed(results: Mapping[str, MatchResult], decisions: Mapping[str, str], 
     )
 
 
-def _shadowed(results: Mapping[str, MatchResult], decisions: Mapping[str, str], policy: MatchPolicy) -> int:
-    """Similar names the policy would have answered with `on`, sent to EQC instead."""
-    return sum(
-        1
-        for name, result in results.items()
-        if decisions[name] != ANSWERED and result.kind != EQUIVALENT and policy.answers(result.score, result.gap)
-    )
-
-
 def _write(
     store: IndexStore,
     results: Mapping[str, MatchResult],
