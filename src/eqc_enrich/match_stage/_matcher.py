@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from eqc_enrich.match_stage._fold import fold_key
 from eqc_enrich.match_stage._parts import NameParts, parse_key
 from eqc_enrich.match_stage._score import EQUIVALENT, compare
 
@@ -63,10 +64,10 @@ class Matcher:
         self.parsed = 0
         for candidate in candidates:
             self.candidates += 1
-            key = candidate.key
+            key = fold_key(candidate.key)  # the openings are of folded names: 乾 is 干 in both
             if not any(key[i : i + 2] in openings for i in range(len(key) - 1)):
                 continue
-            parts = parse_key(key)
+            parts = parse_key(candidate.key)
             self.parsed += 1
             if not parts.core:
                 continue
