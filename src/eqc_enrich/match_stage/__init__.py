@@ -18,7 +18,7 @@ from eqc_enrich.match_stage._candidates import (
 )
 from eqc_enrich.match_stage._matcher import Candidate, Matcher, MatchResult
 from eqc_enrich.match_stage._parts import NameParts, parse_key, parse_name
-from eqc_enrich.match_stage._report import BANDS, Band, MatchQuality, match_quality
+from eqc_enrich.match_stage._report import BANDS, MIN_NAMES, TARGET_PRECISION, Band, MatchQuality, match_quality
 from eqc_enrich.match_stage._score import EQUIVALENT, SIMILAR, Comparison, compare
 from eqc_enrich.match_stage._stage import (
     ANSWERED,
@@ -40,9 +40,11 @@ __all__ = [
     "EQUIVALENT",
     "EQUIVALENT_DOMAIN",
     "MATCH_SOURCE",
+    "MIN_NAMES",
     "REVIEW",
     "SIMILAR",
     "SIMILAR_DOMAIN",
+    "TARGET_PRECISION",
     "Band",
     "BaseInfoNames",
     "Candidate",
