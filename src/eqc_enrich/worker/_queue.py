@@ -19,7 +19,7 @@ from eqc_enrich.worker._options import DAY_S, WorkerOptions
 
 __all__ = ["KIND_ORDER", "Queue", "QueueItem", "build_queue", "with_legacy"]
 
-KIND_ORDER = ("temporary", "failed", "negative_expired", "low_confidence", "legacy_request")
+KIND_ORDER = ("temporary", "failed", "negative_expired", "low_confidence", "legacy_request", "match_check")
 _MANY = 100_000
 
 
