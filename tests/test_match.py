@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from tests.options import run_options
+from tests.options import run_options, worker_options
 
 from eqc_enrich import RateLimit, RunOptions, enrich
 from eqc_enrich._errors import ConfigError
@@ -32,6 +32,7 @@ from eqc_enrich.match_stage import (
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import VARIANT_KINDS, Simulator, SimulatorConfig, make_realistic
 from eqc_enrich.store import IndexStore, ShadowRow
+from eqc_enrich.worker import run_worker
 
 SCALE = 1000.0
 LIMIT = RateLimit(10, 60.0)
@@ -323,3 +324,52 @@ def test_local_answers_are_in_the_index_for_the_next_run_and_the_record_has_eqcs
         assert first.summary.local_match["shadow_checked"] == len(checked)
     finally:
         store.close()
+
+
+# --- trust checked after the fact: the worker, and the review page ---------------------------------------------------
+
+
+def test_the_worker_checks_local_answers_in_idle_slots_and_a_disagreement_replaces_the_entry_for_review(
+    months: tuple[tuple[pl.DataFrame, pl.DataFrame], ...], sim: Simulator, last_month_index: Path, tmp_path: Path
+) -> None:
+    _, (data, truth) = months
+    db = tmp_path / "lax.db"
+    shutil.copy(last_month_index, db)
+    # a threshold no report would suggest: look-alikes in another industry (scored 0.5) get answered wrongly
+    lax = MatchPolicy(threshold=0.45, min_gap=0.0, verify_share=1.0)
+    run = enrich(data, options=_options(sim, db, local_match="on", match=lax))
+    rows = _scored(run.frame, truth)
+    wrong = rows.filter((pl.col("company_id_source") == "index:match") & (pl.col("company_id") != pl.col("expected")))
+    wrong_names = set(wrong["客户名称"].unique())
+    assert wrong_names, "the lax threshold should have answered some look-alike wrongly"
+    store = IndexStore(db)
+    try:
+        to_check = store.shadow.to_verify()
+        assert len(to_check) == run.summary.answered_locally  # verify_share 1.0: every local answer
+    finally:
+        store.close()
+    worker = worker_options(db=str(db), eqc_url=sim.url, token=TOKEN, rate_limit=LIMIT.scaled(SCALE), timeout_s=2.0)
+    report = run_worker(worker, once=True)
+    assert report.status == "completed"
+    assert report.match_checks["disagreed"] >= len(wrong_names) > 0
+    assert report.match_checks["agreed"] > 0
+    assert report.by_kind["match_check"] == sum(report.match_checks.values())
+    store = IndexStore(db)
+    try:
+        assert store.shadow.to_verify() == []
+        checked = {row.lookup_key: row for row in store.shadow.all_rows() if row.checked_by == "worker"}
+        disagreed = {key for key, row in checked.items() if row.agreed is False}
+        entries = store.lookup({"customer_name": sorted(disagreed)})
+        for (key, _), entry in entries.items():  # EQC's answer replaced the local match's
+            assert (entry.company_id, entry.source) == (checked[key].eqc_company_id, "eqc_api")
+        review = {name.lookup_key: name for name in store.unsettled.open_names(statuses=["match_disagreed"])}
+        assert set(review) == disagreed
+        assert all(review[key].candidate_id == checked[key].eqc_company_id for key in review)
+        quality = match_quality(store.shadow.all_rows(), min_gap=0.0)
+        low = next(band for band in quality.bands if band.low == 0.5)
+        assert low.names > low.agreed  # the disagreements count against their band
+    finally:
+        store.close()
+    again = enrich(data, options=_options(sim, db, local_match="off"))  # the next run: the corrected ids
+    fixed = _scored(again.frame, truth).filter(pl.col("客户名称").is_in(list(wrong_names)))
+    assert fixed.filter(pl.col("company_id") != pl.col("expected")).height == 0

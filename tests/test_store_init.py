@@ -72,7 +72,8 @@ def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsy
     path = old_index(tmp_path / "index.db")
     report = init_index(path)
     assert report.created == [
-        "eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled", "eqc_worker_log", "eqc_review_decision"
+        "eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled", "eqc_worker_log", "eqc_review_decision",
+        "eqc_match_shadow",
     ]  # fmt: skip
     assert report.present == ["enrichment_index", "eqc_negative_cache", "eqc_payload", "run_journal"]
     with pytest.raises(SystemExit) as done:

@@ -72,6 +72,7 @@ TOOL_TABLES = (
     "eqc_unsettled",
     "eqc_worker_log",
     "eqc_review_decision",
+    "eqc_match_shadow",
 )
 
 
