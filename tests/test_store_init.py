@@ -84,7 +84,7 @@ def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         main(["index", "init", "--db", str(fresh)])
     assert "created enrichment_index, eqc_negative_cache" in capsys.readouterr().out
-    assert len(table_names(fresh)) == 10
+    assert len(table_names(fresh)) == 11
 
 
 def test_opening_a_complete_index_takes_no_write_lock(tmp_path: Path) -> None:
