@@ -72,7 +72,15 @@ def test_run_writes_output_unresolved_and_summary_with_every_documented_field(
                 "rate_limited", "elapsed_s", "phases_s", "rate_limit", "concurrency"):  # fmt: skip
         assert key in summary, key
     assert set(summary["eqc"]) >= {"names_asked", "found", "not_found", "failed"}
-    assert set(summary["phases_s"]) == {"read", "normalize", "index_lookup", "eqc", "index_write", "write"}
+    assert set(summary["phases_s"]) == {
+        "read",
+        "normalize",
+        "index_lookup",
+        "local_match",
+        "eqc",
+        "index_write",
+        "write",
+    }
     assert summary["api_calls"]["searchAll"] == 1  # the token check before the first request, by default
     assert summary["api_calls"]["total"] == summary["api_calls"]["search"] + 1
     out = pl.read_parquet(tmp_path / "out.parquet")

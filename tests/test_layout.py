@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer and the ones below, neve
 1. parts that stand alone: the EQC client, the index store, the simulator, reading and writing tables, override files,
    the WDH_* settings, the route to EQC (proxies, PAC, trust);
 2. how to reach EQC and share its quota (`config`);
-3. the stages: index, EQC (with its write-back), resolve, and the summary built from their reports; a
+3. the stages: index, local match, EQC (with its write-back), resolve, and the summary built from their reports; a
    run's options; the progress display and the event log;
 4. jobs made of stages: a run (`enrich`), `plan`, the standing worker, the review page, the QR login;
 5. the faces: the command line, the benchmark, the demo, the Dagster integration, the package root.
@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eqc_enrich"
 _FOUNDATION = {"_errors", "_durations", "_signals", "_jsonable", "_text", "keys", "_legacy_keys", "_policies", "model"}
 _FOUNDATION |= {"_input_size"}
 _PARTS = {"eqc", "store", "simulator", "read", "output", "settings", "_mapping_files", "network"}
-_STAGES = {"options", "resolve", "index_stage", "eqc_stage", "resolve_stage", "followup", "summary"}
+_STAGES = {"options", "resolve", "index_stage", "match_stage", "eqc_stage", "resolve_stage", "followup", "summary"}
 _STAGES |= {"progress", "events"}  # what shows a run as it goes
 _JOBS = {"enrich", "planning", "worker", "review", "login"}
 _FACES = {"__init__", "__main__", "cli", "_cli_options", "_cli_index", "_cli_sandbox", "_cli_worker", "_exit_codes"}
@@ -33,7 +33,7 @@ _FACES |= {"bench", "dagster", "demo"}
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(names) for names in (_FOUNDATION, _PARTS, {"config"}, _STAGES, _JOBS, _FACES)
 )
-PACKAGES = ("eqc", "store", "simulator", "eqc_stage", "review", "worker", "bench")
+PACKAGES = ("eqc", "store", "simulator", "eqc_stage", "match_stage", "review", "worker", "bench")
 
 # package -> the modules of the tool it may import besides its own (the small shared error and duration types)
 STANDALONE = {

@@ -52,6 +52,7 @@ TOOL_TABLES = (
     "eqc_review_undo",
     "eqc_quota_rate",
     "eqc_former_name_conflict",
+    "eqc_match_shadow",
 )
 
 

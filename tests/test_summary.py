@@ -11,6 +11,7 @@ from eqc_enrich import RateLimit
 from eqc_enrich.cli import EXIT_CODES
 from eqc_enrich.eqc_stage import EqcReport, EqcTimings, LookupOutcome
 from eqc_enrich.index_stage import IndexCounts
+from eqc_enrich.match_stage import MatchCounts
 from eqc_enrich.model import Latency
 from eqc_enrich.resolve_stage import NO_NAME_NO_ID, RowsCounts
 from eqc_enrich.summary import STATUSES, OutputReport, RunFacts, build_summary
@@ -49,8 +50,16 @@ EQC = EqcReport(
 )  # fmt: skip
 
 
+MATCH = MatchCounts(
+    mode="shadow", names=52, candidates=5_000, candidates_parsed=800, with_candidate=20, equivalent=12, similar=0,
+    review=3, shadowed=2, ambiguous=1, load_s=0.5, match_s=0.25, write_s=0.125, stage_s=0.875,
+    policy={"threshold": 0.92}, warnings=("a warning of the match stage",),
+)  # fmt: skip
+
+
 def build(eqc: EqcReport = EQC, output: OutputReport | None = None, **facts: Any) -> Any:
-    return build_summary(replace(FACTS, **facts), INDEX, eqc, ROWS, output or OutputReport(output="m.enriched.xlsx"))
+    out = output or OutputReport(output="m.enriched.xlsx")
+    return build_summary(replace(FACTS, **facts), INDEX, eqc, replace(ROWS, shadow_checked=7), out, MATCH)
 
 
 def test_a_completed_run_takes_every_figure_from_the_reports() -> None:
@@ -67,14 +76,29 @@ def test_a_completed_run_takes_every_figure_from_the_reports() -> None:
     assert s.resolved_by == dict(ROWS.resolved_by)
     assert s.rows_without_id == {NO_NAME_NO_ID: 10}
     assert (s.unresolved_names, s.unsettled_recorded) == (9, 11)
-    assert s.phases_s == {"read": 1.5, "normalize": 0.25, "index_lookup": 0.5, "eqc": 220.0, "index_write": 1.0,
-                          "write": 0.0}  # fmt: skip
+    assert s.phases_s == {"read": 1.5, "normalize": 0.25, "index_lookup": 0.5, "local_match": 0.875, "eqc": 220.0,
+                          "index_write": 1.0, "write": 0.0}  # fmt: skip
     assert s.timing["limiter_wait_s"] == 300.0
     assert s.timing["latency_s"] == {"search": {"mean": 20.0}}
     assert s.concurrency == {"cap": None, "peak_in_flight": 7}
     assert (s.output, s.input, s.index, s.run_id, s.rate_limit) == ("m.enriched.xlsx", "m.xlsx", "sqlite:///i",
                                                                     "run-1", "10/60s")  # fmt: skip
-    assert s.warnings == ["a warning of the resolve stage"]
+    assert s.warnings == ["a warning of the match stage", "a warning of the resolve stage"]
+
+
+def test_the_local_match_stage_has_its_names_answered_and_its_time_in_the_summary() -> None:
+    s = build()
+    assert s.answered_locally == 12
+    assert s.local_match == {
+        "mode": "shadow", "names": 52, "with_candidate": 20, "answered": 12, "equivalent": 12, "similar": 0,
+        "review": 3, "shadowed": 2, "ambiguous": 1, "shadow_checked": 7, "candidates": 5_000,
+        "candidates_parsed": 800, "stage_s": 0.875, "load_s": 0.5, "match_s": 0.25, "write_s": 0.125,
+        "policy": {"threshold": 0.92},
+    }  # fmt: skip
+    assert s.timing["local_match_s"] == 0.875
+    # a run without the stage (off, or a caller that builds a summary without it) says so, with no time
+    off = build_summary(FACTS, INDEX, EQC, ROWS, OutputReport())
+    assert (off.answered_locally, off.local_match["mode"], off.phases_s["local_match"]) == (0, "off", 0.0)
 
 
 def test_efficiency_is_the_strict_bound_over_the_elapsed_time() -> None:

@@ -15,6 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from eqc_enrich._durations import format_duration, parse_duration
+from eqc_enrich._errors import ConfigError
+from eqc_enrich._policies import MatchPolicy
+from eqc_enrich.match_stage import MIN_NAMES, TARGET_PRECISION, MatchQuality, match_quality
 from eqc_enrich.store import (
     IndexStore,
     export_entries,
@@ -28,7 +31,7 @@ from eqc_enrich.store import (
 
 index_app = typer.Typer(
     name="index",
-    help="The enrichment index: create its tables (index init), inspect, export, import, prune.",
+    help="The enrichment index: create its tables (index init), inspect, export, import, prune, match-report.",
     no_args_is_help=True,
 )
 
@@ -245,3 +248,66 @@ def prune(
         f"deleted {removed['negatives']:,} negative answers older than {negative_ttl}, "
         f"{removed['claims']:,} lapsed claims, {removed['quota_slots']:,} quota slots older than {quota_keep}"
     )
+
+
+@index_app.command("match-report")
+def match_report(
+    db: DbOpt = None,
+    db_schema: SchemaOpt = None,
+    json_out: JsonOpt = False,
+    chart: Annotated[
+        Path | None, typer.Option(help="Also draw the bands as a PNG chart (needs the bench extra).")
+    ] = None,
+    min_gap: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Count only names this far ahead of another company's candidate.")
+    ] = MatchPolicy().min_gap,
+) -> None:
+    """How often the local candidate was EQC's answer, per score band, and the threshold that has earned 99.9%."""
+    with _store(db, db_schema) as store:
+        quality = match_quality(store.shadow.all_rows(), min_gap=min_gap)
+    if chart is not None:
+        _draw(quality, chart)
+    if json_out:
+        _print_json(quality.as_dict())
+        return
+    for line in _quality_lines(quality):
+        typer.echo(line)
+
+
+def _draw(quality: MatchQuality, path: Path) -> None:
+    try:
+        from eqc_enrich.bench._match_chart import match_chart
+    except ImportError as exc:  # matplotlib is the bench extra's
+        raise ConfigError("--chart needs the bench extra: pip install 'eqc-enrich[bench]'") from exc
+    match_chart(quality, path)
+
+
+def _quality_lines(quality: MatchQuality) -> list[str]:
+    def row(label: str, names: int, agreed: int, precision: float | None, extra: str) -> str:
+        shown = f"{precision:.2%}" if precision is not None else "-"
+        return f"{label:<12} {names:>7,} {agreed:>7,} {shown:>9}  {extra}"
+
+    lines = [
+        f"{quality.rows:,} names in the shadow record (eqc_match_shadow); names with EQC's answer per score band:",
+        f"{'band':<12} {'names':>7} {'agreed':>7} {'precision':>9}  at or above the band's lower edge",
+    ]
+    eq = quality.equivalent
+    lines.append(row(eq.label, eq.names, eq.agreed, eq.precision, f"answered always ({eq.answered_locally:,} locally)"))
+    for band in quality.bands:
+        above = band.precision_at_or_above
+        lines.append(
+            row(band.label, band.names, band.agreed, band.precision,
+                f"{band.names_at_or_above:,} names, " + (f"{above:.2%}" if above is not None else "-"))
+        )  # fmt: skip
+    if quality.suggested_threshold is not None:
+        lines.append(
+            f"lowest threshold with precision >= {TARGET_PRECISION:.1%} over >= {MIN_NAMES} names: "
+            f"{quality.suggested_threshold:.2f} (run --local-match on --match-threshold "
+            f"{quality.suggested_threshold:.2f})"
+        )
+    else:
+        lines.append(
+            f"no threshold yet has precision >= {TARGET_PRECISION:.1%} over >= {MIN_NAMES} names: keep --local-match "
+            "shadow (similar names still go to EQC) until the record grows"
+        )
+    return lines

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import polars as pl
 import typer
 
 from eqc_enrich._durations import format_duration, format_range, parse_duration, parse_range, parse_rate_limit
@@ -156,14 +157,29 @@ def make_data(
         typer.Option(min=1, help="Distinct customer companies [rows / 12.4, as in a real month].", show_default=False),
     ] = None,
     unknown_share: Annotated[float, typer.Option(help="Share of customers EQC does not know.")] = 0.05,
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="plain: one month; realistic: also last month (<stem>.previous.<ext>), this month writing some of "
+            "its customers another way and adding look-alikes, the truth saying which is which."
+        ),
+    ] = "plain",
 ) -> None:
     """Write a synthetic annuity_performance month and its ground truth (<stem>.truth.parquet)."""
     from eqc_enrich.read import table_format
-    from eqc_enrich.simulator import make_month, summarize, truth_path, write_frames
+    from eqc_enrich.simulator import make_month, make_realistic, previous_path, summarize, truth_path, write_frames
 
+    if variants not in ("plain", "realistic"):
+        raise _fail(f"--variants must be plain or realistic, not {variants!r}")
     try:
         table_format(out)  # a wrong extension fails before a month is generated, not after
-        data, truth = make_month(seed, rows=rows, companies=companies, unknown_share=unknown_share)
+        if variants == "realistic":
+            (last, last_truth), (data, truth) = make_realistic(
+                seed, rows=rows, companies=companies, unknown_share=unknown_share
+            )
+            write_frames(previous_path(out), last, last_truth)
+        else:
+            data, truth = make_month(seed, rows=rows, companies=companies, unknown_share=unknown_share)
         path = write_frames(out, data, truth)
     except (EqcEnrichError, OSError) as exc:
         raise _fail(str(exc)) from exc
@@ -173,3 +189,7 @@ def make_data(
         f"{made['companies']:,} distinct companies, {made['raw_names']:,} distinct raw names, "
         f"{made['unknown_names']:,} unknown to EQC; truth: {truth_path(path)}"
     )
+    if variants == "realistic":
+        kinds = truth.filter(pl.col("variant").is_not_null()).group_by("variant").agg(pl.col("name").n_unique())
+        said = ", ".join(f"{kind} {n:,}" for kind, n in sorted(kinds.iter_rows()))
+        typer.echo(f"last month: {previous_path(path)} (run it first, to fill the index); this month's names: {said}")

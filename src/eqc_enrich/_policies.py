@@ -8,12 +8,13 @@ time-scaled benchmark.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 from eqc_enrich._durations import RateLimit
 
-__all__ = ["ConfidencePolicy", "IndexWaitPolicy", "OutagePolicy", "RetryPolicy"]
+__all__ = ["ConfidencePolicy", "IndexWaitPolicy", "MatchPolicy", "OutagePolicy", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +100,40 @@ class ConfidencePolicy:
 
     def former_name(self, confidence: float) -> float:
         return round(self.former_name_factor * confidence, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchPolicy:
+    """How far a local match of an unknown name is trusted (the `--local-match` stage).
+
+    An equivalent name (the same parts up to rules that cannot change the company) is answered locally in
+    `shadow` and `on` alike. A similar one is answered locally only with `on`, when its score is at least
+    `threshold` and ahead of the best candidate of any other company by at least `min_gap`; a score in the
+    `review_band` below the threshold sends the name to EQC with its local candidate kept for the review page.
+    Set `threshold` from `eqc-enrich index match-report`, which measures each score band against what EQC
+    answered. `verify_share` of the equivalent answers (and every similar one) is asked again by the
+    standing worker, in idle slots.
+    """
+
+    threshold: float = 0.92
+    review_band: float = 0.15
+    min_gap: float = 0.05
+    verify_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "review_band", "min_gap", "verify_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"MatchPolicy.{name} must lie in [0, 1], got {value}")
+
+    def answers(self, score: float, gap: float | None) -> bool:
+        """Whether a similar name with this score and lead over the runner-up is answered locally (with `on`)."""
+        return score >= self.threshold and (gap is None or gap >= self.min_gap)
+
+    def for_review(self, score: float) -> bool:
+        """Whether a similar name that is not answered keeps its candidate for the review page."""
+        return self.threshold - self.review_band <= score
+
+    def confidence(self, candidate: float, score: float) -> float:
+        """The confidence a local answer is written with: never above its candidate's, less as the score is."""
+        return math.floor(candidate * score * 100 + 1e-9) / 100

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,13 +31,14 @@ from eqc_enrich._durations import format_duration, format_range, parse_duration,
 from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich._exit_codes import EXIT_BUG, EXIT_CODES, EXIT_INTERRUPTED, EXIT_USAGE, exit_code, worker_exit_code
 from eqc_enrich._input_size import parse_size
+from eqc_enrich._policies import MatchPolicy
 from eqc_enrich._signals import on_stop_signals
 from eqc_enrich.config import EqcAccess, EqcOptions, resolve_access
 from eqc_enrich.enrich import EnrichResult, RunControl, enrich_async
 from eqc_enrich.events import EventLog
 from eqc_enrich.model import EQC_LATENCY_S, Latency, implied_latency
 from eqc_enrich.network import RouteError
-from eqc_enrich.options import RunOptions
+from eqc_enrich.options import LOCAL_MATCH_MODES, RunOptions
 from eqc_enrich.output import default_output_path, ensure_writable, unresolved_path
 from eqc_enrich.planning import plan
 from eqc_enrich.progress import ProgressDisplay, RunProgress
@@ -163,6 +165,22 @@ def run(
             "--login", help="When the token is missing or rejected and this is a terminal: show the QR login here."
         ),
     ] = False,
+    local_match: Annotated[
+        str,
+        typer.Option(
+            help="Names the index knows spelt otherwise: off; shadow (equivalent ones answered locally, similar "
+            "ones still asked and recorded); on (similar ones at or above --match-threshold answered too)."
+        ),
+    ] = "shadow",
+    match_threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Score a similar name needs to be answered (with on).")
+    ] = None,
+    match_review_band: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Scores this far below the threshold go to review.")
+    ] = None,
+    match_min_gap: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Least lead over another company's best candidate.")
+    ] = None,
     *,
     eqc: EqcOptions,
 ) -> None:
@@ -187,6 +205,8 @@ def run(
         index_wait_s=parse_duration(index_wait),
         keep_formulas=keep_formulas,
         max_input_size=_optional_size(max_input_size),
+        local_match=_local_match_mode(local_match),
+        match=_match_policy(match_threshold, match_review_band, match_min_gap),
     )
     out = output or default_output_path(input_path)
     unresolved_out = unresolved or unresolved_path(input_path)
@@ -201,6 +221,17 @@ def run(
         _write_summary(result, summary)
     _report(result, verbose=verbose)
     raise typer.Exit(exit_code(result.summary.status))
+
+
+def _local_match_mode(mode: str) -> str:
+    if mode not in LOCAL_MATCH_MODES:
+        raise _fail(f"--local-match must be one of {', '.join(LOCAL_MATCH_MODES)}, not {mode!r}")
+    return mode
+
+
+def _match_policy(threshold: float | None, review_band: float | None, min_gap: float | None) -> MatchPolicy:
+    given = {"threshold": threshold, "review_band": review_band, "min_gap": min_gap}
+    return replace(MatchPolicy(), **{name: value for name, value in given.items() if value is not None})
 
 
 def _write_summary(result: EnrichResult, path: Path) -> None:
@@ -362,6 +393,14 @@ def _with_notices(log: EventLog | None, login: _TerminalLogin | None = None) -> 
     return emit
 
 
+def _local_match_line(match: dict[str, Any]) -> str:
+    sent = match["with_candidate"] - match["answered"]
+    return (
+        f"local match ({match['mode']}): {match['answered']:,} names answered (equivalent {match['equivalent']:,}, "
+        f"similar {match['similar']:,}), {sent:,} sent to EQC with a candidate, in {format_duration(match['stage_s'])}"
+    )
+
+
 def _report(result: EnrichResult, *, verbose: bool) -> None:
     """The summary's figures for a person, each as the summary has it (a test holds them to it)."""
     s = result.summary
@@ -381,6 +420,7 @@ def _report(result: EnrichResult, *, verbose: bool) -> None:
         f"rows {s.rows:,}  distinct names {s.distinct_names:,}  answered before EQC {s.answered_before_eqc:,}  "
         f"index hit rate {s.index_hit_rate:.1%}",
         "resolved by: " + ", ".join(f"{k} {v:,}" for k, v in s.resolved_by.items()),
+        *([_local_match_line(s.local_match)] if s.local_match.get("mode", "off") != "off" else []),
         asked,
         *([f"names never planned for EQC: {', '.join(left)}"] if left else []),
         f"EQC calls {s.api_calls.get('total', 0):,} ({s.accepted_requests:,} taken into the quota"

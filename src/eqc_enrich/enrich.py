@@ -2,8 +2,8 @@
 
 `enrich()` is what the CLI calls and what a pipeline (Dagster, a notebook) can call directly; `enrich_async`
 is the same for callers that already run an event loop. The run is a sequence of stage calls, each taking
-values and returning a report; `build_summary` turns the reports into the summary. A stage that answers
-names locally would go between `run_index_stage` and `run_eqc_stage`.
+values and returning a report; `build_summary` turns the reports into the summary. Between the index and
+EQC, `run_match_stage` answers the names the index knows under another spelling (`--local-match`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from eqc_enrich._errors import EqcEnrichError, IndexStoreError, OutputError
 from eqc_enrich.eqc_stage import EqcReport, LookupOutcome, PendingFile, StopHandle, load_side_files, pending_dirs
 from eqc_enrich.eqc_stage import run_eqc_stage as _run_eqc_stage
 from eqc_enrich.events import EventSink
-from eqc_enrich.index_stage import IndexReport, read_input, run_index_stage
+from eqc_enrich.index_stage import IndexReport, leave_for_eqc, read_input, run_index_stage
+from eqc_enrich.match_stage import MatchReport, run_match_stage
 from eqc_enrich.options import RunConfig, RunOptions, resolve_config
 from eqc_enrich.output import FileItem, ensure_writable, estimate_write_s, unknown_names_writer, write_tables
 from eqc_enrich.progress import RunProgress, tracking_phase
@@ -123,12 +124,17 @@ async def enrich_async(
         await asyncio.to_thread(store.journal_start, run_id, str(table.path or "<frame>"), digest, opts.public())
         progress.rows, progress.phase = table.frame.height, "index lookup"
         index = await asyncio.to_thread(run_index_stage, store, table, columns, overrides, opts)
-        _show_index(progress, index, config)
+        progress.phase = "local match"
+        match = await asyncio.to_thread(run_match_stage, store, index, opts, run_id=run_id)
+        index = leave_for_eqc(index, match.answers, opts)
+        _show_index(progress, index, config, match)
         if output is not None:  # an ETA that covers the output too (a big xlsx takes longer than the EQC stage)
             progress.local_left_s += await asyncio.to_thread(estimate_write_s, table.frame, Path(output), like=table)
         eqc = await _eqc(store, index, config, opts, run_id, progress, control, events)
         progress.local_from, progress.phase = time.monotonic(), "resolving rows"
-        resolved = await asyncio.to_thread(resolve_rows_stage, table, columns, index, eqc, opts, salt=config.salt)
+        resolved = await asyncio.to_thread(
+            resolve_rows_stage, table, columns, index, eqc, opts, salt=config.salt, match=match
+        )
         progress.rows_resolved, progress.phase = table.frame.height, "writing output"
         # the index writes (backflow, hit counts, names left open) run beside the output, not before it; the
         # output in a thread too, so the display keeps counting down while a big file is written
@@ -148,7 +154,7 @@ async def enrich_async(
             read_s=read_s, input=str(table.path) if table.path else None, index=redact_url(store.url),
             stopped=control.stopped, latency_hint=opts.latency_hint, warnings=(*notes, *([loaded] if loaded else [])),
         )  # fmt: skip
-        summary = build_summary(facts, index.counts, eqc, rows.counts, written)
+        summary = build_summary(facts, index.counts, eqc, rows.counts, written, match.counts)
         progress.phase = "done"
         with contextlib.suppress(IndexStoreError):  # the index may be what failed; the journal is not worth a crash
             await asyncio.to_thread(store.journal_finish, run_id, summary.status, summary.as_dict())
@@ -160,15 +166,19 @@ async def enrich_async(
         store.close()
 
 
-def _show_index(progress: RunProgress, index: IndexReport, config: RunConfig) -> None:
+def _show_index(progress: RunProgress, index: IndexReport, config: RunConfig, match: MatchReport) -> None:
     counts = index.counts
     progress.distinct_names = counts.distinct_names
     progress.answered_before_eqc = counts.answered_before_eqc
+    progress.answered_locally = match.counts.answered
+    progress.local_match_s = match.counts.stage_s
+    progress.local_match_mode = match.counts.mode
     progress.names_for_eqc = len(index.eqc_names)
     progress.calls_per_name = config.stage.calls_per_name
     progress.local_left_s = counts.normalize_s + counts.index_lookup_s  # resolving the rows takes about as long
     rows_per_name = index.rows_per_name
-    progress.rows_resolved = counts.rows - sum(rows_per_name[name] for name in index.eqc_names)
+    open_names = (name for name, _ in index.pending if name not in match.answers)
+    progress.rows_resolved = counts.rows - sum(rows_per_name[name] for name in open_names)
 
 
 async def _eqc(

@@ -66,6 +66,7 @@ def progress_fields(progress: RunProgress) -> dict[str, Any]:
         "rows": progress.rows,
         "distinct_names": progress.distinct_names,
         "answered_before_eqc": progress.answered_before_eqc,
+        "answered_locally": progress.answered_locally,
         "names_for_eqc": progress.names_for_eqc,
         "names_done": stats.names_done,
         "found": stats.found,

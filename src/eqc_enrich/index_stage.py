@@ -4,13 +4,14 @@
 distinct key (and, for misses, the old key forms), reads the negative cache and the names a person marked,
 and returns an `IndexReport`: the answers so far, the names left for the stages after it (most frequent
 first, within the budget), and its own counts. A stage that answers names locally goes between this one and
-the EQC stage, taking `IndexReport.eqc_names` and handing on what it could not answer.
+the EQC stage (`match_stage`), taking `IndexReport.askable` and handing on what it could not answer
+(`leave_for_eqc`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ from eqc_enrich.resolve import (
 )
 from eqc_enrich.store import IndexEntry, IndexStore, utcnow
 
-__all__ = ["IndexCounts", "IndexReport", "read_input", "run_index_stage"]
+__all__ = ["IndexCounts", "IndexReport", "leave_for_eqc", "read_input", "run_index_stage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class IndexReport:
     counts: IndexCounts
     entries_since: datetime | None = None  # the cut-offs of this read, for the look again before a name is asked
     negatives_since: datetime = field(default_factory=utcnow)
+    askable: tuple[str, ...] = ()  # every name EQC could be asked, most frequent first, before the budget
 
     @property
     def rows_per_name(self) -> dict[str, int]:
@@ -183,6 +185,7 @@ def run_index_stage(
         counts=counts,
         entries_since=since,
         negatives_since=asked_since,
+        askable=tuple(askable),
     )
 
 
@@ -193,6 +196,17 @@ def _without_conflicts(
     former = [key for key, kind in entries if kind == LookupType.FORMER_NAME]
     blocked = store.conflicts.known(former) if former else set()
     return {k: e for k, e in entries.items() if not (k[1] == LookupType.FORMER_NAME and k[0] in blocked)}
+
+
+def leave_for_eqc(index: IndexReport, answered: Collection[str], options: RunOptions) -> IndexReport:
+    """The report with the names a stage after this one answered (the local matcher) taken out of what is
+    left for EQC; the budget then applies to the names still open, so an answer found locally costs none."""
+    if not answered:
+        return index
+    askable = [name for name in index.askable if name not in answered]
+    eqc_names, over_budget, skipped = _within_budget(askable, options)
+    counts = replace(index.counts, names_planned=len(eqc_names), over_budget=over_budget, skipped=skipped)
+    return replace(index, eqc_names=eqc_names, askable=tuple(askable), counts=counts)
 
 
 def _within_budget(names: list[str], options: RunOptions) -> tuple[list[str], int, int]:

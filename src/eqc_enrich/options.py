@@ -10,17 +10,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from eqc_enrich._errors import ConfigError
 from eqc_enrich._jsonable import jsonable
-from eqc_enrich._policies import ConfidencePolicy
+from eqc_enrich._policies import ConfidencePolicy, MatchPolicy
 from eqc_enrich.config import EqcAccess, EqcOptions, StageConfig, resolve_access, stage_config
 from eqc_enrich.model import Latency
 from eqc_enrich.resolve import Columns
 from eqc_enrich.settings import Settings
 from eqc_enrich.store import redact_url
 
-__all__ = ["DEFAULT_NEGATIVE_TTL_S", "RunConfig", "RunOptions", "resolve_config"]
+__all__ = ["DEFAULT_NEGATIVE_TTL_S", "LOCAL_MATCH_MODES", "RunConfig", "RunOptions", "resolve_config"]
 
 DEFAULT_NEGATIVE_TTL_S = 30 * 86_400.0
+LOCAL_MATCH_MODES = ("off", "shadow", "on")
+"""off: no local matching; shadow: equivalent names answered locally, similar ones still asked (and their
+candidates recorded beside EQC's answers); on: similar names above the policy's threshold answered too."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class RunOptions:
       WorkDataHub's mapping folder; None: the folder `WDH_MAPPINGS_DIR` names, if set), `confidence`;
     - names: `name_from_plan` (a 单一计划 row without a customer name takes it from its plan name; None: on
       for the 收入明细 sheet only);
+    - the local matcher before EQC: `local_match` (one of `LOCAL_MATCH_MODES`) and its `match` policy;
     - output: `id_column`, `source_column`, `keep_formulas`; `salt` for temporary ids [WDH_ALIAS_SALT].
     """
 
@@ -65,6 +70,12 @@ class RunOptions:
     max_input_size: int | None = None  # bytes the input may take once read (None: EQC_ENRICH_MAX_INPUT_SIZE, 2 GiB)
     latency_hint: Latency | None = None  # for the lower bound in the summary; measured latency otherwise
     confidence: ConfidencePolicy = field(default_factory=ConfidencePolicy)  # what the index learns, by confidence
+    local_match: str = "shadow"  # off, shadow, on (LOCAL_MATCH_MODES)
+    match: MatchPolicy = field(default_factory=MatchPolicy)  # how far a local match is trusted
+
+    def __post_init__(self) -> None:
+        if self.local_match not in LOCAL_MATCH_MODES:
+            raise ConfigError(f"local_match must be one of {', '.join(LOCAL_MATCH_MODES)}, got {self.local_match!r}")
 
     def public(self) -> dict[str, Any]:
         """The options as the run journal and `--log-json` record them, as plain JSON values with their real

@@ -37,6 +37,9 @@ class RunProgress:
     rows_resolved: int = 0
     distinct_names: int = 0
     answered_before_eqc: int = 0
+    answered_locally: int = 0  # names the local match stage answered (the index knew them spelt otherwise)
+    local_match_s: float | None = None  # how long that stage took (None until it ran)
+    local_match_mode: str = ""
     names_for_eqc: int = 0
     calls_per_name: int = 1
     latency_hint_s: float | None = None
@@ -135,6 +138,7 @@ def status_line(progress: RunProgress, now: float | None = None) -> str:
         f"[{progress.phase}]",
         f"rows {progress.rows_resolved:,}/{progress.rows:,}",
         f"names {progress.distinct_names:,} ({progress.answered_before_eqc:,} answered before EQC)",
+        *([_local_line(progress)] if progress.local_match_s is not None else []),
         f"eqc {stats.names_done + stats.elsewhere:,}/{progress.names_for_eqc:,}"
         + (f" ({stats.elsewhere:,} found in the index meanwhile)" if stats.elsewhere else ""),
         f"found {stats.found:,} not-found {stats.not_found:,} failed {stats.failed:,}",
@@ -145,6 +149,14 @@ def status_line(progress: RunProgress, now: float | None = None) -> str:
         f"eta {format_duration(eta) if eta is not None else '-'}",
     ]
     return " | ".join(parts)
+
+
+def _local_line(progress: RunProgress) -> str:
+    """How many names the local match stage answered, and how long it took."""
+    return (
+        f"local match {progress.answered_locally:,} answered in {format_duration(progress.local_match_s or 0.0)}"
+        f" ({progress.local_match_mode})"
+    )
 
 
 def _rate_window(progress: RunProgress) -> float:
@@ -170,6 +182,8 @@ def _table(progress: RunProgress) -> Table:
     # answered before EQC: by the index, a known not-found, an id in the input or an override (not only the index)
     before = f"{progress.answered_before_eqc:,} answered before EQC"
     table.add_row("distinct names", f"{progress.distinct_names:,} ({before})")
+    if progress.local_match_s is not None:
+        table.add_row("local match", _local_line(progress).removeprefix("local match "))
     table.add_row("EQC", f"[{'#' * filled}{'.' * (bar_width - filled)}] {done:,} / {needed:,} names")
     table.add_row("", f"found {stats.found:,}   not found {stats.not_found:,}   failed {stats.failed:,}")
     table.add_row("retries / 429s", f"{stats.retries} / {stats.rate_limited}")

@@ -45,6 +45,7 @@ __all__ = [
     "SOURCE_EQC",
     "SOURCE_EXISTING",
     "SOURCE_LEGACY",
+    "SOURCE_MATCH",
     "SOURCE_OVERRIDE",
     "SOURCE_OVERRIDE_EMPTY",
     "SOURCE_PLAN_NAME",
@@ -86,6 +87,7 @@ SOURCE_EXISTING = "existing"
 SOURCE_BACKFLOW = "backflow"  # a name whose id another row of this input carries in its id column
 SOURCE_LEGACY = "index:legacy"  # an index row found under an old key form only (see LegacyKeys)
 SOURCE_MANUAL = "index:manual"  # an index row a person decided, whatever its lookup type
+SOURCE_MATCH = "index:match"  # the index knew the company under another spelling (the local match stage)
 SOURCE_EQC = "eqc"
 SOURCE_TEMP = "temp"
 MANUAL_ENTRY_SOURCE = "manual"
@@ -273,6 +275,7 @@ class Answers:
     manual: Mapping[str, frozenset[str]] = field(default_factory=dict)  # lookup_type -> keys a person decided
     learned: Mapping[str, str] = field(default_factory=dict)  # names learned from existing ids this run
     legacy: Mapping[str, IndexEntry] = field(default_factory=dict)  # name key -> entry found under an old form
+    local: Mapping[str, str] = field(default_factory=dict)  # name key -> id the local match stage answered
     eqc: Mapping[str, str] = field(default_factory=dict)
     temp: Mapping[str, str] = field(default_factory=dict)
 
@@ -411,6 +414,7 @@ def _candidates(answers: Answers) -> list[tuple[str, pl.Expr]]:
     # an old-form hit is weaker evidence than the row's own id or one learned from rows of the same name
     legacy = {key: entry.company_id for key, entry in answers.legacy.items()}
     found.append((SOURCE_LEGACY, lookup(NAME_KEY, legacy)))
+    found.append((SOURCE_MATCH, lookup(NAME_KEY, answers.local)))
     found.append((SOURCE_EQC, lookup(NAME_KEY, answers.eqc)))
     found.append((SOURCE_TEMP, lookup(NAME_KEY, answers.temp)))
     return found

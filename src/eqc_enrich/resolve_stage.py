@@ -22,6 +22,7 @@ from eqc_enrich.eqc_stage import EqcReport, LookupOutcome
 from eqc_enrich.followup import unsettled_names
 from eqc_enrich.index_stage import IndexReport
 from eqc_enrich.keys import LookupType
+from eqc_enrich.match_stage import MatchReport, record_eqc_answers
 from eqc_enrich.options import RunOptions
 from eqc_enrich.read import Table
 from eqc_enrich.resolve import (
@@ -77,6 +78,7 @@ class RowsCounts:
     rows_without_id: Mapping[str, int] = field(default_factory=dict)  # reason -> rows left without one
     unresolved_names: int = 0  # names left with temporary ids (the unresolved export)
     unsettled_recorded: int = 0  # names left open for the review page and the worker (`eqc_unsettled`)
+    shadow_checked: int = 0  # names of the local matcher's record now with EQC's answer beside the candidate
     index_write_s: float = 0.0
     warnings: tuple[str, ...] = ()
 
@@ -95,6 +97,7 @@ class IndexRecord:
     """What the stage wrote back to the index: names left open recorded, and why any write did not happen."""
 
     unsettled_recorded: int = 0
+    shadow_checked: int = 0
     warnings: tuple[str, ...] = ()
     write_s: float = 0.0
 
@@ -110,6 +113,7 @@ class ResolvedRows:
     answers: Answers
     resolved_by: Mapping[str, int]
     unknown_names: pl.Series  # per row with a temporary id, its name as keyed (WorkDataHub's export)
+    match: MatchReport  # the local matcher's report: its candidates get EQC's answers beside them
 
     def report(self, record: IndexRecord) -> RowsReport:
         by = self.resolved_by
@@ -119,6 +123,7 @@ class ResolvedRows:
             rows_without_id={reason: rows for reason, rows in without.items() if rows},
             unresolved_names=self.unresolved.height,
             unsettled_recorded=record.unsettled_recorded,
+            shadow_checked=record.shadow_checked,
             index_write_s=record.write_s,
             warnings=record.warnings,
         )
@@ -135,18 +140,27 @@ def run_resolve_stage(
     *,
     salt: str,
     run_id: str,
+    match: MatchReport | None = None,
 ) -> RowsReport:
     """`resolve_rows_stage`, then `record_in_index`, one after the other."""
-    rows = resolve_rows_stage(table, columns, index, eqc, options, salt=salt)
+    rows = resolve_rows_stage(table, columns, index, eqc, options, salt=salt, match=match)
     return rows.report(record_in_index(store, table, columns, rows, eqc, options, run_id=run_id))
 
 
 def resolve_rows_stage(
-    table: Table, columns: Columns, index: IndexReport, eqc: EqcReport, options: RunOptions, *, salt: str
+    table: Table,
+    columns: Columns,
+    index: IndexReport,
+    eqc: EqcReport,
+    options: RunOptions,
+    *,
+    salt: str,
+    match: MatchReport | None = None,
 ) -> ResolvedRows:
-    """Every answer onto its rows (no database work)."""
+    """Every answer onto its rows (no database work): the index's, the local matcher's, EQC's."""
     outcomes = eqc.outcomes
-    answers = _with_eqc(index, outcomes, salt)
+    match = match or MatchReport()
+    answers = _with_eqc(index, outcomes, salt, match.answers)
     resolved = resolve_rows(index.keyed, answers, id_column=options.id_column, source_column=options.source_column)
     unresolved = unresolved_table(
         resolved, replace(columns, name=KEYED_NAME), id_column=options.id_column, source_column=options.source_column,
@@ -159,7 +173,7 @@ def resolve_rows_stage(
     unknown = frame.filter(temporary)[NAME_KEY].alias("unknown_company_name")
     return ResolvedRows(
         frame=frame.drop(NAME_KEY), unresolved=unresolved, resolved=resolved, answers=answers,
-        resolved_by=by_source, unknown_names=unknown,
+        resolved_by=by_source, unknown_names=unknown, match=match,
     )  # fmt: skip
 
 
@@ -178,6 +192,11 @@ def record_in_index(
     if eqc.index_error is not None:
         return IndexRecord(warnings=("backflow and hit counts not recorded: the index could not be written",))
     warnings = _learn_backflow_and_hits(store, rows.resolved, rows.answers, options.source_column)
+    checked = 0
+    try:
+        checked = record_eqc_answers(store, rows.match, eqc.outcomes)
+    except IndexStoreError as exc:
+        warnings.append(f"EQC's answers were not recorded beside the local candidates: {exc}")
     names = unsettled_names(
         rows.unresolved, eqc.outcomes, rows.resolved, table.frame, columns, source_column=options.source_column
     )
@@ -186,18 +205,24 @@ def record_in_index(
         recorded = store.unsettled.record(names, run_id)
     except IndexStoreError as exc:
         warnings.append(f"the names left unsettled were not recorded for review: {exc}")
-    return IndexRecord(unsettled_recorded=recorded, warnings=tuple(warnings), write_s=time.perf_counter() - started)
+    return IndexRecord(
+        unsettled_recorded=recorded, shadow_checked=checked, warnings=tuple(warnings),
+        write_s=time.perf_counter() - started,
+    )  # fmt: skip
 
 
-def _with_eqc(index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str) -> Answers:
-    """The index stage's answers, plus EQC's, plus the names another process answered meanwhile (the index
-    answers them now), plus temporary ids for every name still open."""
+def _with_eqc(
+    index: IndexReport, outcomes: Mapping[str, LookupOutcome], salt: str, local: Mapping[str, str]
+) -> Answers:
+    """The index stage's answers, plus the local matches, plus EQC's, plus the names another process answered
+    meanwhile (the index answers them now), plus temporary ids for every name still open."""
     eqc_ids = {name: o.hit.company_id for name, o in outcomes.items() if o.status == "found" and o.hit}
     late = {name: o.settled_id for name, o in outcomes.items() if o.status == "elsewhere" and o.settled_id}
     by_type = {**index.answers.index}
     by_type[LookupType.CUSTOMER_NAME] = {**by_type.get(LookupType.CUSTOMER_NAME, {}), **late}
-    still_open = [name for name, _ in index.pending if name not in eqc_ids and name not in late]
-    return replace(index.answers, index=by_type, eqc=eqc_ids, temp=temp_ids(still_open, salt))
+    answered = eqc_ids.keys() | late.keys() | local.keys()
+    still_open = [name for name, _ in index.pending if name not in answered]
+    return replace(index.answers, index=by_type, local=dict(local), eqc=eqc_ids, temp=temp_ids(still_open, salt))
 
 
 def _learn_backflow_and_hits(

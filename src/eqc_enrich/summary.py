@@ -1,8 +1,9 @@
 """The run summary: the figures a person, a scheduler or a benchmark reads after a run.
 
 `build_summary` is the only thing that writes one: a pure function of what the stages returned (the index
-stage's counts, the EQC stage's report, the resolve stage's counts, the output's report) and a few facts
-of the run. No live display, no shared state: the same reports always give the same summary.
+stage's counts, the local match stage's counts, the EQC stage's report, the resolve stage's counts, the
+output's report) and a few facts of the run. No live display, no shared state: the same reports always give
+the same summary.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from eqc_enrich._durations import RateLimit
 from eqc_enrich.eqc_stage import EqcReport
 from eqc_enrich.index_stage import IndexCounts
+from eqc_enrich.match_stage import MatchCounts
 from eqc_enrich.model import Latency, strict_lower_bound
 from eqc_enrich.output import write_text
 from eqc_enrich.resolve_stage import NO_NAME_NO_ID, RowsCounts
@@ -32,7 +34,7 @@ __all__ = [
     "build_summary",
 ]
 
-PHASES = ("read", "normalize", "index_lookup", "eqc", "index_write", "write")
+PHASES = ("read", "normalize", "index_lookup", "local_match", "eqc", "index_write", "write")
 FAILED_NAMES_LISTED = 200  # the summary lists this many failed names; the unresolved export lists all
 
 STATUSES: dict[str, str] = {
@@ -81,9 +83,11 @@ class RunSummary:
     distinct_names: int = 0
     resolved_by: dict[str, int] = field(default_factory=dict)
     rows_without_id: dict[str, int] = field(default_factory=dict)  # reason (NO_NAME_NO_ID) -> rows left empty
-    answered_before_eqc: int = 0
+    answered_before_eqc: int = 0  # by the index stage: the index, an id in the input, overrides, known not-found
+    answered_locally: int = 0  # by the local match stage: the index knew the company under another spelling
     index_hit_rate: float = 0.0
     index_hits_by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    local_match: dict[str, Any] = field(default_factory=dict)  # the match stage's counts, policy and time
     eqc: EqcCounts = field(default_factory=EqcCounts)
     failed_names: list[dict[str, str]] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)
@@ -148,13 +152,17 @@ def build_summary(
     eqc: EqcReport,
     rows: RowsCounts,
     output: OutputReport,
+    match: MatchCounts | None = None,
 ) -> RunSummary:
+    """`index` is the index stage's counts as handed on after the local match stage (what was left for EQC)."""
+    match = match or MatchCounts()
     counts = _eqc_counts(index, eqc)
     status, message = _ending(eqc, counts, output, stopped=run.stopped)
     phases = {
         "read": run.read_s,
         "normalize": index.normalize_s,
         "index_lookup": index.index_lookup_s,
+        "local_match": match.stage_s,
         "eqc": eqc.timings.wall_s,
         "index_write": eqc.timings.write_s + rows.index_write_s,
         "write": output.write_s,
@@ -169,8 +177,10 @@ def build_summary(
         resolved_by=dict(rows.resolved_by),
         rows_without_id=dict(rows.rows_without_id),
         answered_before_eqc=index.answered_before_eqc,
+        answered_locally=match.answered,
         index_hit_rate=index.index_hit_rate,
         index_hits_by_type={kind: dict(hits) for kind, hits in index.index_hits_by_type.items()},
+        local_match=_local_match(match, rows),
         eqc=counts,
         failed_names=[{"name": o.name, "reason": o.error or ""} for o in eqc.failed_names()[:FAILED_NAMES_LISTED]],
         api_calls={**eqc.calls, "total": eqc.api_calls},
@@ -191,10 +201,33 @@ def build_summary(
         unsettled_recorded=rows.unsettled_recorded,
         index=run.index,
         run_id=run.run_id,
-        warnings=[*run.warnings, *rows.warnings],
+        warnings=[*run.warnings, *match.warnings, *rows.warnings],
     )
     summary.lower_bound_s, summary.efficiency = _efficiency(run, eqc)
     return summary
+
+
+def _local_match(match: MatchCounts, rows: RowsCounts) -> dict[str, Any]:
+    """What the local match stage did: names answered (equivalent, similar), sent on with a candidate, its time."""
+    return {
+        "mode": match.mode,
+        "names": match.names,
+        "with_candidate": match.with_candidate,
+        "answered": match.answered,
+        "equivalent": match.equivalent,
+        "similar": match.similar,
+        "review": match.review,
+        "shadowed": match.shadowed,
+        "ambiguous": match.ambiguous,
+        "shadow_checked": rows.shadow_checked,
+        "candidates": match.candidates,
+        "candidates_parsed": match.candidates_parsed,
+        "stage_s": round(match.stage_s, 4),
+        "load_s": round(match.load_s, 4),
+        "match_s": round(match.match_s, 4),
+        "write_s": round(match.write_s, 4),
+        "policy": dict(match.policy),
+    }
 
 
 def _eqc_counts(index: IndexCounts, eqc: EqcReport) -> EqcCounts:
@@ -259,6 +292,7 @@ def _timing(phases: Mapping[str, float], eqc: EqcReport) -> dict[str, Any]:
         "read_s": round(phases["read"], 4),
         "normalize_s": round(phases["normalize"], 4),
         "index_lookup_s": round(phases["index_lookup"], 4),
+        "local_match_s": round(phases["local_match"], 4),
         "eqc_wall_s": round(t.wall_s, 4),
         "limiter_wait_s": round(t.limiter_wait_s, 4),
         "network_s": round(t.network_s, 4),

@@ -3,6 +3,13 @@
 Names are written the messy ways real files write them (status markers, half-width brackets, full-width
 letters, stray spaces, stems, former names) and a ground truth says which company every row belongs to, so
 a run against the simulator can be scored row by row.
+
+`make_realistic` gives two months for the local matcher: last month, and this month, where some of last
+month's customers are written another way (`VARIANT_KINDS`: the organisation form spelt otherwise, the
+region in brackets, traditional characters, `集团` dropped, a wrong character) and some new customers are
+other companies that look like last month's (`CONFUSER_KINDS`: a branch, a one-character twin, the same
+trade name in another region or industry). Its truth says which row is which (`variant`) and which of last
+month's companies a confuser looks like (`like`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import polars as pl
 
 from eqc_enrich._errors import ConfigError
 from eqc_enrich.output import write_table
-from eqc_enrich.simulator._universe import Universe, build_universe, invent_absent_names
+from eqc_enrich.simulator._universe import Company, Universe, build_universe, invent_absent_names
 
 SHEET = "规模明细"
 COLLECTIVE_SHARE = 0.08
@@ -41,6 +48,18 @@ SCHEMA: dict[str, pl.DataType] = {
     },
 }  # fmt: skip
 TRUTH_SCHEMA: dict[str, pl.DataType] = {"row": pl.Int64(), "company_id": pl.String(), "name": pl.String()}
+REALISTIC_TRUTH_SCHEMA: dict[str, pl.DataType] = {**TRUTH_SCHEMA, "variant": pl.String(), "like": pl.String()}
+
+VARIANT_KINDS: dict[str, str] = {
+    "org_form": "equivalent",  # 有限责任公司 for 有限公司, 股份公司 for 股份有限公司
+    "region_bracket": "equivalent",  # 华润（北京）科技 for 北京华润科技, and back
+    "traditional": "equivalent",  # 華潤科技
+    "dropped_group": "similar",  # 华润科技有限公司 for 华润科技集团有限公司
+    "typo": "similar",  # one character written as one that sounds alike
+}
+"""How this month writes one of last month's customers, and what a local match should make of it."""
+CONFUSER_KINDS: tuple[str, ...] = ("branch", "one_char", "other_region", "other_industry")
+"""Other companies that look like one of last month's customers: none may get its id."""
 
 _BRANCHES = (
     ("G00", "湖北"), ("G01", "北京"), ("G02", "上海"), ("G03", "广东"), ("G04", "深圳"), ("G05", "江苏"),
@@ -70,6 +89,8 @@ class _Customer:
     forms: list[str] = field(default_factory=list)
     plan_code: str = ""
     branch: tuple[str, str] = ("G00", "湖北")
+    variant: str | None = None  # realistic months: how this month writes the customer, or the confuser's kind
+    like: str | None = None  # a confuser: the id of the company it looks like
 
 
 _MARKERS = ("-已转出", "（已转出）", "(终止)", "-待转出", "(团托)", "及下属子企业", "-养老", "-福利")
@@ -188,12 +209,16 @@ class _Table:
     columns: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in SCHEMA})
     truth_ids: list[str | None] = field(default_factory=list)
     truth_names: list[str | None] = field(default_factory=list)
+    truth_variants: list[str | None] = field(default_factory=list)
+    truth_likes: list[str | None] = field(default_factory=list)
 
-    def add(self, values: dict[str, Any], company_id: str | None, name: str | None) -> None:
+    def add(self, values: dict[str, Any], customer: _Customer | None) -> None:
         for column, cells in self.columns.items():
             cells.append(values.get(column))
-        self.truth_ids.append(company_id)
-        self.truth_names.append(name)
+        self.truth_ids.append(customer.company_id if customer else None)
+        self.truth_names.append(customer.name if customer else None)
+        self.truth_variants.append(customer.variant if customer else None)
+        self.truth_likes.append(customer.like if customer else None)
 
 
 def _single_row(rng: random.Random, customer: _Customer, index: int, existing_id_share: float) -> dict[str, Any]:
@@ -207,7 +232,8 @@ def _single_row(rng: random.Random, customer: _Customer, index: int, existing_id
         "机构代码": customer.branch[0], "机构名称": customer.branch[1],
         "产品线代码": "BUSINESS_001" if business == "企年受托" else "BUSINESS_002",
         "年金账户名": raw if rng.random() < 0.8 else customer.forms[0],
-        "公司代码": _company_code(rng, customer.company_id, existing_id_share),
+        # a customer written a new way this month (or a look-alike) carries no id the sheet learned before
+        "公司代码": _company_code(rng, customer.company_id, 0.0 if customer.variant else existing_id_share),
         **_amounts(rng),
     }  # fmt: skip
 
@@ -293,7 +319,13 @@ def make_months(
 
 
 def _month_rows(
-    rng: random.Random, customers: list[_Customer], rows: int, existing_id_share: float, month: date
+    rng: random.Random,
+    customers: list[_Customer],
+    rows: int,
+    existing_id_share: float,
+    month: date,
+    *,
+    realistic: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     single = rows - round(rows * COLLECTIVE_SHARE)
     plan: list[_Customer | None] = [None] * (rows - single)
@@ -303,21 +335,130 @@ def _month_rows(
     table, seen = _Table(), dict.fromkeys((c.plan_code for c in customers), 0)
     for customer in plan:
         if customer is None:
-            table.add(_collective_row(rng), None, None)
+            table.add(_collective_row(rng), None)
             continue
         seen[customer.plan_code] += 1
-        table.add(_single_row(rng, customer, seen[customer.plan_code], existing_id_share), customer.company_id,
-                  customer.name)  # fmt: skip
-    return _frames(table, rows, month)
+        table.add(_single_row(rng, customer, seen[customer.plan_code], existing_id_share), customer)
+    return _frames(table, rows, month, realistic=realistic)
 
 
-def _frames(table: _Table, rows: int, month: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _frames(table: _Table, rows: int, month: date, *, realistic: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     table.columns["月度"] = [datetime(month.year, month.month, 1)] * rows
     data = pl.DataFrame(table.columns, schema=SCHEMA)
-    truth = pl.DataFrame(
-        {"row": list(range(rows)), "company_id": table.truth_ids, "name": table.truth_names}, schema=TRUTH_SCHEMA
-    )
-    return data, truth
+    truth: dict[str, list[Any]] = {"row": list(range(rows)), "company_id": table.truth_ids, "name": table.truth_names}
+    if realistic:
+        truth |= {"variant": table.truth_variants, "like": table.truth_likes}
+    return data, pl.DataFrame(truth, schema=REALISTIC_TRUTH_SCHEMA if realistic else TRUTH_SCHEMA)
+
+
+# --- two months for the local matcher ------------------------------------------------------------------------
+
+
+def make_realistic(
+    seed: int,
+    rows: int = REAL_MONTH_ROWS,
+    companies: int | None = None,
+    unknown_share: float = 0.05,
+    universe_size: int = 60_000,
+    existing_id_share: float = 0.15,
+    carried: float = 0.85,
+    variant_share: float = 0.3,
+    confuser_share: float = 0.05,
+    variant_seed: int = 0,
+) -> tuple[tuple[pl.DataFrame, pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]:
+    """(last month, this month), each as (data, truth). This month keeps `carried` of last month's customers,
+    writes `variant_share` of those a new way (where the universe has such a spelling of them), and adds
+    `confuser_share` (of the month's companies) look-alikes of last month's customers. `variant_seed` draws
+    another this-month from the same last month (a month to calibrate on, another to measure)."""
+    companies = default_companies(rows) if companies is None else companies
+    _check(rows, companies, unknown_share, existing_id_share)
+    for name, share in (("carried", carried), ("variant_share", variant_share), ("confuser_share", confuser_share)):
+        if not 0 <= share <= 1:
+            raise ConfigError(f"{name} must lie in [0, 1]")
+    universe = build_universe(seed, universe_size)
+    rng = random.Random(f"eqc-enrich-datagen-realistic:{seed}")
+    size = min(companies, rows - round(rows * COLLECTIVE_SHARE))
+    kept = round(size * carried)
+    confusers = round(size * confuser_share)
+    pool = _customers(rng, universe, 2 * size - kept, unknown_share)
+    previous, fresh = pool[:size], pool[size:]
+    last = _month_rows(rng, previous, rows, existing_id_share, date(2024, 12, 1), realistic=True)
+    this_rng = random.Random(f"eqc-enrich-datagen-realistic:{seed}:{variant_seed}")
+    current = [_again(c) for c in this_rng.sample(previous, kept)]
+    _write_variants(this_rng, universe, current, variant_share)
+    taken = {c.company_id for c in previous} | {c.company_id for c in fresh}
+    looks = _confusers(this_rng, universe, previous, confusers, taken)
+    current += fresh[: size - kept - len(looks)] + looks
+    this_rng.shuffle(current)
+    this = _month_rows(this_rng, current, rows, existing_id_share, date(2025, 1, 1), realistic=True)
+    return last, this
+
+
+def _again(customer: _Customer) -> _Customer:
+    """Last month's customer in this month: the same company, plan, branch and spellings."""
+    return _Customer(customer.name, customer.company_id, customer.stem, customer.former_names, list(customer.forms),
+                     customer.plan_code, customer.branch)  # fmt: skip
+
+
+def _write_variants(rng: random.Random, universe: Universe, customers: list[_Customer], share: float) -> None:
+    """Some customers written this month in a spelling the universe resolves to them, and in no other."""
+    able = [c for c in customers if c.company_id is not None and universe.variants.get(c.company_id)]
+    for customer in rng.sample(able, min(len(able), round(len(customers) * share))):
+        spellings = universe.variants[str(customer.company_id)]
+        kind = rng.choice(sorted(spellings))
+        customer.variant, customer.forms = kind, [spellings[kind]]
+
+
+def _confusers(
+    rng: random.Random, universe: Universe, previous: list[_Customer], count: int, taken: set[str | None]
+) -> list[_Customer]:
+    """Other companies that look like last month's customers, as many of each kind as can be found."""
+    found: list[_Customer] = []
+    sources = [universe.by_id[c.company_id] for c in previous if c.company_id is not None]
+    rng.shuffle(sources)
+    per_kind = -(-count // len(CONFUSER_KINDS))
+    for kind in CONFUSER_KINDS:
+        made = 0
+        for source in sources:
+            if made >= per_kind or len(found) >= count:
+                break
+            other = _lookalike(universe, source, kind)
+            if other is None or other.company_id in taken:
+                continue
+            taken.add(other.company_id)
+            customer = _Customer(other.name, other.company_id, other.stem, (), [other.name], variant=kind,
+                                 like=source.company_id)  # fmt: skip
+            customer.plan_code, customer.branch = f"C{len(found):05d}", rng.choice(_BRANCHES)
+            found.append(customer)
+            made += 1
+    return found
+
+
+def _lookalike(universe: Universe, source: Company, kind: str) -> Company | None:
+    if kind in ("branch", "one_char"):
+        other_id = universe.lookalikes.get(source.company_id, {}).get(kind)
+        return universe.by_id[other_id] if other_id is not None else None
+    for other in universe.namesakes(source):
+        same_industry = other.industry == source.industry
+        if kind == "other_region" and same_industry and other.city != source.city and other.province != source.province:
+            return other
+        if kind == "other_industry" and not same_industry and other.city == source.city:
+            return other
+    return None
+
+
+def write_realistic(path: Path, seed: int = 7, **options: Any) -> tuple[Path, Path]:
+    """`make_realistic` written as this month at `path` and last month at `<stem>.previous<suffix>` beside it,
+    each with its truth; returns (this month, last month)."""
+    (last, last_truth), (this, this_truth) = make_realistic(seed, **options)
+    previous = previous_path(path)
+    write_frames(previous, last, last_truth)
+    return write_frames(path, this, this_truth), previous
+
+
+def previous_path(path: Path) -> Path:
+    """Where `make-data --variants realistic` puts last month: `<stem>.previous<suffix>` beside this month."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
 # --- files ---------------------------------------------------------------------------------------------------

@@ -2,16 +2,28 @@
 
 Names are built from parts (region, trade name, industry, enterprise type) so that every full name, stem
 and former name is unique: a lookup by any of them is unambiguous, which lets the data generator know the
-right answer for every row.
+right answer for every row. As registration requires (企业名称登记管理规定), no two companies of one
+jurisdiction share a trade name within one industry: `北京华润科技` and `北京市华润科技` are one name.
+
+Beside the companies, for the local matcher's proving ground (`make-data --variants realistic`):
+
+- variant spellings of every third company that EQC's fuzzy search resolves to it (`Universe.variants`):
+  another spelling of its organisation form, its region moved into brackets (or out of them), traditional
+  characters, `集团` dropped, one wrong character;
+- look-alikes that are other companies (`Universe.lookalikes`): a branch of every 25th company and a twin
+  whose trade name differs by one character; namesakes of the same trade name in another industry or
+  region come from the universe itself (`Universe.namesakes`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple, TypeVar
+
+import opencc
 
 EXACT = "全称精确匹配"
 FUZZY = "模糊匹配"
@@ -134,7 +146,12 @@ class Company:
 
 
 class Universe:
-    """All companies of one seed with the indexes a search needs."""
+    """All companies of one seed with the indexes a search needs.
+
+    `companies` are the ones a month's customers are drawn from; `lookalikes` (company id -> kind -> the
+    look-alike's id) are companies too, known to the search but never drawn as customers of their own;
+    `variants` (company id -> kind -> spelling) are spellings the search resolves (a fuzzy match).
+    """
 
     def __init__(self, companies: list[Company]) -> None:
         self.companies = companies
@@ -142,13 +159,35 @@ class Universe:
         self._exact: dict[str, Company] = {}
         self._fuzzy: dict[str, Company] = {}
         self._by_trade: dict[str, list[Company]] = {}
+        self.lookalikes: dict[str, dict[str, str]] = {}
+        self.variants: dict[str, dict[str, str]] = {}
         for company in companies:
-            self.by_id[company.company_id] = company
-            self._exact[company.name] = company
-            self._fuzzy[company.stem] = company
-            for former in company.former_names:
-                self._fuzzy[former] = company
-            self._by_trade.setdefault(company.trade_name, []).append(company)
+            self._add(company)
+
+    def _add(self, company: Company) -> None:
+        self.by_id[company.company_id] = company
+        self._exact[company.name] = company
+        self._fuzzy[company.stem] = company
+        for former in company.former_names:
+            self._fuzzy[former] = company
+        self._by_trade.setdefault(company.trade_name, []).append(company)
+
+    def add_lookalike(self, of: Company, kind: str, company: Company) -> None:
+        self._add(company)
+        self.lookalikes.setdefault(of.company_id, {})[kind] = company.company_id
+
+    def add_variant(self, of: Company, kind: str, spelling: str) -> bool:
+        """Make the search resolve `spelling` to `of` (False when the spelling is taken already)."""
+        key = canonical_key(spelling)
+        if key in self._exact or key in self._fuzzy:
+            return False
+        self._fuzzy[key] = of
+        self.variants.setdefault(of.company_id, {})[kind] = spelling
+        return True
+
+    def namesakes(self, company: Company) -> list[Company]:
+        """Other companies of the same trade name (any industry or region), in the universe's order."""
+        return [c for c in self._by_trade.get(company.trade_name, ()) if c is not company]
 
     def search(self, key: str) -> list[tuple[Company, str]]:
         """Best match first (exact name, else former name or stem), then up to 3 namesakes by trade name."""
@@ -183,6 +222,7 @@ class _Drawn(NamedTuple):
     province_index: int
     city: str
     industry: str
+    jurisdiction: str  # where it is registered: the province or city its name says, "" for none
 
     @property
     def name(self) -> str:
@@ -195,6 +235,7 @@ class _NameMaker:
     def __init__(self, rng: random.Random, taken: Callable[[str], bool] | None = None) -> None:
         self.rng = rng
         self.used: set[str] = set()
+        self.registered: set[tuple[str, str, str]] = set()  # (jurisdiction, trade name, industry)
         self._taken = taken or (lambda _key: False)
         self.trades = self._trade_pool(4_000)
 
@@ -211,10 +252,12 @@ class _NameMaker:
     def _claim(self, drawn: _Drawn) -> bool:
         """Take the name and its stem if both are still free."""
         name, stem, used = drawn.name, drawn.stem, self.used
-        if name in used or stem in used or self._taken(name) or self._taken(stem):
+        registration = (drawn.jurisdiction, drawn.trade, drawn.industry)
+        if name in used or stem in used or registration in self.registered or self._taken(name) or self._taken(stem):
             return False
         used.add(name)
         used.add(stem)
+        self.registered.add(registration)
         return True
 
     def _draw(self, industry: str, etype: str, style: str) -> _Drawn:
@@ -224,17 +267,17 @@ class _NameMaker:
         city = _pick(rng, cities)
         if style == "bracket":
             trade = _pick(rng, self.trades)
-            return _Drawn(f"{trade}（{city}）{industry}", etype, trade, pi, city, industry)
+            return _Drawn(f"{trade}（{city}）{industry}", etype, trade, pi, city, industry, city)
         if style == "ascii":
             trade = "".join(rng.choices(_LETTERS, k=2 + int(rng.random() * 3)))
             prefix = "" if rng.random() < 0.5 else city
-            return _Drawn(f"{prefix}{trade}{industry}", etype, trade, pi, city, industry)
+            return _Drawn(f"{prefix}{trade}{industry}", etype, trade, pi, city, industry, prefix)
         if style == "digit":
             trade = f"第{1 + int(rng.random() * 30)}"
-            return _Drawn(f"{city}市{trade}{industry}", etype, trade, pi, city, industry)
+            return _Drawn(f"{city}市{trade}{industry}", etype, trade, pi, city, industry, city)
         trade = _pick(rng, self.trades)
         region = _pick(rng, (short, f"{city}市", city) if short != city else (short, f"{city}市"))
-        return _Drawn(f"{region}{trade}{industry}", etype, trade, pi, city, industry)
+        return _Drawn(f"{region}{trade}{industry}", etype, trade, pi, city, industry, region.removesuffix("市"))
 
     def fresh(self, industry: str, etype: str, style: str) -> _Drawn:
         """Draw until the candidate and its stem are unused (switching industry on a clash)."""
@@ -319,7 +362,12 @@ def generate_universe(seed: int, size: int) -> Universe:
     maker = _NameMaker(rng)
     ids = rng.sample(range(100_000_000, 1_000_000_000), size)
     codes: set[str] = set()
-    return Universe([_company(maker, str(cid), codes) for cid in ids])
+    universe = Universe([_company(maker, str(cid), codes) for cid in ids])
+    # a generator of its own, so the companies above are the same with or without what follows
+    extra = random.Random(f"eqc-enrich-universe-extra:{seed}")
+    _add_lookalikes(universe, maker, extra, codes, set(ids))
+    _add_variants(universe, extra)
+    return universe
 
 
 def build_universe(seed: int, size: int = 60_000) -> Universe:
@@ -336,3 +384,241 @@ def invent_absent_names(universe: Universe, rng: random.Random, count: int) -> l
     """Canonical names of fictitious companies that neither the universe nor each other know (stems too)."""
     maker = _NameMaker(rng, taken=universe.knows)
     return [_draw_fresh(maker).name for _ in range(count)]
+
+
+# --- look-alikes and variant spellings (the local matcher's proving ground) ------------------------------------
+
+LOOKALIKE_EVERY = 25
+VARIANT_EVERY = 3
+_LOOKALIKE_IDS = range(1_000_000_000, 2_000_000_000)  # ids apart from the companies': never drawn twice
+
+# one character a hurried typist writes for another (same sound or shape): facts about characters
+_TYPOS = {
+    "技": "枝",
+    "科": "料",
+    "贸": "茂",
+    "易": "益",
+    "业": "叶",
+    "管": "官",
+    "理": "里",
+    "程": "成",
+    "设": "没",
+    "建": "健",
+    "医": "依",
+    "药": "要",
+    "物": "务",
+    "流": "留",
+    "源": "元",
+    "能": "农",
+    "电": "店",
+    "力": "立",
+    "食": "实",
+    "品": "晶",
+    "实": "时",
+    "投": "头",
+    "资": "姿",
+    "置": "至",
+    "机": "机",
+    "械": "戒",
+    "化": "华",
+    "工": "功",
+    "材": "才",
+    "料": "科",
+    "环": "还",
+    "保": "宝",
+    "文": "闻",
+    "传": "专",
+    "媒": "煤",
+    "汽": "气",
+    "车": "东",
+    "销": "消",
+    "售": "兽",
+    "农": "浓",
+    "发": "法",
+    "展": "占",
+    "餐": "参",
+    "饮": "钦",
+    "咨": "资",
+    "询": "洵",
+    "酒": "洒",
+    "店": "点",
+    "信": "言",
+    "息": "思",
+    "术": "木",
+    "子": "仔",
+    "生": "声",
+    "供": "共",
+    "应": "映",
+    "链": "连",
+    "华": "化",
+    "润": "闰",
+    "达": "大",
+    "泰": "太",
+    "恒": "衡",
+    "通": "同",
+    "宏": "弘",
+    "远": "园",
+    "安": "按",
+    "康": "糠",
+    "和": "禾",
+    "嘉": "加",
+    "瑞": "睿",
+    "祥": "详",
+    "丰": "风",
+    "利": "莉",
+    "隆": "龙",
+    "兴": "星",
+    "昌": "唱",
+    "德": "得",
+    "海": "每",
+    "天": "夫",
+    "新": "欣",
+    "金": "全",
+    "中": "忠",
+    "东": "冬",
+    "方": "芳",
+    "光": "广",
+    "明": "名",
+    "星": "兴",
+    "云": "芸",
+    "峰": "锋",
+    "宇": "雨",
+    "博": "搏",
+    "汇": "惠",
+    "聚": "巨",
+    "融": "容",
+    "创": "仓",
+    "智": "志",
+    "诚": "城",
+    "正": "证",
+    "永": "泳",
+    "富": "福",
+    "元": "园",
+    "鼎": "顶",
+    "凯": "恺",
+    "旭": "旬",
+    "辉": "晖",
+    "腾": "藤",
+    "飞": "非",
+    "龙": "笼",
+    "鹏": "朋",
+}
+_S2T = opencc.OpenCC("s2t")
+_T2S = opencc.OpenCC("t2s")
+
+
+def _lookalike(of: Company, *, company_id: str, name: str, trade: str, unite_code: str) -> Company:
+    return replace(of, company_id=company_id, name=name, stem=name, trade_name=trade, former_names=(),
+                   unite_code=unite_code)  # fmt: skip
+
+
+def _add_lookalikes(
+    universe: Universe, maker: _NameMaker, rng: random.Random, codes: set[str], used_ids: set[int]
+) -> None:
+    """A branch (`某某有限公司深圳分公司`) and a one-character twin of every 25th company: other companies."""
+    for index in range(0, len(universe.companies), LOOKALIKE_EVERY):
+        company = universe.companies[index]
+        province_index = int(rng.random() * len(_PROVINCES))
+        city = _pick(rng, _PROVINCES[province_index][2])
+        branch = f"{company.name}{city}分公司"
+        if not universe.knows(branch):
+            universe.add_lookalike(company, "branch", _lookalike(
+                company, company_id=_fresh_id(rng, used_ids), name=branch, trade=company.trade_name,
+                unite_code=_unite_code(rng, province_index, codes),
+            ))  # fmt: skip
+        twin = _twin(universe, maker, rng, company)
+        if twin is not None:
+            name, trade = twin
+            universe.add_lookalike(company, "one_char", _lookalike(
+                company, company_id=_fresh_id(rng, used_ids), name=name, trade=trade,
+                unite_code=_unite_code(rng, province_index, codes),
+            ))  # fmt: skip
+
+
+def _fresh_id(rng: random.Random, used: set[int]) -> str:
+    while True:
+        candidate = int(rng.random() * len(_LOOKALIKE_IDS)) + _LOOKALIKE_IDS.start
+        if candidate not in used:
+            used.add(candidate)
+            return str(candidate)
+
+
+def _twin(universe: Universe, maker: _NameMaker, rng: random.Random, company: Company) -> tuple[str, str] | None:
+    """The name with one character of its trade name changed (not to a typo of it): another company's name."""
+    trade = company.trade_name
+    if not trade or not all("\u4e00" <= char <= "\u9fff" for char in trade):
+        return None
+    for _ in range(20):
+        at = int(rng.random() * len(trade))
+        char = _pick(rng, _TRADE_CHARS)
+        if char == trade[at] or _TYPOS.get(trade[at]) == char:
+            continue
+        other = trade[:at] + char + trade[at + 1 :]
+        name = company.name.replace(trade, other, 1)
+        if name != company.name and not universe.knows(name) and name not in maker.used:
+            maker.used.add(name)
+            return name, other
+    return None
+
+
+_FORM_SWAPS = (("有限责任公司", "有限公司"), ("股份有限公司", "股份公司"), ("有限公司", "有限责任公司"))
+
+
+def _variant_spellings(company: Company, rng: random.Random) -> dict[str, str]:
+    """The spellings of one company a sheet may carry that EQC still resolves to it."""
+    name, spellings = company.name, {}
+    for written, other in _FORM_SWAPS:
+        if name.endswith(written) and not name.endswith("股份" + written if written == "有限公司" else "\0"):
+            spellings["org_form"] = name[: -len(written)] + other
+            break
+    moved = _moved_region(company)
+    if moved is not None:
+        spellings["region_bracket"] = moved
+    traditional = _S2T.convert(name)
+    if traditional != name and _T2S.convert(traditional) == name:  # only a spelling that reads back the same
+        spellings["traditional"] = traditional
+    if name.endswith("集团有限公司"):
+        spellings["dropped_group"] = name.replace("集团有限公司", "有限公司")
+    typo = _typo(company, rng)
+    if typo is not None:
+        spellings["typo"] = typo
+    return spellings
+
+
+def _moved_region(company: Company) -> str | None:
+    """`北京华润科技有限公司` <-> `华润（北京）科技有限公司`: the region before the trade name or after it."""
+    name, trade = company.name, company.trade_name
+    bracket = f"{trade}（{company.city}）"
+    if name.startswith(bracket):
+        return company.city + trade + name[len(bracket) :]
+    at = name.find(trade)
+    if at <= 0:
+        return None
+    region = name[:at].removesuffix("市")
+    if region not in (company.city, company.province.removesuffix("省")):
+        return None
+    return f"{trade}（{region}）{name[at + len(trade) :]}"
+
+
+def _typo(company: Company, rng: random.Random) -> str | None:
+    """One character of the trade name or the industry words written as a character that sounds alike."""
+    name, trade = company.name, company.trade_name
+    at = name.find(trade)
+    if at < 0:
+        return None
+    start = at + len(trade)
+    industry = range(start, start + len(company.industry))
+    places = [i for i in industry if name[i] in _TYPOS]
+    if rng.random() < 0.3:  # now and then in the trade name, which no local match may accept
+        places = [i for i in range(at, start) if name[i] in _TYPOS] or places
+    if not places:
+        return None
+    i = _pick(rng, places)
+    return name[:i] + _TYPOS[name[i]] + name[i + 1 :]
+
+
+def _add_variants(universe: Universe, rng: random.Random) -> None:
+    for index in range(0, len(universe.companies), VARIANT_EVERY):
+        company = universe.companies[index]
+        for kind, spelling in _variant_spellings(company, rng).items():
+            universe.add_variant(company, kind, spelling)

@@ -9,8 +9,8 @@
 Layout: `_engine` (URLs, engine, transactions, the one error-mapping table), `_dialects` (what differs
 between SQLite and PostgreSQL, chosen once), `_schema` (the tables by name, DDL for `index init`), one
 object per table (`Entries`, `BaseInfo`, `Negatives`, `Payloads`, `Journal`, `QuotaLedger`, `Claims`,
-`UnsettledNames`, `ReviewDecisions`, `FormerNameConflicts`), the front `IndexStore`, and `_admin` (what the
-`index` commands do).
+`UnsettledNames`, `ReviewDecisions`, `FormerNameConflicts`, `MatchShadow`), the front `IndexStore`, and
+`_admin` (what the `index` commands do).
 """
 
 from eqc_enrich.store._admin import ImportReport, export_entries, import_entries, index_stats, prune_index
@@ -25,11 +25,13 @@ from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import CompanyRecord, IndexEntry, Payload, WriteBatch, utcnow
 from eqc_enrich.store._quota import Decide, QuotaLedger, QuotaRate
 from eqc_enrich.store._schema import INDEX_TABLE, Tables, init_sql
+from eqc_enrich.store._shadow import ACTIONS, MatchShadow, ShadowRow
 from eqc_enrich.store._store import IndexStore, InitReport, init_index
 from eqc_enrich.store._unsettled import KINDS, NOT_A_COMPANY, SURE, Remapped, UnsettledName, UnsettledNames
 from eqc_enrich.store._worker import LEGACY_TABLE, Attempts, LegacyRequest, LegacyRequests, WorkerLog, aware
 
 __all__ = [
+    "ACTIONS",
     "BASE_INFO_TABLE",
     "CONFLICT_TABLE",
     "DB_ENV",
@@ -59,6 +61,7 @@ __all__ = [
     "Journal",
     "LegacyRequest",
     "LegacyRequests",
+    "MatchShadow",
     "Negatives",
     "Payload",
     "Payloads",
@@ -66,6 +69,7 @@ __all__ = [
     "QuotaRate",
     "Remapped",
     "ReviewDecisions",
+    "ShadowRow",
     "Tables",
     "UndoRecord",
     "UnsettledName",

@@ -184,6 +184,21 @@ class Entries:
                 updated += c.execute(statement).rowcount
         return updated
 
+    def overrule(self, entry: IndexEntry, *, only_source: str, conn: Connection | None = None) -> bool:
+        """Replace the entry of `entry`'s key and type with `entry`, but only while it is still one `only_source`
+        wrote (EQC's answer where a local match said otherwise; a person's entry is never touched)."""
+        t = self.table
+        statement = (
+            sa.update(t)
+            .where(t.c.lookup_key == entry.lookup_key, t.c.lookup_type == entry.lookup_type, t.c.source == only_source)
+            .values(
+                company_id=entry.company_id, confidence=Decimal(f"{entry.confidence:.2f}"), source=entry.source,
+                source_domain=entry.source_domain, source_table=entry.source_table, updated_at=utcnow(),
+            )
+        )  # fmt: skip
+        with self._db.begin(conn) as c:
+            return bool(c.execute(statement).rowcount)
+
     def count(self, *, conn: Connection | None = None) -> int:
         with self._db.read(conn) as c:
             return int(c.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())

@@ -23,6 +23,7 @@ from eqc_enrich.store._conflicts import define_table as define_conflicts
 from eqc_enrich.store._decisions import define_table as define_decisions
 from eqc_enrich.store._decisions import define_undo_table as define_decision_undo
 from eqc_enrich.store._quota import RATE_TABLE, define_rate_table
+from eqc_enrich.store._shadow import define_table as define_shadow
 from eqc_enrich.store._unsettled import define_table as define_unsettled
 from eqc_enrich.store._worker import define_log_table as define_worker_log
 
@@ -54,6 +55,7 @@ class Tables:
     decisions: sa.Table
     decision_undo: sa.Table
     conflicts: sa.Table
+    shadow: sa.Table
 
     @property
     def shared(self) -> tuple[sa.Table, ...]:
@@ -67,7 +69,7 @@ class Tables:
             self.negatives, self.payloads, self.journal, self.quota, self.quota_slots, self.claims, self.unsettled,
             self.worker_log,
             self.decisions, self.decision_undo, self.quota_rates,
-            self.conflicts,
+            self.conflicts, self.shadow,
         )  # fmt: skip
 
     @property
@@ -148,6 +150,7 @@ def define(schema: str | None) -> Tables:
         decisions=define_decisions(metadata),
         decision_undo=define_decision_undo(metadata),
         conflicts=define_conflicts(metadata),
+        shadow=define_shadow(metadata),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +26,7 @@ from eqc_enrich.store._journal import Journal
 from eqc_enrich.store._model import IndexEntry, WriteBatch, utcnow
 from eqc_enrich.store._quota import QuotaLedger
 from eqc_enrich.store._schema import OPTIONAL_TABLES, Tables, define, missing_ddl, missing_tables
+from eqc_enrich.store._shadow import MatchShadow, base_info_names, name_candidates
 from eqc_enrich.store._unsettled import UnsettledNames
 from eqc_enrich.store._worker import LegacyRequests, WorkerLog
 
@@ -70,6 +71,7 @@ class IndexStore:
         self.worker_log = WorkerLog(self._db, t.worker_log, index=t.index, negatives=t.negatives, unsettled=t.unsettled)
         self.legacy_requests = LegacyRequests(self._db, self.schema)  # the old tools' queue, where it exists
         self.decisions = ReviewDecisions(self._db, t.decisions, t.decision_undo)
+        self.shadow = MatchShadow(self._db, t.shadow)
         try:
             if self._db.dialect.creates_on_open if create is None else create:
                 _create_missing(self._db, t)
@@ -166,6 +168,14 @@ class IndexStore:
         """`hit_count + 1` and `last_hit_at = now` for each (lookup_key, lookup_type) this run used: a use per
         run, not per row (a mapping's counts are ignored, its keys are the entries used)."""
         self.entries.record_hits(keys)
+
+    def name_candidates(self, types: Sequence[str], *, skip_source: str) -> Iterator[tuple[Any, ...]]:
+        """(key, type, company id, confidence) of every name entry of these types, read in slices."""
+        return name_candidates(self._db, self.tables.index, types=types, skip_source=skip_source)
+
+    def base_info_names(self) -> list[tuple[str, str]] | None:
+        """(company id, registered name) from the users' `base_info` table; None where there is none."""
+        return base_info_names(self._db, self.schema)
 
     def count_entries(self) -> int:
         return self.entries.count()

@@ -106,16 +106,24 @@ class UnsettledNames:
         self.table = table
         self._index = index
 
-    def record(self, names: Sequence[UnsettledName], run_id: str, *, conn: Connection | None = None) -> int:
-        """Open (or reopen, with this run's figures) each name; names the index answers by now are left out,
-        and so are names a person settled as not a company. Returns how many were recorded."""
+    def record(
+        self,
+        names: Sequence[UnsettledName],
+        run_id: str,
+        *,
+        conn: Connection | None = None,
+        keep_answered: bool = False,
+    ) -> int:
+        """Open (or reopen, with this run's figures) each name; names the index answers by now are left out
+        (unless `keep_answered`: a person is to look whatever the index says), and so are names a person settled
+        as not a company. Returns how many were recorded."""
         if not names:
             return 0
         now = utcnow()
         by_key = {n.lookup_key[:MAX_KEY]: n for n in names}
         t = self.table
         with self._db.begin(conn) as c:
-            answered = self._answered(c, by_key)
+            answered = set() if keep_answered else self._answered(c, by_key)
             decided = {
                 row[0]
                 for row in c.execute(

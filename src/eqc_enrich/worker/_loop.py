@@ -39,7 +39,8 @@ from eqc_enrich.eqc_stage import (
 from eqc_enrich.events import EventSink
 from eqc_enrich.progress import RunProgress
 from eqc_enrich.settings import Settings, load_settings
-from eqc_enrich.store import IndexStore, utcnow
+from eqc_enrich.store import IndexStore, ShadowRow, utcnow
+from eqc_enrich.worker._checks import MATCH_CHECK, settle_checks
 from eqc_enrich.worker._ledger import WORKER_PREFIX, YieldingLedger, quota_busy
 from eqc_enrich.worker._options import WorkerOptions
 from eqc_enrich.worker._queue import DETAILS, DETAILS_PREFIX, Queue, QueueItem, build_queue, with_legacy
@@ -86,6 +87,7 @@ class WorkerReport:
     yielded: int = 0  # passes cut short because a run took the quota
     slots: int = 0  # quota slots the worker used
     legacy: Counter[str] = field(default_factory=Counter)  # enrichment_requests rows: done, retry, failed, back
+    match_checks: Counter[str] = field(default_factory=Counter)  # local answers checked: agreed, disagreed, no_verdict
     elapsed_s: float = 0.0
     side_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -99,6 +101,7 @@ class WorkerReport:
             "owner": self.owner, "status": self.status, "message": self.message, "passes": self.passes,
             "asked": self.asked, "outcomes": dict(self.outcomes), "by_kind": dict(self.by_kind),
             "yielded": self.yielded, "slots": self.slots, "legacy": dict(self.legacy),
+            "match_checks": dict(self.match_checks),
             "elapsed_s": round(self.elapsed_s, 4), "side_files": self.side_files, "warnings": self.warnings,
         }  # fmt: skip
 
@@ -181,9 +184,17 @@ class _Worker:
                 break
             queue = await asyncio.to_thread(build_queue, store, self.options)
             if once and self.round.only is None:
-                self.round.begin_once([*queue.items, *queue.details], utcnow())
+                due_checks = await asyncio.to_thread(store.shadow.to_verify, limit=self.options.batch)
+                checkable = [QueueItem(row.lookup_key, MATCH_CHECK) for row in due_checks]
+                self.round.begin_once([*queue.items, *checkable, *queue.details], utcnow())
             fresh = self.round.fresh(queue.items)[: self.options.batch]
             items, taken_legacy = await asyncio.to_thread(self._with_legacy, store, fresh)
+            checks: list[ShadowRow] = []
+            if not items:  # nothing else due: the idle slots check what runs answered locally
+                due = await asyncio.to_thread(store.shadow.to_verify, limit=self.options.batch)
+                keys = {item.key for item in self.round.fresh([QueueItem(row.lookup_key, MATCH_CHECK) for row in due])}
+                checks = [row for row in due if row.lookup_key in keys]
+                items = [QueueItem(row.lookup_key, MATCH_CHECK) for row in checks]
             items = items or self.round.fresh(queue.details)  # base_info's missing details when nothing else is due
             if not items:
                 if once:
@@ -195,7 +206,7 @@ class _Worker:
                 self._idle(queue)
                 await self.control.sleep(self._until_due(queue, deadline))
                 continue
-            stopped, message = await self._pass(store, items, taken_legacy, deadline)
+            stopped, message = await self._pass(store, items, taken_legacy, deadline, checks=checks)
             if stopped in ("token", "index") or (stopped == "eqc_down" and once):
                 self.report.status = {"token": "token_unavailable", "index": "index_unavailable"}.get(
                     stopped, "eqc_unavailable"
@@ -259,9 +270,17 @@ class _Worker:
         return wait
 
     async def _pass(
-        self, store: IndexStore, items: list[QueueItem], legacy: dict[int, str], deadline: float | None
+        self,
+        store: IndexStore,
+        items: list[QueueItem],
+        legacy: dict[int, str],
+        deadline: float | None,
+        *,
+        checks: list[ShadowRow] | None = None,
     ) -> tuple[StopReason, str | None]:
-        """One pass of the EQC stage over `items`; how it ended (stepping aside for a run is no ending)."""
+        """One pass of the EQC stage over `items`; how it ended (stepping aside for a run is no ending).
+        `checks`: the pass checks local answers, so the index's entries for them (the local matches) do not
+        count as answers already there."""
         self.report.passes += 1
         number = self.report.passes
         names = [item.key for item in items]
@@ -274,8 +293,8 @@ class _Worker:
             on_busy=handle.stop,
         )  # fmt: skip
         now = utcnow()
-        refresh_since = now - timedelta(seconds=self.options.refresh_s)
-        negatives_since = now - timedelta(seconds=self.options.negative_ttl_s)
+        refresh_since = now if checks else now - timedelta(seconds=self.options.refresh_s)
+        negatives_since = now if checks else now - timedelta(seconds=self.options.negative_ttl_s)
         side = PendingFile(pending_dirs(store.url, self.options.db_schema), f"{self.owner}-{number}")
         # --max-time ends a pass too: requests in flight finish, the names not asked are given back
         timer = None if deadline is None else asyncio.get_running_loop().call_later(
@@ -296,7 +315,15 @@ class _Worker:
         if stage.side_file:
             self.report.side_files.append(stage.side_file)
         await asyncio.to_thread(self._record, store, items, stage.outcomes, legacy, stage.index_error)
+        if checks and stage.index_error is None:
+            await asyncio.to_thread(self._settle_checks, store, checks, stage.outcomes)
         return stopped, stage.message
+
+    def _settle_checks(self, store: IndexStore, checks: list[ShadowRow], outcomes: Mapping[str, LookupOutcome]) -> None:
+        try:
+            self.report.match_checks.update(settle_checks(store, checks, outcomes, self.owner))
+        except IndexStoreError as exc:
+            self.report.warnings.append(f"the checks of local matches were not recorded: {exc}")
 
     async def _stage(
         self,

@@ -24,7 +24,9 @@ from eqc_enrich.worker._options import DAY_S, WorkerOptions
 
 __all__ = ["DETAILS", "DETAILS_PREFIX", "KIND_ORDER", "Queue", "QueueItem", "build_queue", "with_legacy"]
 
-KIND_ORDER = ("temporary", "failed", "negative_expired", "low_confidence", "legacy_request", "details")
+KIND_ORDER = (
+    "temporary", "failed", "negative_expired", "low_confidence", "legacy_request", "match_check", "details",
+)  # fmt: skip
 DETAILS = "details"
 DETAILS_PREFIX = "details:"
 """The worker log's key of a details fill is this plus the company id: never a name key (those are upper case)."""
