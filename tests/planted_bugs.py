@@ -116,7 +116,7 @@ PLANTS: tuple[Plant, ...] = (
     ),
     Plant(
         "12", "output written straight to the target instead of temp file + rename", "output.py `write_tables`",
-        (("output.py", '            tmp = path.with_name(_temp_name(path, "tmp"))\n', "            tmp = path\n"),),
+        (("output.py", '            tmp = path.with_name(_temp_name(path, "tmp"))\n            written.append((tmp, path))\n            _write_one(', "            tmp = path\n            written.append((tmp, path))\n            _write_one("),),
         (
             "tests/test_output.py::test_a_write_that_fails_midway_leaves_the_previous_file_byte_identical",
             "tests/test_resolution.py::test_writes_are_atomic",
@@ -124,27 +124,27 @@ PLANTS: tuple[Plant, ...] = (
     ),
     Plant(
         "13", "Retry-After not honoured (neither the account's pause nor the back-off floor)",
-        "eqc_stage/_eqc_stage/_lookup.py `EqcLookup._send`, _policies.py `RetryPolicy.delay`",
+        "eqc_stage/_lookup.py `EqcLookup._send`, _policies.py `RetryPolicy.delay`",
         (
-            ("eqc_stage/_lookup.py", "                self.limiter.pause_for(exc.retry_after_s)\n", "                pass\n"),
-            ("_policies.py", "            delay = max(delay, retry_after_s)\n", "            pass\n"),
+            ("eqc_stage/_lookup.py", "                self.limiter.pause_for(hold)\n", "                pass\n"),
+            ("_policies.py", "        return max(delay, hold) if hold is not None else delay\n", "        return delay\n"),
         ),
         ("tests/test_promises.py::test_retry_after_holds_every_request_of_the_account",),
     ),
     Plant(
         "13b", "... the account's pause alone dropped", "eqc_stage/_lookup.py `EqcLookup._send`",
-        (("eqc_stage/_lookup.py", "                self.limiter.pause_for(exc.retry_after_s)\n", "                pass\n"),),
+        (("eqc_stage/_lookup.py", "                self.limiter.pause_for(hold)\n", "                pass\n"),),
         ("tests/test_promises.py::test_retry_after_holds_every_request_of_the_account",),
     ),
     Plant(
         "13c", "... the back-off floor alone dropped", "_policies.py `RetryPolicy.delay`",
-        (("_policies.py", "            delay = max(delay, retry_after_s)\n", "            pass\n"),),
+        (("_policies.py", "        return max(delay, hold) if hold is not None else delay\n", "        return delay\n"),),
         ("tests/test_pacing.py::test_retry_after_is_a_floor_of_the_back_off",),
     ),
     Plant(
         "13d", "... the limiter's pause ignored", "eqc_stage/_pacing.py `MemoryLedger.pause_for`",
-        (("eqc_stage/_pacing.py", "        self._paused_until = max(self._paused_until, self._clock() + seconds)\n\n\nclass SlidingWindowLimiter",
-          "        pass\n\n\nclass SlidingWindowLimiter"),),
+        (("eqc_stage/_pacing.py", "        self._paused_until = max(self._paused_until, self._clock() + seconds)\n\n\nclass SendTiming",
+          "        pass\n\n\nclass SendTiming"),),
         ("tests/test_pacing.py::test_retry_after_holds_every_send_until_the_pause_ends",),
     ),
     Plant(
@@ -179,7 +179,7 @@ PLANTS: tuple[Plant, ...] = (
     ),
     Plant(
         "16c", "... no commit at least once per quota slot", "config.py `stage_config`",
-        (("config.py", "max(0.001, min(commit_interval_s, slot))", "max(0.001, commit_interval_s)"),),
+        (("config.py", "max(0.001, min(commit_interval_s, max(slot, MIN_COMMIT_INTERVAL_S)))", "max(0.001, commit_interval_s)"),),
         ("tests/test_promises.py::test_every_answer_is_committed_within_half_a_second_at_the_story_rate",),
     ),
     Plant(
