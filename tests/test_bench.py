@@ -29,7 +29,7 @@ from eqc_enrich.bench import BenchConfig, register, run_bench
 from eqc_enrich.bench._measure import RunMeasure, time_split, workload
 from eqc_enrich.bench._old_flow import TimestampLimiter
 from eqc_enrich.model import even_pacing_bound, strict_lower_bound
-from eqc_enrich.simulator import Simulator, SimulatorConfig
+from eqc_enrich.simulator import CONFUSER_KINDS, VARIANT_KINDS, Simulator, SimulatorConfig
 
 NAMES = 40
 PNGS = ("latency.png", "progress.png", "time_split.png")
@@ -360,3 +360,51 @@ def test_bench_local_times_both_sides_as_whole_processes_and_reports_their_ratio
     assert (tmp_path / "out" / "local.md").read_text(encoding="utf-8").startswith("# Local work")
     assert json.loads((tmp_path / "out" / "local.json").read_text()) == report
     assert any("round 1/1" in line for line in lines)
+
+
+@pytest.mark.slow  # the real month's size: last month, two or three shadow months and three runs (about a minute)
+def test_bench_local_match_on_with_the_suggested_threshold_asks_a_third_fewer_and_gets_no_id_wrong(
+    tmp_path: Path,
+) -> None:
+    """The issue's "done when" on the realistic month, as `bench --local-match` measures it: the threshold of
+    `on` is the one `index match-report` suggests after shadow months (never one the test picks); with it the
+    names sent to EQC fall by at least a third against `off`, no name gets a wrong id, no look-alike another
+    company's, and every equivalent variant the index could answer is answered locally."""
+    app = typer.Typer()
+    register(app)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["--local-match", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "local_match.json").read_text(encoding="utf-8"))
+    assert (report["rows"], report["companies"]) == (30_986, 2_500)  # the real month's size by default
+    suggested = report["calibration"]["match_report"]["suggested_threshold"]
+    assert suggested is not None
+    assert report["policy_on"] == {"threshold": suggested, "min_gap": 0.05, "from": "match-report"}
+    assert report["calibration"]["match_report"]["min_names"] == 200
+    runs = report["runs"]
+    off, shadow, on = runs["off"], runs["shadow"], runs["on"]
+    assert on["names_asked"] <= off["names_asked"] * 2 / 3
+    assert on["names_asked"] < shadow["names_asked"] < off["names_asked"]
+    assert report["fall_vs_off"]["on"] == round(1 - on["names_asked"] / off["names_asked"], 4)
+    for mode, run in runs.items():
+        assert (run["wrong_names"], run["wrong_rows"], run["confusers_given_another_id"]) == (0, 0, 0), mode
+        assert sum(run["kinds"][kind]["names"] for kind in CONFUSER_KINDS) > 50  # look-alikes were there to fool it
+    for mode in ("shadow", "on"):
+        equivalents = [runs[mode]["kinds"][kind] for kind, what in VARIANT_KINDS.items() if what == "equivalent"]
+        assert sum(kind["answerable"] for kind in equivalents) > 300
+        assert all(kind["answerable_locally"] == kind["answerable"] for kind in equivalents), mode
+        assert runs[mode]["stage_s"] > 0
+        assert runs[mode]["local_match"]["names"] > 0
+    assert off["answered_locally"] == 0
+    assert on["local_match"]["similar"] > 0  # the threshold let similar names through, and none was wrong
+    bands = {band["low"]: band for band in report["bands"]}
+    above = [band for low, band in bands.items() if low >= suggested and band["with_truth"]]
+    assert above
+    assert all(band["right_by_truth"] == band["with_truth"] for band in above)
+    assert [band["coverage_at_or_above"] for band in report["bands"]] == sorted(
+        band["coverage_at_or_above"] for band in report["bands"]
+    )
+    markdown = (out / "local_match.md").read_text(encoding="utf-8")
+    assert f"**The threshold of `on`: {suggested:.2f}** (match-report" in markdown
+    assert (out / "local_match.png").read_bytes().startswith(b"\x89PNG")
+    assert "wrote" in result.output

@@ -212,6 +212,8 @@ def test_the_report_suggests_the_lowest_threshold_with_the_target_precision_over
     # without the gap rule the name whose runner-up was too close counts, and 0.95 is no longer clean
     assert match_quality(rows).suggested_threshold is None
     assert match_quality(rows[:150], min_gap=0.05).suggested_threshold is None  # too few names
+    # nothing was measured below 0.90: the empty bands under it do not lower the threshold to 0
+    assert match_quality(rows[:250], min_gap=0.05).suggested_threshold == 0.90
 
 
 # --- the stage in a run, on the realistic sandbox month ------------------------------------------------------------

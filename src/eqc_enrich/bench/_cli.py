@@ -22,7 +22,14 @@ def register(app: typer.Typer) -> None:
 
 @with_eqc_options
 def bench(
-    names: Annotated[int, typer.Option(min=1, help="Distinct company names to resolve.")] = 1000,
+    names: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Distinct company names to resolve [1000; --local-match: companies a month, 2,500 as a real month].",
+            show_default=False,
+        ),
+    ] = None,
     simulate: Annotated[
         bool, typer.Option("--simulate", help="Start a simulated EQC in its own process (default without --eqc-url).")
     ] = False,
@@ -63,6 +70,14 @@ def bench(
         ),
     ] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of each side for --local.")] = 3,
+    local_match: Annotated[
+        bool,
+        typer.Option(
+            "--local-match",
+            help="Instead: the realistic month with the local matcher off, shadow and on (the threshold of `on` "
+            "earned by shadow months first), against the simulator: names sent to EQC, wrong ids, the bands.",
+        ),
+    ] = False,
     *,
     eqc: EqcOptions,
 ) -> None:
@@ -82,6 +97,17 @@ def bench(
             typer.echo(f"error: bench --local: {exc}", err=True)
             raise typer.Exit(1) from exc
         return
+    if local_match:
+        from eqc_enrich.bench._match import run_match_bench
+
+        try:
+            run_match_bench(out, companies=names, seed=seed, time_scale=time_scale or 1000.0,
+                            echo=lambda line: typer.echo(line, err=True))  # fmt: skip
+        except RuntimeError as exc:  # a measured run did not complete: its own error, on one line
+            typer.echo(f"error: bench --local-match: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        return
+    names = names or 1000
     if months:
         from eqc_enrich.bench._months import run_months
 

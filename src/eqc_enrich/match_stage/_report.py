@@ -4,8 +4,10 @@ Each band counts the names of the shadow record whose score falls in it and that
 answered the name, in a run or when the worker checked a local answer): how many, how many of them EQC
 answered with the candidate, and the precision. Read from the top down, the bands give the precision a
 threshold at each lower edge would have had; the suggested threshold is the lowest edge whose precision, over
-every similar name at or above it, is at least `target` over at least `min_names` names. Equivalent names
-are their own row: they are answered whatever the threshold, and their row shows how often that was right.
+every similar name at or above it, is at least `target` over at least `min_names` names, and whose own band
+has names with a verdict: a band nothing was measured in cannot lower the threshold (below the lowest score
+EQC has judged, a threshold would answer names no evidence speaks for). Equivalent names are their own row:
+they are answered whatever the threshold, and their row shows how often that was right.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def match_quality(
         band = _band(f"{low:.2f}-{high:.2f}", low, [r for r in similar if low <= r.score < high])
         names, agreed = names + band.names, agreed + band.agreed
         band = Band(**{**asdict(band), "names_at_or_above": names, "agreed_at_or_above": agreed})
-        if names >= min_names and agreed >= target * names:
+        if band.names and names >= min_names and agreed >= target * names:
             suggested = low
         bands.append(band)
         high = low

@@ -9,6 +9,8 @@ month, and this month with some customers written another way and look-alikes of
 from eqc_enrich.simulator._app import SimulatorConfig
 from eqc_enrich.simulator._datagen import (
     CONFUSER_KINDS,
+    REAL_MONTH_COMPANIES,
+    REAL_MONTH_ROWS,
     VARIANT_KINDS,
     default_companies,
     make_month,
@@ -26,6 +28,8 @@ from eqc_enrich.simulator._universe import Company, Universe, build_universe, ca
 
 __all__ = [
     "CONFUSER_KINDS",
+    "REAL_MONTH_COMPANIES",
+    "REAL_MONTH_ROWS",
     "VARIANT_KINDS",
     "Company",
     "Simulator",
