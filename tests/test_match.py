@@ -3,7 +3,10 @@ stage in a run of the realistic sandbox month against the simulator (last month'
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,6 +217,44 @@ def test_the_report_suggests_the_lowest_threshold_with_the_target_precision_over
     assert match_quality(rows[:150], min_gap=0.05).suggested_threshold is None  # too few names
     # nothing was measured below 0.90: the empty bands under it do not lower the threshold to 0
     assert match_quality(rows[:250], min_gap=0.05).suggested_threshold == 0.90
+
+
+def test_match_report_prints_the_bands_the_threshold_to_set_and_draws_them(tmp_path: Path) -> None:
+    """`eqc-enrich index match-report` as a user runs it: text, --json, --chart, on a record that has earned
+    a threshold (and one that has not yet)."""
+    db = tmp_path / "index.db"
+    store = IndexStore(db)
+    try:
+        store.shadow.record([_row(i, 0.91, None) for i in range(199)] + [_row(300, 0.52, None)])
+        store.shadow.checked({f"n{i}": ("found", "1") for i in range(199)} | {"n300": ("found", "2")}, by="run")
+    finally:
+        store.close()
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "eqc_enrich.cli", "index", "match-report", "--db", str(db), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    early = report()
+    assert early.returncode == 0, early.stderr
+    assert "no threshold yet" in early.stdout  # 199 names: one short of the evidence a threshold needs
+    store = IndexStore(db)
+    try:
+        store.shadow.record([_row(400, 0.93, None)])
+        store.shadow.checked({"n400": ("found", "1")}, by="run")
+    finally:
+        store.close()
+    text = report("--chart", str(tmp_path / "bands.png"))
+    assert text.returncode == 0, text.stderr
+    assert "--local-match on --match-threshold 0.90" in text.stdout
+    assert (tmp_path / "bands.png").read_bytes().startswith(b"\x89PNG")
+    as_json = json.loads(report("--json").stdout)
+    # nothing was judged from 0.60 to 0.90, so those bands do not lower it; the 0.50 band's miss would take the
+    # precision below 99.9%
+    assert as_json["suggested_threshold"] == 0.90
+    by_low = {band["low"]: band for band in as_json["bands"]}
+    assert (by_low[0.9]["names"], by_low[0.9]["agreed"], by_low[0.5]["names"], by_low[0.5]["agreed"]) == (
+        200, 200, 1, 0,
+    )  # fmt: skip
 
 
 # --- the stage in a run, on the realistic sandbox month ------------------------------------------------------------

@@ -276,7 +276,7 @@ def match_report(
 
 def _draw(quality: MatchQuality, path: Path) -> None:
     try:
-        from eqc_enrich.bench._match_chart import match_chart
+        from eqc_enrich.bench import match_chart
     except ImportError as exc:  # matplotlib is the bench extra's
         raise ConfigError("--chart needs the bench extra: pip install 'eqc-enrich[bench]'") from exc
     match_chart(quality, path)

@@ -8,8 +8,8 @@ ours cold (search only, paced at the quota), ours warm (no EQC call at all). Wit
 N `eqc-enrich run` processes at once over slices of the rows, on one index and one quota, beside one such
 process over all of them (`_jobs`), at a time scale of at most 100.
 
-`run_bench` loads on first use, so that registering the command does not load the simulator (starlette,
-uvicorn) into every `eqc-enrich` invocation.
+`run_bench` and `match_chart` load on first use, so that registering the command does not load the simulator
+(starlette, uvicorn) or matplotlib into every `eqc-enrich` invocation.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from eqc_enrich.bench._cli import register
 from eqc_enrich.bench._config import BenchConfig
 
 if TYPE_CHECKING:
+    from eqc_enrich.bench._match_chart import match_chart
     from eqc_enrich.bench._run import run_bench
 
-__all__ = ["BenchConfig", "register", "run_bench"]
+__all__ = ["BenchConfig", "match_chart", "register", "run_bench"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from eqc_enrich.bench._run import run_bench
 
         return run_bench
+    if name == "match_chart":  # `index match-report --chart`: matplotlib only when a chart is drawn
+        from eqc_enrich.bench._match_chart import match_chart
+
+        return match_chart
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
