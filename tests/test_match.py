@@ -35,7 +35,7 @@ from eqc_enrich.match_stage import (
 from eqc_enrich.model import Latency
 from eqc_enrich.simulator import VARIANT_KINDS, Simulator, SimulatorConfig, make_realistic
 from eqc_enrich.store import IndexStore, ShadowRow
-from eqc_enrich.worker import run_worker
+from eqc_enrich.worker import run_worker, worker_status
 
 SCALE = 1000.0
 LIMIT = RateLimit(10, 60.0)
@@ -385,13 +385,20 @@ def test_the_worker_checks_local_answers_in_idle_slots_and_a_disagreement_replac
     wrong = rows.filter((pl.col("company_id_source") == "index:match") & (pl.col("company_id") != pl.col("expected")))
     wrong_names = set(wrong["客户名称"].unique())
     assert wrong_names, "the lax threshold should have answered some look-alike wrongly"
+    worker = worker_options(db=str(db), eqc_url=sim.url, token=TOKEN, rate_limit=LIMIT.scaled(SCALE), timeout_s=2.0)
     store = IndexStore(db)
     try:
         to_check = store.shadow.to_verify()
         assert len(to_check) == run.summary.answered_locally  # verify_share 1.0: every local answer
+        status = worker_status(store, worker, LIMIT.scaled(SCALE), sim.url)  # `worker status` counts them
+        assert status.due["match_check"] == len(to_check)
+        assert status.match_checks_due == {
+            "equivalent": run.summary.local_match["equivalent"], "similar": run.summary.local_match["similar"],
+        }  # fmt: skip
+        line = next(line for line in status.lines() if line.startswith("local answers to check with EQC"))
+        assert line.startswith(f"local answers to check with EQC: {len(to_check):,} (equivalent ")
     finally:
         store.close()
-    worker = worker_options(db=str(db), eqc_url=sim.url, token=TOKEN, rate_limit=LIMIT.scaled(SCALE), timeout_s=2.0)
     report = run_worker(worker, once=True)
     assert report.status == "completed"
     assert report.match_checks["disagreed"] >= len(wrong_names) > 0
@@ -400,6 +407,7 @@ def test_the_worker_checks_local_answers_in_idle_slots_and_a_disagreement_replac
     store = IndexStore(db)
     try:
         assert store.shadow.to_verify() == []
+        assert worker_status(store, worker, LIMIT.scaled(SCALE), sim.url).due["match_check"] == 0
         checked = {row.lookup_key: row for row in store.shadow.all_rows() if row.checked_by == "worker"}
         disagreed = {key for key, row in checked.items() if row.agreed is False}
         entries = store.lookup({"customer_name": sorted(disagreed)})

@@ -159,6 +159,17 @@ class MatchShadow:
         with self._db.read(conn) as c:
             return [_row(r) for r in c.execute(query).mappings()]
 
+    def to_verify_counts(self, *, conn: Connection | None = None) -> dict[str, int]:
+        """How many local answers still wait for the worker's check, by kind (`worker status`)."""
+        t = self.table
+        query = (
+            sa.select(t.c.kind, sa.func.count())
+            .where(t.c.verify.is_(True), t.c.checked_at.is_(None), t.c.action == "answered")
+            .group_by(t.c.kind)
+        )
+        with self._db.read(conn) as c:
+            return {str(kind): int(n) for kind, n in c.execute(query)}
+
     def get(self, keys: Iterable[str], *, conn: Connection | None = None) -> dict[str, ShadowRow]:
         t = self.table
         with self._db.read(conn) as c:

@@ -14,6 +14,7 @@ from typing import Any
 from eqc_enrich._durations import RateLimit
 from eqc_enrich._errors import IndexStoreError
 from eqc_enrich.store import IndexStore, utcnow
+from eqc_enrich.worker._checks import MATCH_CHECK
 from eqc_enrich.worker._ledger import WORKER_PREFIX, quota_busy
 from eqc_enrich.worker._options import WorkerOptions
 from eqc_enrich.worker._queue import KIND_ORDER, build_queue
@@ -36,6 +37,7 @@ class WorkerStatus:
     workers: list[dict[str, Any]] = field(default_factory=list)  # sessions still marked running
     legacy: dict[str, int] = field(default_factory=dict)  # enrichment_requests by status (when the table exists)
     details_missing: int = 0  # base_info rows still without a findDepart or findLabels answer
+    match_checks_due: dict[str, int] = field(default_factory=dict)  # local answers still to check, by kind
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,12 +57,22 @@ class WorkerStatus:
             self._share_line(),
             f"runs using the quota now: {'yes (workers wait)' if self.runs_active else 'no'}",
             f"workers running: {len(self.workers)}",
+            self._checks_line(),
             f"base_info without details (findDepart, findLabels): {self.details_missing:,}, "
             "filled when nothing else is due",
         ]
         if self.legacy:
             out.append("enrichment_requests: " + ", ".join(f"{k} {n:,}" for k, n in sorted(self.legacy.items())))
         return out
+
+    def _checks_line(self) -> str:
+        by_kind = ", ".join(f"{kind} {n:,}" for kind, n in sorted(self.match_checks_due.items()) if n)
+        total = sum(self.match_checks_due.values())
+        return (
+            f"local answers to check with EQC: {total:,}"
+            + (f" ({by_kind})" if by_kind else "")
+            + (", asked when nothing above is due")
+        )
 
     def _share_line(self) -> str:
         if self.quota_share_today is None:
@@ -96,8 +108,11 @@ def worker_status(
         for r in store.recent_runs(50)
         if r["status"] == "running" and str(r["run_id"]).startswith(WORKER_PREFIX)
     ]
+    checks = store.shadow.to_verify_counts()
+    due = {kind: queue.due.get(kind, 0) for kind in KIND_ORDER}
+    due[MATCH_CHECK] = sum(checks.values())  # not in the queue: the worker takes them from the shadow record
     return WorkerStatus(
-        due={kind: queue.due.get(kind, 0) for kind in KIND_ORDER},
+        due=due,
         waiting={kind: queue.waiting.get(kind, 0) for kind in KIND_ORDER},
         next_due=queue.next_due,
         done_today=done["outcome"],
@@ -110,6 +125,7 @@ def worker_status(
         workers=running,
         legacy=store.legacy_requests.counts(),
         details_missing=queue.details_missing if options.fill_details else store.base_info.tallies()["without_details"],
+        match_checks_due=checks,
     )
 
 
