@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from tests import review_pages
 from tests.options import run_options, worker_options
 
 from eqc_enrich import RateLimit, RunOptions, enrich
@@ -424,3 +425,65 @@ def test_the_worker_checks_local_answers_in_idle_slots_and_a_disagreement_replac
     again = enrich(data, options=_options(sim, db, local_match="off"))  # the next run: the corrected ids
     fixed = _scored(again.frame, truth).filter(pl.col("客户名称").is_in(list(wrong_names)))
     assert fixed.filter(pl.col("company_id") != pl.col("expected")).height == 0
+
+
+def test_names_in_the_review_band_reach_the_review_page_with_the_local_candidate_and_are_accepted_without_a_search(
+    months: tuple[tuple[pl.DataFrame, pl.DataFrame], ...], sim: Simulator, last_month_index: Path, tmp_path: Path
+) -> None:
+    _, (data, truth) = months
+    expected = dict(zip(data["客户名称"].map_elements(normalize_name, return_dtype=pl.String), truth["company_id"],
+                        strict=True))  # fmt: skip
+    # 1. EQC asked (shadow, the default): its weak answer is the local candidate, and the page says both
+    asked_db = tmp_path / "asked.db"
+    shutil.copy(last_month_index, asked_db)
+    enrich(data, options=_options(sim, asked_db))
+    store = IndexStore(asked_db)
+    try:
+        weak = {n.lookup_key: n for n in store.unsettled.open_names(kinds=["low_confidence"])}
+        band = [r for r in store.shadow.all_rows() if r.action == REVIEW and r.lookup_key in weak]
+        assert band
+        row = band[0]
+        assert weak[row.lookup_key].candidate_id == row.candidate_id  # EQC's fuzzy answer: the same company
+        with review_pages.page_of(store, review_pages.access(sim.url, token=TOKEN)) as (_, page):
+            shown = page.get("/", params={"key": row.lookup_key}).text
+        assert shown.count('<tr class="candidate') == 1  # one row for the one company, not two
+        assert "(the run&#x27;s weak answer)" in shown
+        assert f"also the local match: similar {row.score:.2f}" in shown
+    finally:
+        store.close()
+    # 2. EQC not asked (--budget 0): the local candidate is the only one, and a person accepts it
+    db = tmp_path / "review.db"
+    shutil.copy(last_month_index, db)
+    first = enrich(data, options=_options(sim, db, budget=0))
+    assert first.summary.local_match["review"] > 0
+    store = IndexStore(db)
+    try:
+        kept = {r.lookup_key: r for r in store.shadow.all_rows() if r.action == REVIEW}
+        assert len(kept) == first.summary.local_match["review"]
+        assert set(kept) <= {n.lookup_key for n in store.unsettled.open_names(statuses=["not_asked"])}
+        requests_before = sum(sim.stats()["requests"].values())
+        with review_pages.page_of(store, review_pages.access(sim.url, token=TOKEN)) as (_, page):
+            listed = page.get("/", params={"kind": "local"}).text
+            assert listed.count('<tr class="name') == min(len(kept), 100)  # the filter: the review band only
+            assert listed.count('<span class="tag local">local candidate</span>') == min(len(kept), 100)
+            key = min(kept)
+            chosen = kept[key]
+            shown = page.get("/", params={"key": key}).text
+            assert "What EQC answered before, and the local match" in shown
+            assert '<tr class="candidate local chosen" data-index="1">' in shown
+            assert f"the local match: {chosen.kind} {chosen.score:.2f}" in shown
+            assert chosen.candidate_id in shown
+            answer = review_pages.decide(page, key=key, decision="accept", company_id=chosen.candidate_id)
+            assert "saved to the index" in review_pages.notice_of(page, answer)
+        assert sum(sim.stats()["requests"].values()) == requests_before  # accepted without a search
+        entry = store.lookup({"customer_name": [key]})[(key, "customer_name")]
+        assert (entry.company_id, entry.source) == (chosen.candidate_id, "manual")
+        assert chosen.candidate_id == expected[key]  # the truth agrees with the person
+        assert key not in {n.lookup_key for n in store.unsettled.open_names()}
+    finally:
+        store.close()
+    again = enrich(data, options=_options(sim, db, budget=0))
+    rows = again.frame.filter(pl.col("客户名称").map_elements(normalize_name, return_dtype=pl.String) == key)
+    assert rows.height > 0
+    assert set(rows["company_id_source"]) == {"index:manual"}
+    assert set(rows["company_id"]) == {chosen.candidate_id}

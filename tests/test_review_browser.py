@@ -22,10 +22,11 @@ from tests.review_pages import access
 
 from eqc_enrich import EnrichResult, RateLimit, enrich
 from eqc_enrich.config import EqcOptions, resolve_access
+from eqc_enrich.keys import normalize_name
 from eqc_enrich.model import Latency
 from eqc_enrich.review import ReviewServer
 from eqc_enrich.settings import Settings
-from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month
+from eqc_enrich.simulator import Simulator, SimulatorConfig, make_month, make_realistic
 from eqc_enrich.store import NOT_A_COMPANY, IndexStore, Payload, UnsettledName, WriteBatch
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -354,3 +355,41 @@ _ORDER = """holder => {
   rest.setEndAfter(line.lastChild);
   return [name.getBoundingClientRect().right, rest.getBoundingClientRect().left];
 }"""
+
+
+def test_a_name_in_the_local_matchers_review_band_is_accepted_with_one_key_without_a_search(tmp_path: Path) -> None:
+    """Last month in the index, this month in shadow with no EQC call (--budget 0): the names the matcher kept
+    for review are on the page with its candidate, and `a` accepts it."""
+    (last, _), (data, truth) = make_realistic(seed=11, rows=3_000, variant_share=0.5, confuser_share=0.0)
+    db = tmp_path / "index.db"
+    with Simulator(sim_config()) as sim:
+        run(last, sim.url, db, local_match="off")
+        month = run(data, sim.url, db, budget=0)
+        assert month.summary.local_match["review"] > 0
+        store = IndexStore(db)
+        try:
+            kept = {r.lookup_key: r for r in store.shadow.all_rows() if r.action == "review"}
+            requests = sum(sim.stats()["requests"].values())
+            with ReviewServer(store, access(sim.url, token=TOKEN)) as server, chromium() as browser:
+                page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+                page.goto(server.url)
+                page.click("#local")  # the queue's filter: names with a local candidate
+                assert set(queue_keys(page)) == set(kept)
+                key = chosen(page)
+                candidate = kept[key]
+                local_row = page.locator("tr.candidate.local")
+                assert local_row.count() == 1
+                assert "chosen" in str(local_row.get_attribute("class"))  # the only candidate: `a` takes it
+                label = local_row.inner_text()
+                assert f"the local match: similar {candidate.score:.2f}" in label
+                assert candidate.candidate_id in label
+                press(page, "a")
+                assert key not in queue_keys(page)
+                assert "saved to the index" in page.inner_text("#notice")
+            assert sum(sim.stats()["requests"].values()) == requests  # no search was needed
+            entry = store.lookup({"customer_name": [key]})[(key, "customer_name")]
+            assert (entry.company_id, entry.source) == (candidate.candidate_id, "manual")
+        finally:
+            store.close()
+    names = data["客户名称"].map_elements(normalize_name, return_dtype=pl.String)
+    assert set(truth.filter(names == key)["company_id"]) == {candidate.candidate_id}  # and it was the right one

@@ -37,7 +37,13 @@ from eqc_enrich._errors import EqcEnrichError, IndexStoreError
 from eqc_enrich.config import EqcAccess
 from eqc_enrich.review._decide import Decider, DecisionRefused, eqc_company_id
 from eqc_enrich.review._pages import Detail, QueueView, conflicts_page, error_page, review_page, say
-from eqc_enrich.review._queue import candidate_counts, candidates_of, with_several_candidates
+from eqc_enrich.review._queue import (
+    candidate_counts,
+    candidates_of,
+    local_candidates,
+    with_local_candidate,
+    with_several_candidates,
+)
 from eqc_enrich.review._search import EqcSearcher, seconds_to_next_slot
 from eqc_enrich.review._static import CSS, JS
 from eqc_enrich.store import KINDS, IndexStore, UnsettledName
@@ -48,6 +54,7 @@ _log = logging.getLogger(__name__)
 
 COOKIE_PREFIX = "eqc_review_"  # + the server's id: one cookie per review server
 SEVERAL = "several"  # the queue filter for names with more than one stored candidate
+LOCAL = "local"  # the queue filter for names with a local candidate (the review band, overruled local answers)
 PAGE_SIZE = 100
 MAX_PAGE = 1_000_000  # a page number beyond this is a wrong request, not an empty page
 _MAX_BODY = 64 * 1024
@@ -279,9 +286,9 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
     store, scope = state.store, state.scope_keys
     counts = store.unsettled.counts(keys=scope)
     kinds = [kind] if kind in KINDS else None
-    if kind == SEVERAL:  # not a kind of its own: the names with more than one stored candidate
-        several = with_several_candidates(store)
-        scope = several & scope if scope is not None else several
+    if kind in (SEVERAL, LOCAL):  # not kinds of their own: names with several candidates, or a local one
+        chosen = with_several_candidates(store) if kind == SEVERAL else with_local_candidate(store)
+        scope = chosen & scope if scope is not None else chosen
     statuses = [status] if status else None
     size = state.page_size
     names = store.unsettled.open_names(
@@ -289,11 +296,12 @@ def render_queue(state: ReviewState, *, kind: str, status: str, search: str, pag
     )
     more = len(names) > size
     names = names[:size]
-    total = _total(counts, kinds, statuses, search or (kind == SEVERAL and "several"), page, size, more, len(names))
+    narrowed = search or (kind in (SEVERAL, LOCAL) and kind)
+    total = _total(counts, kinds, statuses, narrowed, page, size, more, len(names))
     view = QueueView(
         names, counts=counts, candidates=candidate_counts(store, [n.lookup_key for n in names]), base=state.base,
-        kind=kind if kinds or kind == SEVERAL else "", status=status, search=search, page=page, page_size=size,
-        total=total,
+        kind=kind if kinds or kind in (SEVERAL, LOCAL) else "", status=status, search=search, page=page,
+        page_size=size, total=total, local=local_candidates(store, [n.lookup_key for n in names]),
     )  # fmt: skip
     selected: UnsettledName | None = store.unsettled.get(key) if key else (names[0] if names else None)
     notice, state.notice_html = state.notice_html, ""

@@ -25,7 +25,17 @@ from urllib.parse import urlencode
 
 from eqc_enrich.store import Conflict, Decision, UnsettledName
 
-__all__ = ["KEYS_HELP", "Detail", "QueueView", "conflicts_page", "error_page", "review_page", "say", "shown"]
+__all__ = [
+    "KEYS_HELP",
+    "LOCAL_MATCH",
+    "Detail",
+    "QueueView",
+    "conflicts_page",
+    "error_page",
+    "review_page",
+    "say",
+    "shown",
+]
 
 KEYS_HELP = (
     ("j / ↓", "next name"),
@@ -48,9 +58,13 @@ WHAT = {
     "not_asked": "not asked",
     "too_long": "name too long",
     "weak_match": "weak match",
+    "match_disagreed": "EQC named another company than a local match",
     "several": "several candidates",
+    "local": "local candidate",
 }
 _PLAN_COLUMNS = ("计划代码", "plan_code")
+LOCAL_MATCH = "local match"
+"""The match column of a candidate only the local matcher offered."""
 
 
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, format characters (bidi, zero-width), line breaks
@@ -105,10 +119,12 @@ class QueueView:
         page: int,
         page_size: int,
         total: int,
+        local: frozenset[str] = frozenset(),
     ) -> None:
         self.names = names
         self.counts = counts
         self.candidates = candidates
+        self.local = local  # names of this page with a local candidate for a person
         self.base = base
         self.kind, self.status, self.search = kind, status, search
         self.page, self.page_size, self.total = page, page_size, total
@@ -239,6 +255,8 @@ def _header(view: QueueView, scope: str, conflicts: int = 0) -> str:
         f'<nav class="counts"><a class="count" href="{attr(view.base)}">all</a>{badges}'
         f'<a class="count" id="several" href="{attr(view.link(kind="several", status="", page=1))}">'
         "several candidates</a>"
+        f'<a class="count" id="local" href="{attr(view.link(kind="local", status="", page=1))}">'
+        "local candidate</a>"
         f'<a class="count" id="conflicts-link" href="{attr(view.base)}conflicts">former names on two companies '
         f"<b>{conflicts:,}</b></a>"
         "</nav>"
@@ -261,6 +279,8 @@ def _queue(view: QueueView, selected: UnsettledName | None) -> str:
         status = WHAT.get(name.status, name.status)
         n = view.candidates.get(name.lookup_key, 0)
         several = f'<span class="tag several">{n} candidates</span>' if n > 1 else ""
+        if name.lookup_key in view.local:
+            several += '<span class="tag local">local candidate</span>'
         rows.append(
             f'<tr class="name{" chosen" if chosen else ""}" data-key="{attr(name.lookup_key)}">'
             f'<td class="rank">{first + i + 1}</td>'
@@ -336,16 +356,21 @@ def _sample(sample: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _candidates(base: str, candidates: Sequence[Mapping[str, Any]], name: UnsettledName, hidden: str) -> str:
+    local = any("local" in c for c in candidates)
+    heading = "What EQC answered before" + (", and the local match" if local else "")
     if not candidates:
-        return '<h3>What EQC answered before</h3><p class="empty" id="no-candidates">No stored candidate.</p>'
+        return f'<h3>{heading}</h3><p class="empty" id="no-candidates">No stored candidate.</p>'
     rows = []
     for i, c in enumerate(candidates):
         weak = " (the run's weak answer)" if c["company_id"] == name.candidate_id else ""
         former = "、".join(c["former_names"]) or "—"
         confidence = f"{c['confidence']:.2f}" if c["confidence"] is not None else "—"
+        if c["match_type"] == LOCAL_MATCH:  # not EQC's answer: its score is in the label
+            confidence = ""
+        classes = "candidate" + (" local" if "local" in c else "") + (" chosen" if i == 0 else "")
         rows.append(
-            f'<tr class="candidate{" chosen" if i == 0 else ""}" data-index="{i + 1}">'
-            f'<td class="rank">{i + 1}</td><td>{zh(c["full_name"])}{shown(weak)}</td>'
+            f'<tr class="{classes}" data-index="{i + 1}">'
+            f'<td class="rank">{i + 1}</td><td>{zh(c["full_name"])}{shown(weak)}{_local_label(c)}</td>'
             f'<td class="cid">{zh(c["company_id"])}</td><td>{zh(c["match_type"])} {confidence}</td>'
             f"<td>{zh(c['unite_code'])}</td><td>{zh(c['registered_status'] or '—')}</td><td>{zh(former)}</td>"
             f'<td><form method="post" action="{attr(base)}decide" class="accept">{hidden}'
@@ -354,11 +379,24 @@ def _candidates(base: str, candidates: Sequence[Mapping[str, Any]], name: Unsett
             '<button type="submit">accept</button></form></td></tr>'
         )
     return (
-        '<h3>What EQC answered before</h3><table class="candidates" id="candidates"><thead><tr>'
+        f'<h3>{heading}</h3><table class="candidates" id="candidates"><thead><tr>'
         "<th>#</th><th>company</th>"
         "<th>company id</th><th>match</th><th>unified credit code</th><th>registered status</th><th>former names</th>"
         f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def _local_label(candidate: Mapping[str, Any]) -> str:
+    """What the local matcher said of this candidate: its kind, score and lead, and the name it knew it by."""
+    local = candidate.get("local")
+    if not local:
+        return ""
+    gap = f", {local['gap']:.2f} ahead of the next company" if local.get("gap") is not None else ""
+    also = "also " if candidate["match_type"] != LOCAL_MATCH else ""
+    kind = "equivalent" if local["kind"] == "equivalent" else "similar"  # our word, not the data's
+    said = say(f"{also}the local match: {kind} {local['score']:.2f}{gap}, known here as {{known}}",
+               known=local["known_as"])  # fmt: skip
+    return f'<span class="local-match">{said}</span>'
 
 
 def _search(base: str, query: str, hidden: str, slot_s: float, answer: Mapping[str, Any] | None) -> str:

@@ -4,6 +4,11 @@ A file narrows the queue to its names: an unresolved export (`<stem>.unresolved.
 holds the keys) or an input file, whose names are keyed the way a run keys them. Names of the file that no
 run has recorded and the index does not answer are recorded now (status not_asked), with their rows and a
 sample, so they are on the page too.
+
+Beside EQC's candidates a name shows the local matcher's, where the shadow record keeps one for a person: a
+name in the review band (sent to EQC, which left it open: not known, not asked, a weak answer), or a local
+answer EQC named another company for. It is one of the candidates `accept` takes, so a person settles such a
+name without a search.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from eqc_enrich._errors import InputError
 from eqc_enrich.followup import ASSET_COLUMNS
 from eqc_enrich.keys import normalize_name
 from eqc_enrich.read import read_table, require_columns
+from eqc_enrich.review._pages import LOCAL_MATCH
 from eqc_enrich.review._search import candidate_view
 from eqc_enrich.store import IndexStore, UnsettledName
 
 __all__ = [
-    "UNRESOLVED_COLUMNS", "FileScope", "candidate_counts", "candidates_of", "scope_of_file", "with_several_candidates"
+    "UNRESOLVED_COLUMNS", "FileScope", "candidate_counts", "candidates_of", "local_candidates", "scope_of_file",
+    "with_local_candidate", "with_several_candidates",
 ]  # fmt: skip
 
 UNRESOLVED_COLUMNS = ("name", "temporary_id", "rows", "status")
@@ -112,7 +119,42 @@ def _from_input(frame: pl.DataFrame, name_column: str) -> list[UnsettledName]:
 
 def candidates_of(store: IndexStore, key: str, *, weak_id: str | None = None) -> list[dict[str, Any]]:
     """Every payload stored under this name's key (runs store the best hit, the page every hit), exact
-    matches first; the run's weak answer, if any, among them."""
+    matches first; the run's weak answer, if any, among them; then the local matcher's candidate kept for a
+    person (`local` says its kind and score; on EQC's own candidate when EQC offered the same company)."""
+    views = _eqc_candidates(store, key, weak_id)
+    row = store.shadow.for_a_person([key]).get(key)
+    if row is None:
+        return views
+    local = {"kind": row.kind, "score": row.score, "gap": row.gap, "known_as": row.candidate_key,
+             "origin": row.candidate_origin}  # fmt: skip
+    same = next((view for view in views if view["company_id"] == row.candidate_id), None)
+    if same is not None:
+        same["local"] = local
+        return views
+    return [*views, {**_company_view(store, row.candidate_id, row.candidate_key), "local": local}]
+
+
+def _company_view(store: IndexStore, company_id: str, known_as: str) -> dict[str, Any]:
+    """The local candidate's company as the page shows a candidate: from a stored EQC answer about it (any
+    name's) or its base_info row; its match is the local one, never what EQC said of another name."""
+    p = store.tables.payloads
+    query = sa.select(p.c.search_json, p.c.depart_json).where(p.c.company_id == company_id).limit(1)
+    with store.reading() as conn:
+        stored = conn.execute(query).first()
+    if stored is not None and isinstance(stored[0], dict):
+        view = candidate_view(stored[0], stored[1])
+    else:
+        record = store.base_info.get(company_id) or {}
+        view = {
+            "full_name": str(record.get("company_full_name") or known_as),
+            "unite_code": str(record.get("unite_code") or ""),
+            "registered_status": str(record.get("registered_status") or ""),
+            "former_names": [],
+        }
+    return {**view, "company_id": company_id, "match_type": LOCAL_MATCH, "confidence": None}
+
+
+def _eqc_candidates(store: IndexStore, key: str, weak_id: str | None) -> list[dict[str, Any]]:
     p = store.tables.payloads
     query = sa.select(p.c.company_id, p.c.search_json, p.c.depart_json).where(p.c.search_key == key)
     if weak_id:
@@ -123,6 +165,16 @@ def candidates_of(store: IndexStore, key: str, *, weak_id: str | None = None) ->
         rows = conn.execute(query).all()
     views = [candidate_view(search or {"companyId": cid}, depart) for cid, search, depart in rows]
     return sorted(views, key=lambda v: (-(v["confidence"] or 0.0), v["company_id"]))
+
+
+def local_candidates(store: IndexStore, keys: Sequence[str]) -> frozenset[str]:
+    """Which of these names have a local candidate for a person (the queue tags them)."""
+    return frozenset(store.shadow.for_a_person(keys)) if keys else frozenset()
+
+
+def with_local_candidate(store: IndexStore) -> frozenset[str]:
+    """Every name with a local candidate for a person (read only when that filter is on)."""
+    return frozenset(store.shadow.for_a_person())
 
 
 def candidate_counts(store: IndexStore, keys: Sequence[str]) -> dict[str, int]:

@@ -33,6 +33,8 @@ tr.name a { color: #12407a; text-decoration: none; }
 .tag.temporary { background: #fde2e1; }
 .tag.low_confidence { background: #fff0c2; }
 .tag.several { background: #dcecff; }
+.tag.local, tr.candidate.local td.cid { background: #e3f5e1; }
+.local-match { display: block; font-size: 12px; color: #2d6a2e; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; }
 .facts dt { color: #4a5567; }
 .scroll { overflow-x: auto; }

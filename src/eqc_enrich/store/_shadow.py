@@ -170,6 +170,20 @@ class MatchShadow:
         with self._db.read(conn) as c:
             return {str(kind): int(n) for kind, n in c.execute(query)}
 
+    def for_a_person(
+        self, keys: Iterable[str] | None = None, *, conn: Connection | None = None
+    ) -> dict[str, ShadowRow]:
+        """The rows whose candidate a person is to see on the review page: names in the review band, and local
+        answers EQC named another company for (of these keys, or all of them)."""
+        t = self.table
+        query = sa.select(t).where(
+            sa.or_(t.c.action == "review", sa.and_(t.c.action == "answered", t.c.agreed.is_(False)))
+        )
+        if keys is not None:
+            query = query.where(self._db.dialect.one_of(t.c.lookup_key, keys))
+        with self._db.read(conn) as c:
+            return {r["lookup_key"]: _row(r) for r in c.execute(query).mappings()}
+
     def get(self, keys: Iterable[str], *, conn: Connection | None = None) -> dict[str, ShadowRow]:
         t = self.table
         with self._db.read(conn) as c:
