@@ -246,6 +246,10 @@ def test_the_worker_fills_missing_details_only_after_the_names_and_status_counts
     kinds = [set(p["by_kind"]) for p in passes]
     assert kinds[0] == {"temporary"}
     assert kinds[-1] == {"details"}
+    # `--once` is one round over what was due when it started: the two companies its first pass found wait
+    assert sim.stats()["requests"]["findDepart"] == 4
+    second = run_worker(options, once=True)
+    assert (second.status, second.asked) == ("completed", 2)
     assert sim.stats()["requests"]["findDepart"] == 6
     store = IndexStore(index_db.url, schema=index_db.schema)
     try:

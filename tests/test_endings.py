@@ -343,6 +343,7 @@ def check_bound(ending: Ending) -> None:
 STATUS_LINE = re.compile(
     r"^\[(?P<phase>[^\]]+)\] \| rows (?P<resolved>[\d,]+)/(?P<rows>[\d,]+) "
     r"\| names (?P<names>[\d,]+) \((?P<before>[\d,]+) answered before EQC\) "
+    r"(?:\| local match (?P<local>[\d,]+) answered in \S+ \((?P<local_mode>\w+)\) )?"
     r"\| eqc (?P<done>[\d,]+)/(?P<planned>[\d,]+)(?: \((?P<meanwhile>[\d,]+) found in the index meanwhile\))? "
     r"\| found (?P<found>[\d,]+) not-found (?P<not_found>[\d,]+) failed (?P<failed>[\d,]+) "
     r"\| retries (?P<retries>\d+) 429s (?P<limited>\d+) \| rate \S+ of \S+ \| in-flight (?P<in_flight>\d+) "
@@ -363,6 +364,9 @@ def check_status_line(line: str, s: Mapping[str, Any]) -> None:
     assert number(match["resolved"]) == number(match["rows"]) == s["rows"]
     assert number(match["names"]) == s["distinct_names"]
     assert number(match["before"]) == s["answered_before_eqc"]
+    if match["local"] is not None:
+        assert number(match["local"]) == s["answered_locally"] == s["local_match"]["answered"]
+        assert match["local_mode"] == s["local_match"]["mode"]
     meanwhile = number(match["meanwhile"]) if match["meanwhile"] else 0
     assert meanwhile == eqc["answered_elsewhere"]
     assert number(match["done"]) == eqc["names_asked"] + meanwhile

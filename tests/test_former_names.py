@@ -238,5 +238,5 @@ def test_the_review_page_lists_the_conflicts(index_db: IndexDb) -> None:
         store.close()
     assert f'href="{base}conflicts">former names on two companies <b>1</b>' in queue.text
     assert listed.status_code == 200
-    assert f'<td><span lang="zh-CN">{SHARED}</span></td><td>{A}, {B}</td><td>eqc</td>' in listed.text
+    assert f'<td><bdi lang="zh-CN">{SHARED}</bdi></td><td>{A}, {B}</td><td>eqc</td>' in listed.text
     assert stranger.status_code == 403  # the session guard covers it

@@ -12,6 +12,7 @@ import pytest
 from eqc_enrich import IndexStoreError
 from eqc_enrich.cli import main
 from eqc_enrich.store import IndexStore, init_index
+from eqc_enrich.store._schema import define
 
 OLD_SCHEMA = """
 CREATE TABLE enrichment_index (
@@ -73,7 +74,7 @@ def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsy
     report = init_index(path)
     assert report.created == [
         "base_info", "eqc_quota", "eqc_quota_slot", "eqc_claim", "eqc_unsettled", "eqc_worker_log",
-        "eqc_review_decision", "eqc_former_name_conflict", "eqc_match_shadow",
+        "eqc_review_decision", "eqc_review_undo", "eqc_quota_rate", "eqc_former_name_conflict", "eqc_match_shadow",
     ]  # fmt: skip
     assert report.present == ["enrichment_index", "eqc_negative_cache", "eqc_payload", "run_journal"]
     with pytest.raises(SystemExit) as done:
@@ -84,7 +85,7 @@ def test_index_init_says_what_it_created_and_is_idempotent(tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         main(["index", "init", "--db", str(fresh)])
     assert "created enrichment_index, base_info, eqc_negative_cache" in capsys.readouterr().out
-    assert len(table_names(fresh)) == 13
+    assert table_names(fresh) == {table.name for table in define(None).all}
 
 
 def test_opening_a_complete_index_takes_no_write_lock(tmp_path: Path) -> None:

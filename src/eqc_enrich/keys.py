@@ -178,9 +178,19 @@ _MARKER_ALT: Final[str] = "|".join(re.escape(marker) for marker in STATUS_MARKER
 
 _NEEDS_MAPPING: Final = re.compile("[" + re.escape("".join(map(chr, sorted(_CHAR_MAP)))) + "]")
 """Most names need no mapping; finding that out is cheaper than `str.translate` on every name."""
+_INVISIBLE_RANGES: Final[tuple[tuple[int, int], ...]] = (
+    (0x00, 0x1F),  # the C0 control characters (a NUL among them)
+    (0x7F, 0x9F),  # DEL and the C1 control characters
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x200B, 0x200F),  # zero-width space, joiners, left-to-right and right-to-left marks
+    (0x202A, 0x202E),  # bidirectional embeddings and overrides
+    (0x2060, 0x2064),  # word joiner and the invisible operators
+    (0x2066, 0x2069),  # bidirectional isolates
+    (0xFEFF, 0xFEFF),  # zero-width no-break space (a byte-order mark)
+)
+"""The characters besides whitespace that nobody sees; one list for the text pass and the column pass."""
 _INVISIBLE: Final = re.compile(
-    r"[\s\x00-\x1f\x7f-\x9f"  # whitespace and the control characters
-    r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+"  # zero-width and bidirectional marks
+    "[\\s" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in _INVISIBLE_RANGES) + "]+"
 )
 """Whitespace, control characters (a NUL, which PostgreSQL cannot store, among them), zero-width characters and
 the bidirectional marks: nothing a reader sees, so two spellings that differ only in them meet on one key."""
@@ -302,7 +312,10 @@ PYTHON_WHITESPACE: Final[str] = (
 )
 """Every character Python's `\\s` matches in a text (tests/test_keys.py checks the list against `re`)."""
 _INVISIBLE_CLASS: Final[str] = (
-    "[" + "".join(f"\\x{{{ord(char):x}}}" for char in PYTHON_WHITESPACE) + "\\x{200b}-\\x{200d}\\x{2060}\\x{feff}]+"
+    "["
+    + "".join(f"\\x{{{ord(char):x}}}" for char in PYTHON_WHITESPACE)
+    + "".join(f"\\x{{{low:x}}}-\\x{{{high:x}}}" for low, high in _INVISIBLE_RANGES)
+    + "]+"
 )
 """`_INVISIBLE` in the syntax of polars' regex engine, whose `\\s` is not Python's."""
 _STRIP_TRIGGERS: Final[str] = "[" + re.escape('「」『』"（）' + _SEPARATORS) + "]|及下属子企业|[.。…·]$"

@@ -44,13 +44,23 @@ class DatabaseLedger:
     """
 
     def __init__(
-        self, store: IndexStore, quota_key: str, owner: str, *, spacing_s: float = 0.0, max_batch: int = 16
+        self,
+        store: IndexStore,
+        quota_key: str,
+        owner: str,
+        *,
+        spacing_s: float = 0.0,
+        max_batch: int = 16,
+        ahead: bool = True,
     ) -> None:
+        """`ahead=False`: one slot per request, reserved when it is asked for (the review page, whose
+        occasional single calls would leave every slot reserved ahead unused)."""
         self._store = store
         self._key = quota_key
         self._owner = owner
         self._spacing_s = spacing_s
         self._max_batch = max(1, max_batch)
+        self._ahead = ahead
         self._rtts: deque[float] = deque(maxlen=20)  # the last reservations' round trips
         self._slots: deque[float] = deque()  # reserved slots, on the database's clock
         self._refill: asyncio.Task[None] | None = None  # the reservation under way, if any
@@ -61,6 +71,7 @@ class DatabaseLedger:
         self._best_rtt = float("inf")
         self._account_pause = AccountPause(store, quota_key)
         self.dropped = 0  # reserved slots whose time passed before a send could use them
+        self._unused: list[float] = []  # those slots, given back when the stage ends
 
     @property
     def lead_s(self) -> float:
@@ -88,15 +99,21 @@ class DatabaseLedger:
             # a fresh slot is used even if a round trip longer than the lead made it late: none comes sooner
             await self._reserved(rule, recent=recent, keep_s=keep_s)
         slot = self._slots.popleft() - self._now()
-        if len(self._slots) < self.batch and self._refill is None:
+        if self._ahead and len(self._slots) < self.batch and self._refill is None:
             self._refill = asyncio.get_running_loop().create_task(self._take(rule, recent=recent, keep_s=keep_s))
         return slot
 
     async def settle(self) -> None:
-        """Wait for a reservation still under way (the stage is ending); its slots go unused."""
+        """The stage is ending: wait for a reservation still under way, then give back every slot no request
+        used (a check of one id must not hold several of the account's ten slots a minute)."""
         if self._refill is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refill
+        unused, self._unused = [*self._unused, *self._slots], []
+        self._slots.clear()
+        if unused:
+            with contextlib.suppress(IndexStoreError):  # not given back, they only pass unused
+                await asyncio.to_thread(self._store.quota.release, self._key, self._owner, unused)
 
     def _now(self) -> float:
         return time.time() + self._offset
@@ -105,7 +122,7 @@ class DatabaseLedger:
         """A slot a tenth of the spacing past (at least a millisecond) is a hole, not a send."""
         passed = self._now() - max(0.001, 0.1 * self._spacing_s)
         while self._slots and self._slots[0] < passed:
-            self._slots.popleft()
+            self._unused.append(self._slots.popleft())
             self.dropped += 1
 
     async def _reserved(self, rule: Rule, *, recent: int, keep_s: float) -> None:
@@ -137,7 +154,7 @@ class DatabaseLedger:
         asked = time.time()
         slots, now = await asyncio.to_thread(
             self._store.quota.reserve_many, self._key, self._owner, ahead,
-            count=max(1, self.batch - len(self._slots)), recent=recent, keep_s=keep_s,
+            count=max(1, self.batch - len(self._slots)) if self._ahead else 1, recent=recent, keep_s=keep_s,
         )  # fmt: skip
         answered = time.time()
         self._rtts.append(answered - asked)

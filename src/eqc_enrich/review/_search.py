@@ -170,7 +170,7 @@ class EqcSearcher:
             self._client = access.client()
             self._keeper = TokenKeeper(self._client, access.token_command)
             await self._keeper.prepare(check=False)
-            ledger = DatabaseLedger(self._store, access.quota_key, self._owner, spacing_s=access.slot_s)
+            ledger = DatabaseLedger(self._store, access.quota_key, self._owner, spacing_s=access.slot_s, ahead=False)
             self._limiter = SlidingWindowLimiter(access.rate_limit, ledger=ledger)
         assert self._keeper is not None
         assert self._limiter is not None

@@ -8,7 +8,8 @@ that a reader (`worker status`) measures use against the real limit rather than 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,6 +131,21 @@ class QuotaLedger:
             c.execute(sa.insert(s), [{"quota_key": quota_key, "owner": owner, "slot_at": at} for at in slots])
             c.execute(sa.delete(s).where(s.c.quota_key == quota_key, s.c.slot_at < now - keep_s))
         return slots, now
+
+    def release(self, quota_key: str, owner: str, slots: Sequence[float]) -> int:
+        """Give back `owner`'s reserved slots that no request used (a stage ending with slots in hand, a slot
+        whose time passed before a send could take it): an unsent slot must not count against the account's
+        quota for a window. Returns how many."""
+        if not slots:
+            return 0
+        s = self.slots
+        released = 0
+        with self._db.begin() as c:
+            for slot_at, count in sorted(Counter(slots).items()):  # slots of one time are alike: any `count`
+                alike = sa.select(s.c.id).where(s.c.quota_key == quota_key, s.c.owner == owner, s.c.slot_at == slot_at)
+                chosen = alike.order_by(s.c.id.desc()).limit(count).scalar_subquery()
+                released += int(c.execute(sa.delete(s).where(s.c.id.in_(chosen))).rowcount)
+        return released
 
     def last_busy(self, quota_key: str, background: str) -> tuple[float | None, float]:
         """`(latest slot of any owner not starting with `background`, now)`: a plain read, no lock taken, so

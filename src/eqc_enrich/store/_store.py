@@ -72,6 +72,7 @@ class IndexStore:
         self.legacy_requests = LegacyRequests(self._db, self.schema)  # the old tools' queue, where it exists
         self.decisions = ReviewDecisions(self._db, t.decisions, t.decision_undo)
         self.shadow = MatchShadow(self._db, t.shadow)
+        self._absent: frozenset[str] = frozenset()  # optional tables this index lacks (no grant to check)
         try:
             if self._db.dialect.creates_on_open if create is None else create:
                 _create_missing(self._db, t)
@@ -144,7 +145,12 @@ class IndexStore:
         page starts, so a missing grant is said at once and not met by the first answer's commit."""
         if self.dialect != "postgresql":
             return
-        wanted = [(table, privilege) for table, privileges in self.tables.privileges() for privilege in privileges]
+        wanted = [
+            (table, privilege)
+            for table, privileges in self.tables.privileges()
+            if table.name not in self._absent
+            for privilege in privileges
+        ]
         names = [_qualified(table) for table, _ in wanted]
         kinds = [privilege for _, privilege in wanted]
         query = sa.text(
@@ -195,6 +201,7 @@ class IndexStore:
         with self._db.read() as conn:
             missing = missing_tables(conn, self.tables)
         self.quota.has_rates = self.tables.quota_rates.name not in missing
+        self._absent = frozenset(missing)
         missing = [name for name in missing if name not in OPTIONAL_TABLES]
         if missing:
             where = f" in schema {self.schema}" if self.schema else ""
