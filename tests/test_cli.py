@@ -155,6 +155,7 @@ def test_plan_answers_without_calling_eqc(month: Path, sim: Simulator, tmp_path:
     assert sim.stats()["requests"]["search"] == 0
 
 
+@pytest.mark.slow  # a whole run stopped by a signal and resumed, on both databases: make test-all
 def test_sigint_stops_cleanly_and_a_rerun_resumes(
     month: Path, sim: Simulator, tmp_path: Path, index_db: IndexDb
 ) -> None:

@@ -127,6 +127,7 @@ def sim() -> Iterator[Simulator]:
         yield running
 
 
+@pytest.mark.slow  # a real browser through a whole login or session: make test-all
 def test_token_login_through_the_pac_proxy_saves_the_token_and_a_run_uses_it(sim: Simulator, tmp_path: Path) -> None:
     assert scan(sim).status_code == 409  # no QR code is waiting yet
     month = write_month(tmp_path / "month.parquet", seed=3, rows=200, companies=20)
@@ -193,6 +194,7 @@ def test_token_login_through_the_pac_proxy_saves_the_token_and_a_run_uses_it(sim
     assert sim.stats()["unauthorized"] == 0
 
 
+@pytest.mark.slow  # a real browser through a whole login or session: make test-all
 def test_token_login_no_save_prints_only_the_token(sim: Simulator, tmp_path: Path) -> None:
     env_file = tmp_path / ".wdh_env"
     env_file.write_text("WDH_EQC_TOKEN=unchanged\n", encoding="utf-8")
@@ -208,6 +210,7 @@ def test_token_login_no_save_prints_only_the_token(sim: Simulator, tmp_path: Pat
     assert env_file.read_text(encoding="utf-8") == "WDH_EQC_TOKEN=unchanged\n"
 
 
+@pytest.mark.slow  # a real browser through a whole login or session: make test-all
 def test_token_login_that_nobody_scans_ends_with_exit_3(sim: Simulator, tmp_path: Path) -> None:
     env = {"WDH_ENV_FILE": str(tmp_path / ".wdh_env"), "WDH_EQC_BASE_URL": sim.url}
     login = cli("token", "login", "--timeout", "1s", env=env)
@@ -240,6 +243,7 @@ def test_token_check_says_valid_with_its_age_then_invalid_with_the_login_command
     assert FIRST_TOKEN not in valid.stdout + valid.stderr + invalid.stdout + invalid.stderr
 
 
+@pytest.mark.slow  # a real browser through a whole login or session: make test-all
 def test_a_run_whose_token_expires_waits_for_a_login_and_asks_nothing_twice(tmp_path: Path) -> None:
     config = SimulatorConfig(
         seed=8,
@@ -253,9 +257,11 @@ def test_a_run_whose_token_expires_waits_for_a_login_and_asks_nothing_twice(tmp_
     env_file = tmp_path / ".wdh_env"
     env_file.write_text(f"WDH_EQC_TOKEN={FIRST_TOKEN} # Updated: 2026-03-09 08:15:00\n", encoding="utf-8")
     with Simulator(config) as sim:
-        env = {"WDH_ENV_FILE": str(env_file), "WDH_EQC_BASE_URL": sim.url}
+        # one quota for the run and the login's token check: with the default 10/60s the check would wait
+        # for the minute the run's fifty sends a second filled
+        env = {"WDH_ENV_FILE": str(env_file), "WDH_EQC_BASE_URL": sim.url, "WDH_EQC_RATE_LIMIT": "50/1s"}
         run = cli(
-            "run", month, "-o", tmp_path / "out.parquet", "--db", tmp_path / "index.db", "--rate-limit", "50/1s",
+            "run", month, "-o", tmp_path / "out.parquet", "--db", tmp_path / "index.db",
             "--summary", tmp_path / "summary.json", "--token-wait", "2m", env=env,
         )  # fmt: skip
         assert run.stderr is not None
@@ -287,6 +293,7 @@ def test_a_run_whose_token_expires_waits_for_a_login_and_asks_nothing_twice(tmp_
     assert [line for line in run_lines.seen if "log in with" in line] == [asking]  # asked once
 
 
+@pytest.mark.slow  # a real browser through a whole login or session: make test-all
 def test_run_login_on_a_terminal_shows_the_qr_code_there_and_goes_on(sim: Simulator, tmp_path: Path) -> None:
     month = write_month(tmp_path / "month.parquet", seed=3, rows=200, companies=20)
     env_file = tmp_path / ".wdh_env"  # none yet: the run starts without a token

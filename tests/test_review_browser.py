@@ -106,6 +106,7 @@ def press(page: Any, key: str) -> None:
         page.keyboard.press(key)
 
 
+@pytest.mark.slow  # a real browser through a whole login or session: make test-all
 def test_a_person_settles_names_with_the_keyboard_and_the_next_run_uses_every_decision(tmp_path: Path) -> None:
     data, _ = make_month(seed=11, rows=600, companies=80, unknown_share=0.15, existing_id_share=0.0)
     db = tmp_path / "index.db"

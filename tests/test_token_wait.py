@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,15 @@ def run_with_events(given: RunOptions, events: list[tuple[str, dict[str, Any]]])
     return asyncio.run(enrich_async(frame(), options=given, events=lambda kind, fields: events.append((kind, fields))))
 
 
-def later(seconds: float, action: object) -> threading.Thread:
+def once(condition: Callable[[], bool], action: Callable[[], object], *, bound_s: float = 30.0) -> threading.Thread:
+    """`action` as soon as `condition()` holds (looked at every 20 ms, for at most `bound_s`): a step that
+    waits on the run, not on the clock, so a slow start under load cannot reorder it."""
+
     def run() -> None:
-        time.sleep(seconds)
-        action()  # type: ignore[operator]
+        deadline = time.monotonic() + bound_s
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        action()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -54,8 +60,13 @@ def test_a_run_without_a_token_waits_for_a_login_then_asks_everything(
     monkeypatch.setenv("WDH_ENV_FILE", str(env_file))
     events: list[tuple[str, dict[str, Any]]] = []
     # first a token EQC does not know (checked once, passed over), then a good one
-    later(0.3, lambda: write_env_token(env_file, "not-a-token-eqc-knows"))
-    saver = later(1.2, lambda: write_env_token(env_file, sim.issue_token()))
+    once(
+        lambda: any(kind == "token_login_needed" for kind, _ in events),
+        lambda: write_env_token(env_file, "not-a-token-eqc-knows"),
+    )
+    saver = once(  # once the bad one was tried
+        lambda: sim.stats()["requests"]["searchAll"] >= 1, lambda: write_env_token(env_file, sim.issue_token())
+    )
     result = run_with_events(options(sim.url, tmp_path / "i.db", 30.0), events)
     saver.join()
     assert result.summary.status == "completed"
