@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/eqc-enrich demo
 
-# `make test`: the developer's loop, under 4 minutes on 2 cores. The independent tests run 4 at a time (most
+# `make test`: the developer's loop, about 4 minutes on 2 cores. The independent tests run 4 at a time (most
 # wait on a simulated EQC, not the CPU); the ones held to timing run after, alone; property tests draw a fifth of
 # their examples; the longest end-to-end cases (marked `slow`) are left to `make test-all`, which .ci/run runs:
 # every test, every example.
 PARALLEL := -n 4 --dist loadfile
+
+# Python's own bytecode cache, even where the environment turns it off (PYTHONDONTWRITEBYTECODE): without it every
+# `eqc-enrich` process a test starts compiles the package again (0.6 s of CPU each) and every pytest process
+# rewrites the test modules' asserts again (5 s each); with it the suite spends its CPU on the tests.
+unexport PYTHONDONTWRITEBYTECODE
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -222,7 +222,8 @@ def test_the_writer_commits_while_the_run_goes_on(tmp_path: Path) -> None:
         writer.add(LookupOutcome(normalize_name(UNKNOWN), "not_found"))
         deadline = time.monotonic() + 100 * interval
         seen = False
-        while not seen and time.monotonic() < deadline:
+        # the row is visible the moment the thread commits; the writer counts the commit when the loop resumes it
+        while not (seen and writer.commits) and time.monotonic() < deadline:
             await asyncio.sleep(interval / 5)
             seen = await asyncio.to_thread(store.negatives.count) == 1
         commits = writer.commits
