@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/eqc-enrich demo
 
-# `make test`: the developer's loop, about 4 minutes on 2 cores. The independent tests run 4 at a time (most
-# wait on a simulated EQC, not the CPU); the ones held to timing run after, alone; property tests draw a fifth of
-# their examples; the longest end-to-end cases (marked `slow`) are left to `make test-all`, which .ci/run runs:
-# every test, every example.
+# `make test`: the developer's loop, 4 to 5 minutes on 2 cores (the README has the measured times). The
+# independent tests run 4 at a time (most wait on a simulated EQC, not the CPU); the ones held to timing run
+# after, alone; property tests draw a fifth of their examples; the longest end-to-end cases (marked `slow`) are
+# left to `make test-all`, which .ci/run runs: every test, every example.
 PARALLEL := -n 4 --dist loadfile
 
 # Python's own bytecode cache, even where the environment turns it off (PYTHONDONTWRITEBYTECODE): without it every
