@@ -269,6 +269,30 @@ def test_the_worker_fills_missing_details_only_after_the_names_and_status_counts
     assert again.asked == 0  # nothing missing: nothing asked
 
 
+def test_once_fills_every_company_due_at_its_start_even_beyond_one_batch(
+    sim_factory: SimFactory, index_db: IndexDb
+) -> None:
+    """`worker --once` with more companies lacking details than a pass takes: one round, several passes, every
+    company due at its start filled (a first batch alone had ended the round with the rest still due)."""
+    sim = sim_factory()
+    chosen = companies(sim, 7)
+    first = run(sim, index_db, pl.DataFrame({"客户名称": [c.name for c in chosen]}))
+    assert first.summary.eqc.found == 7
+    options = worker_options(db=index_db.url, db_schema=index_db.schema, eqc_url=sim.url, token=TOKEN,
+                             rate_limit=FAST, idle_s=0.0, batch=3)  # fmt: skip
+    passes: list[dict[str, Any]] = []
+    report = run_worker(options, once=True, events=lambda kind, f: passes.append(f) if kind == "worker_pass" else None)
+    assert (report.status, report.asked) == ("completed", 7)
+    assert [sum(p["by_kind"].values()) for p in passes] == [3, 3, 1]  # a pass never takes more than the batch
+    assert sim.stats()["requests"]["findDepart"] == 7
+    store = IndexStore(index_db.url, schema=index_db.schema)
+    try:
+        after = worker_status(store, options, FAST, sim.url)
+    finally:
+        store.close()
+    assert after.details_missing == 0
+
+
 def test_a_company_whose_details_eqc_does_not_have_waits_the_negative_ttl(
     sim_factory: SimFactory, tmp_path: Path
 ) -> None:

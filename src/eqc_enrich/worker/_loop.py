@@ -182,9 +182,10 @@ class _Worker:
                 break
             if not await self._wait_idle(store, deadline):
                 break
-            queue = await asyncio.to_thread(build_queue, store, self.options)
+            # a `--once` round lists every detail due, each pass: a batch's worth could be ones it already asked
+            queue = await asyncio.to_thread(build_queue, store, self.options, every_detail=once)
             if once and self.round.only is None:
-                due_checks = await asyncio.to_thread(store.shadow.to_verify, limit=self.options.batch)
+                due_checks = await asyncio.to_thread(store.shadow.to_verify)  # the round covers every one due
                 checkable = [QueueItem(row.lookup_key, MATCH_CHECK) for row in due_checks]
                 self.round.begin_once([*queue.items, *checkable, *queue.details], utcnow())
             fresh = self.round.fresh(queue.items)[: self.options.batch]
@@ -195,7 +196,8 @@ class _Worker:
                 keys = {item.key for item in self.round.fresh([QueueItem(row.lookup_key, MATCH_CHECK) for row in due])}
                 checks = [row for row in due if row.lookup_key in keys]
                 items = [QueueItem(row.lookup_key, MATCH_CHECK) for row in checks]
-            items = items or self.round.fresh(queue.details)  # base_info's missing details when nothing else is due
+            # base_info's missing details when nothing else is due
+            items = items or self.round.fresh(queue.details)[: self.options.batch]
             if not items:
                 if once:
                     break

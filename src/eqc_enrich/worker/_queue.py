@@ -57,8 +57,15 @@ class Queue:
 
 
 def build_queue(
-    store: IndexStore, options: WorkerOptions, *, limit: int | None = None, now: datetime | None = None
+    store: IndexStore,
+    options: WorkerOptions,
+    *,
+    limit: int | None = None,
+    now: datetime | None = None,
+    every_detail: bool = False,
 ) -> Queue:
+    """What is due now. Details are listed up to a pass's batch unless `every_detail` (a `--once` round, which
+    must cover every company due at its start, not the first batch of them)."""
     now = now or utcnow()
     ttl = timedelta(seconds=options.negative_ttl_s)
     refresh = timedelta(seconds=options.refresh_s)
@@ -109,15 +116,16 @@ def build_queue(
         queue.due[item.kind] += 1
     queue.items = due if limit is None else due[:limit]
     if options.fill_details:
-        _add_details(store, options, queue, limit or options.batch, now)
+        _add_details(store, options, queue, None if every_detail else limit or options.batch, now)
     return queue
 
 
-def _add_details(store: IndexStore, options: WorkerOptions, queue: Queue, limit: int, now: datetime) -> None:
-    """Companies lacking details, those the worker did not try too lately, up to `limit`."""
+def _add_details(store: IndexStore, options: WorkerOptions, queue: Queue, limit: int | None, now: datetime) -> None:
+    """Companies lacking details, those the worker did not try too lately, up to `limit` (None: all of them)."""
     queue.details_missing = store.base_info.tallies()["without_details"]
     if not queue.details_missing:
         return
+    limit = queue.details_missing if limit is None else limit
     missing = store.base_info.missing_details(limit=max(limit * 4, limit + 100))
     tries = store.worker_log.attempts(DETAILS_PREFIX + company_id for company_id in missing)
     ttl = timedelta(seconds=options.negative_ttl_s)
